@@ -1,0 +1,42 @@
+"""Chat templates -> token ids, for generation prompts and teacher-forced answers."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any, Literal
+
+ScoreSpan = Literal["answer", "all"]
+
+
+def _template_ids(tokenizer: Any, messages: Sequence[dict[str, str]], add_generation_prompt: bool) -> list[int]:
+    if getattr(tokenizer, "chat_template", None):
+        ids = tokenizer.apply_chat_template(
+            list(messages), add_generation_prompt=add_generation_prompt, tokenize=True, return_dict=False
+        )
+        return [int(i) for i in ids]
+    # Base models without a chat template: plain concatenation of the turns.
+    text = "\n\n".join(m["content"] for m in messages) + ("\n\n" if add_generation_prompt else "")
+    return [int(i) for i in tokenizer(text)["input_ids"]]
+
+
+def generation_prompt_ids(tokenizer: Any, messages: Sequence[dict[str, str]]) -> list[int]:
+    """The chat with the assistant generation prompt appended."""
+    return _template_ids(tokenizer, messages, add_generation_prompt=True)
+
+
+def teacher_forced_ids(
+    tokenizer: Any, messages: Sequence[dict[str, str]], answer: str, span: ScoreSpan = "answer"
+) -> tuple[list[int], int, int]:
+    """Token ids of the chat with `answer` as the assistant turn.
+
+    Returns (ids, score_start, prompt_length): tokens at positions >= score_start are scored.
+    `answer` scores the assistant span only; `all` scores every token after the first (the seed
+    notebook's prompt_length=1).
+    """
+    prompt = _template_ids(tokenizer, messages, add_generation_prompt=True)
+    full = _template_ids(tokenizer, [*messages, {"role": "assistant", "content": answer}], add_generation_prompt=False)
+    # Templates may re-tokenize at the boundary; the answer starts where the two first differ.
+    common = next((i for i, (a, b) in enumerate(zip(prompt, full)) if a != b), min(len(prompt), len(full)))
+    if common >= len(full):
+        raise ValueError("the chat template dropped the assistant answer")
+    return full, (common if span == "answer" else 1), common

@@ -1,0 +1,89 @@
+"""Prompt sets: JSONL files, one chat per line, validated with errors that name file and line."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+VALID_ROLES = ("system", "user", "assistant", "tool")
+
+
+class PromptSetError(ValueError):
+    """A prompt set file is malformed; the message names the file and the line."""
+
+
+@dataclass(frozen=True)
+class Prompt:
+    """One chat of a prompt set.
+
+    `messages` are the chat turns before the answer; `reference` is an optional assistant
+    answer used for teacher-forced scoring.
+    """
+
+    id: str
+    messages: tuple[dict[str, str], ...]
+    reference: str | None = None
+    metadata: dict[str, Any] = field(default_factory=dict, compare=False)
+
+
+def _check_record(record: Any, where: str) -> Prompt:
+    if not isinstance(record, dict):
+        raise PromptSetError(f"{where}: expected a JSON object, got {type(record).__name__}")
+    unknown = set(record) - {"id", "messages", "reference", "metadata"}
+    if unknown:
+        raise PromptSetError(
+            f"{where}: unknown key(s) {sorted(unknown)}; allowed: id, messages, reference, metadata"
+        )
+    if "id" not in record:
+        raise PromptSetError(f"{where}: missing key 'id'")
+    prompt_id = record["id"]
+    if not isinstance(prompt_id, (str, int)) or isinstance(prompt_id, bool) or str(prompt_id) == "":
+        raise PromptSetError(f"{where}: 'id' must be a non-empty string or integer")
+    messages = record.get("messages")
+    if not isinstance(messages, list) or not messages:
+        raise PromptSetError(f"{where}: 'messages' must be a non-empty list of chat messages")
+    checked: list[dict[str, str]] = []
+    for i, message in enumerate(messages):
+        if not isinstance(message, dict):
+            raise PromptSetError(f"{where}: messages[{i}] must be an object with 'role' and 'content'")
+        role, content = message.get("role"), message.get("content")
+        if role not in VALID_ROLES:
+            raise PromptSetError(f"{where}: messages[{i}].role must be one of {list(VALID_ROLES)}, got {role!r}")
+        if not isinstance(content, str):
+            raise PromptSetError(f"{where}: messages[{i}].content must be a string")
+        checked.append({"role": role, "content": content})
+    reference = record.get("reference")
+    if reference is not None and (not isinstance(reference, str) or reference == ""):
+        raise PromptSetError(f"{where}: 'reference' must be a non-empty string when given")
+    metadata = record.get("metadata", {})
+    if not isinstance(metadata, dict):
+        raise PromptSetError(f"{where}: 'metadata' must be an object")
+    return Prompt(id=str(prompt_id), messages=tuple(checked), reference=reference, metadata=metadata)
+
+
+def load_prompt_set(path: str | Path) -> list[Prompt]:
+    """Read and validate a JSONL prompt set. Blank lines are skipped; ids must be unique."""
+    path = Path(path)
+    if not path.is_file():
+        raise PromptSetError(f"{path}: prompt set file not found")
+    prompts: list[Prompt] = []
+    seen: dict[str, int] = {}
+    with path.open(encoding="utf-8") as handle:
+        for line_number, line in enumerate(handle, start=1):
+            if not line.strip():
+                continue
+            where = f"{path}, line {line_number}"
+            try:
+                record = json.loads(line)
+            except json.JSONDecodeError as error:
+                raise PromptSetError(f"{where}: invalid JSON ({error.msg} at column {error.colno})") from None
+            prompt = _check_record(record, where)
+            if prompt.id in seen:
+                raise PromptSetError(f"{where}: duplicate id {prompt.id!r} (first on line {seen[prompt.id]})")
+            seen[prompt.id] = line_number
+            prompts.append(prompt)
+    if not prompts:
+        raise PromptSetError(f"{path}: prompt set is empty")
+    return prompts

@@ -1,0 +1,163 @@
+"""Arrow tables of the workflow's outputs; column meanings are documented in docs/schema.md."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from tokenscope.metrics import TokenMetrics
+from tokenscope.token_text import TokenTable
+
+SCHEMA_VERSION = "1"
+
+TOKEN_SCHEMA = pa.schema(
+    [
+        ("model", pa.string()),
+        ("source", pa.string()),
+        ("prompt_set", pa.string()),
+        ("prompt_id", pa.string()),
+        ("sample", pa.int32()),
+        ("step", pa.int32()),
+        ("position", pa.int32()),
+        ("segment", pa.string()),
+        ("context_token_id", pa.int32()),
+        ("context_token", pa.string()),
+        ("context_piece", pa.string()),
+        ("token_id", pa.int32()),
+        ("token", pa.string()),
+        ("token_piece", pa.string()),
+        ("entropy", pa.float32()),
+        ("logprob", pa.float32()),
+        ("prob", pa.float32()),
+        ("rank", pa.int32()),
+        ("topk_ids", pa.list_(pa.int32())),
+        ("topk_pieces", pa.list_(pa.string())),
+        ("topk_probs", pa.list_(pa.float32())),
+    ],
+    metadata={"tokenscope_schema": SCHEMA_VERSION, "tokenscope_table": "tokens"},
+)
+
+GENERATION_SCHEMA = pa.schema(
+    [
+        ("model", pa.string()),
+        ("prompt_set", pa.string()),
+        ("prompt_id", pa.string()),
+        ("sample", pa.int32()),
+        ("seed", pa.int64()),
+        ("prompt_token_ids", pa.list_(pa.int32())),
+        ("token_ids", pa.list_(pa.int32())),
+        ("text", pa.string()),
+        ("finish_reason", pa.string()),
+        ("n_tokens", pa.int32()),
+    ],
+    metadata={"tokenscope_schema": SCHEMA_VERSION, "tokenscope_table": "generations"},
+)
+
+
+@dataclass(frozen=True)
+class ScoredSequence:
+    """A token sequence of which tokens [score_start:] were scored."""
+
+    prompt_id: str
+    sample: int
+    token_ids: np.ndarray  # full sequence: prompt then completion
+    score_start: int
+    prompt_length: int
+
+
+def _list_array(flat: np.ndarray, width: int, value_type: pa.DataType) -> pa.ListArray:
+    rows = flat.shape[0]
+    offsets = pa.array(np.arange(rows + 1, dtype=np.int32) * width)
+    return pa.ListArray.from_arrays(offsets, pa.array(flat.reshape(-1), type=value_type))
+
+
+def token_table(
+    *,
+    model: str,
+    source: str,
+    prompt_set: str,
+    sequences: Sequence[ScoredSequence],
+    metrics: TokenMetrics,
+    vocab: TokenTable,
+) -> pa.Table:
+    """One row per scored token; `metrics` rows are in sequence order, then position order."""
+    lengths = np.array([len(s.token_ids) for s in sequences], dtype=np.int64)
+    starts = np.array([s.score_start for s in sequences], dtype=np.int64)
+    prompt_lengths = np.array([s.prompt_length for s in sequences], dtype=np.int64)
+    counts = lengths - starts
+    n = int(counts.sum())
+    if metrics.entropy.shape[0] != n:
+        raise ValueError(f"{metrics.entropy.shape[0]} metric rows for {n} scored tokens")
+    all_ids = np.concatenate([s.token_ids for s in sequences]) if sequences else np.zeros(0, np.int64)
+    seq_offsets = np.concatenate([[0], np.cumsum(lengths)[:-1]]) if len(sequences) else np.zeros(0, np.int64)
+    seq_of = np.repeat(np.arange(len(sequences)), counts)
+    first_row = np.concatenate([[0], np.cumsum(counts)[:-1]]) if len(sequences) else np.zeros(0, np.int64)
+    step = np.arange(n) - np.repeat(first_row, counts)
+    position = step + np.repeat(starts, counts)
+    flat_index = np.repeat(seq_offsets, counts) + position
+    readable = vocab.readable(all_ids, seq_offsets)
+    token_ids = all_ids[flat_index]
+    context_ids = all_ids[flat_index - 1]
+    k = metrics.topk_ids.shape[1]
+    topk_ids = metrics.topk_ids.numpy().astype(np.int32)
+    prompt_ids = pa.array([s.prompt_id for s in sequences], type=pa.string())
+    columns = {
+        "model": pa.array(np.full(n, model, dtype=object), type=pa.string()),
+        "source": pa.array(np.full(n, source, dtype=object), type=pa.string()),
+        "prompt_set": pa.array(np.full(n, prompt_set, dtype=object), type=pa.string()),
+        "prompt_id": pc.take(prompt_ids, pa.array(seq_of)),
+        "sample": pa.array(np.repeat([s.sample for s in sequences], counts).astype(np.int32)),
+        "step": pa.array(step.astype(np.int32)),
+        "position": pa.array(position.astype(np.int32)),
+        "segment": pa.array(np.where(position >= np.repeat(prompt_lengths, counts), "completion", "prompt").astype(object), type=pa.string()),
+        "context_token_id": pa.array(context_ids.astype(np.int32)),
+        "context_token": pc.take(readable, pa.array(flat_index - 1)),
+        "context_piece": vocab.piece_array(context_ids),
+        "token_id": pa.array(token_ids.astype(np.int32)),
+        "token": pc.take(readable, pa.array(flat_index)),
+        "token_piece": vocab.piece_array(token_ids),
+        "entropy": pa.array(metrics.entropy.numpy().astype(np.float32)),
+        "logprob": pa.array(metrics.logprob.numpy().astype(np.float32)),
+        "prob": pa.array(metrics.prob.numpy().astype(np.float32)),
+        "rank": pa.array(metrics.rank.numpy().astype(np.int32)),
+        "topk_ids": _list_array(topk_ids, k, pa.int32()),
+        "topk_pieces": pa.ListArray.from_arrays(
+            pa.array(np.arange(n + 1, dtype=np.int32) * k), vocab.piece_array(topk_ids.reshape(-1))
+        ),
+        "topk_probs": _list_array(np.exp(metrics.topk_logprobs.numpy()).astype(np.float32), k, pa.float32()),
+    }
+    return pa.table(columns, schema=TOKEN_SCHEMA)
+
+
+def generation_table(
+    *,
+    model: str,
+    prompt_set: str,
+    prompt_ids: Sequence[str],
+    samples: Sequence[int],
+    seeds: Sequence[int],
+    prompt_token_ids: Sequence[Sequence[int]],
+    token_ids: Sequence[Sequence[int]],
+    texts: Sequence[str],
+    finish_reasons: Sequence[str],
+) -> pa.Table:
+    n = len(prompt_ids)
+    return pa.table(
+        {
+            "model": [model] * n,
+            "prompt_set": [prompt_set] * n,
+            "prompt_id": list(prompt_ids),
+            "sample": list(samples),
+            "seed": list(seeds),
+            "prompt_token_ids": [list(map(int, p)) for p in prompt_token_ids],
+            "token_ids": [list(map(int, t)) for t in token_ids],
+            "text": list(texts),
+            "finish_reason": list(finish_reasons),
+            "n_tokens": [len(t) for t in token_ids],
+        },
+        schema=GENERATION_SCHEMA,
+    )
