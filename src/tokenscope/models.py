@@ -14,11 +14,12 @@ import os
 import shutil
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any, Literal
-
-import torch
+from typing import TYPE_CHECKING, Any, Literal
 
 from tokenscope import __version__
+
+if TYPE_CHECKING:  # torch is imported lazily: the workflow's DAG code uses this module without it
+    import torch
 
 log = logging.getLogger(__name__)
 
@@ -123,6 +124,7 @@ def convert_gguf(gguf: Path, out_dir: Path) -> None:
     A model loaded from GGUF refuses `save_pretrained`, so the weights are moved into a model
     built from the same config, which saves normally and reloads in a fraction of a second.
     """
+    import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     tmp = out_dir.with_name(out_dir.name + ".partial")
@@ -216,7 +218,9 @@ def prepare_model(source: ModelSource, out_dir: str | Path, cache_dir: Path | No
     if not (out_dir / "config.json").exists():
         raise ModelSourceError(f"models.{source.name}: no config.json in {source.location}")
     weights = sorted(p for p in out_dir.iterdir() if p.suffix in WEIGHT_SUFFIXES)
+    import torch
     import transformers
+    from transformers import AutoTokenizer
 
     manifest = {
         "model": source.name,
@@ -224,6 +228,7 @@ def prepare_model(source: ModelSource, out_dir: str | Path, cache_dir: Path | No
         "resolved_revision": resolved_revision,
         "trust_remote_code": source.trust_remote_code,
         "weights": {p.name: sha256_file(p) for p in weights},
+        "tokenizer_sha256": tokenizer_fingerprint(AutoTokenizer.from_pretrained(out_dir, trust_remote_code=source.trust_remote_code)),
         "tokenscope_version": __version__,
         "transformers_version": transformers.__version__,
         "torch_version": torch.__version__,
@@ -234,7 +239,18 @@ def prepare_model(source: ModelSource, out_dir: str | Path, cache_dir: Path | No
     return manifest
 
 
-def resolve_device(device: str = "auto") -> torch.device:
+def tokenizer_fingerprint(tokenizer: Any) -> str:
+    """sha256 of the vocabulary and special tokens: equal fingerprints tokenize alike."""
+    import json
+
+    vocab = sorted(tokenizer.get_vocab().items())
+    special = sorted((str(k), str(v)) for k, v in tokenizer.special_tokens_map.items())
+    return hashlib.sha256(json.dumps([vocab, special]).encode()).hexdigest()
+
+
+def resolve_device(device: str = "auto") -> "torch.device":
+    import torch
+
     if device == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     resolved = torch.device(device)
@@ -243,8 +259,10 @@ def resolve_device(device: str = "auto") -> torch.device:
     return resolved
 
 
-def resolve_dtype(dtype: str, device: torch.device) -> torch.dtype:
+def resolve_dtype(dtype: str, device: "torch.device") -> "torch.dtype":
     """`auto` is fp32 on CPU and bf16 on GPU; metrics are always computed from fp32 logits."""
+    import torch
+
     if dtype == "auto":
         return torch.bfloat16 if device.type == "cuda" else torch.float32
     try:

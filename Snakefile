@@ -1,0 +1,20 @@
+# tokenscope: per-token measurements of LLM checkpoints. See README.md.
+from snakemake.utils import min_version
+
+min_version("9.0")
+
+
+configfile: "config/config.yaml"
+
+
+include: "rules/common.smk"
+include: "rules/models.smk"
+include: "rules/generate.smk"
+include: "rules/analysis.smk"
+include: "rules/figures.smk"
+
+
+rule all:
+    input:
+        final_targets(),
+    default_target: True

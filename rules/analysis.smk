@@ -1,0 +1,58 @@
+rule analyze_tokens:
+    """The seed notebook's token analyses for one scorer on one token source."""
+    input:
+        "results/tokens/{prompt_set}/{scorer}/{source}.parquet",
+    output:
+        describe="results/analysis/{prompt_set}/{scorer}/{source}/describe.csv",
+        describe_per_prompt="results/analysis/{prompt_set}/{scorer}/{source}/describe_per_prompt.csv",
+        qcut_bins="results/analysis/{prompt_set}/{scorer}/{source}/qcut_bins.csv",
+        qcut_bins_md="results/analysis/{prompt_set}/{scorer}/{source}/qcut_bins.md",
+        qcut_samples="results/analysis/{prompt_set}/{scorer}/{source}/qcut_samples.csv",
+        qcut_samples_md="results/analysis/{prompt_set}/{scorer}/{source}/qcut_samples.md",
+        by_context_token="results/analysis/{prompt_set}/{scorer}/{source}/by_context_token.csv",
+        by_context_token_md="results/analysis/{prompt_set}/{scorer}/{source}/by_context_token.md",
+        by_token="results/analysis/{prompt_set}/{scorer}/{source}/by_token.csv",
+        by_token_md="results/analysis/{prompt_set}/{scorer}/{source}/by_token.md",
+    params:
+        analysis=ANALYSIS,
+    log:
+        "logs/analyze_tokens/{prompt_set}/{scorer}/{source}.log",
+    threads: 1
+    resources:
+        mem_mb=2000,
+        runtime=10,
+    conda:
+        "../envs/tokenscope.yaml"
+    script:
+        "../scripts/analyze_tokens.py"
+
+
+rule summarize_group:
+    """Entropy statistics of the models of a group, side by side, overall and per prompt."""
+    input:
+        tokens=group_token_files,
+        tokenizers="results/comparisons/{group}/tokenizers.json",
+    output:
+        describe=report(
+            "results/summary/{prompt_set}/{group}/{view}/describe.csv",
+            caption="../report/describe.rst",
+            category="Entropy statistics",
+            labels={
+                "prompt set": "{prompt_set}",
+                "group": "{group}",
+                "tokens": "{view}",
+                "table": "all prompts",
+            },
+        ),
+        describe_md="results/summary/{prompt_set}/{group}/{view}/describe.md",
+        describe_per_prompt="results/summary/{prompt_set}/{group}/{view}/describe_per_prompt.csv",
+    log:
+        "logs/summarize_group/{prompt_set}/{group}/{view}.log",
+    threads: 1
+    resources:
+        mem_mb=2000,
+        runtime=10,
+    conda:
+        "../envs/tokenscope.yaml"
+    script:
+        "../scripts/summarize_group.py"

@@ -1,0 +1,122 @@
+# Config validation, names and target lists shared by all rules.
+import sys
+from pathlib import Path
+
+from snakemake.exceptions import WorkflowError
+from snakemake.utils import validate
+
+# The library lives in src/; importing it from there keeps --use-conda runs working without
+# installing the package into the environment that runs Snakemake.
+sys.path.insert(0, str(Path(workflow.basedir) / "src"))
+
+from tokenscope.prompts import PromptSetError, load_prompt_set
+from tokenscope.models import ModelSource, ModelSourceError, source_files
+from tokenscope.workflow import config_error_message
+
+
+try:
+    validate(config, schema="../schemas/config.schema.yaml", set_default=True)
+except WorkflowError as error:
+    raise WorkflowError(config_error_message(error)) from None
+
+NAME_PATTERN = "[A-Za-z0-9][A-Za-z0-9_.-]*"
+
+
+wildcard_constraints:
+    model=NAME_PATTERN,
+    scorer=NAME_PATTERN,
+    source=NAME_PATTERN,
+    prompt_set=NAME_PATTERN,
+    group=NAME_PATTERN,
+    view="generated|reference",
+
+
+try:
+    MODELS = {
+        name: ModelSource.from_config(name, entry) for name, entry in config["models"].items()
+    }
+    MODEL_FILES = {name: source_files(source) for name, source in MODELS.items()}
+    PROMPT_SETS = {
+        name: load_prompt_set(path) for name, path in config["prompt_sets"].items()
+    }
+except (ModelSourceError, PromptSetError) as error:
+    raise WorkflowError(str(error)) from None
+
+GROUPS = config.get("groups") or {"all": list(MODELS)}
+for group_name, members in GROUPS.items():
+    for member in members:
+        if member not in MODELS:
+            raise WorkflowError(
+                f"groups.{group_name}: unknown model {member!r}; models: {sorted(MODELS)}"
+            )
+
+RUNTIME = config["runtime"]
+ANALYSIS = config["analysis"]
+
+
+def uses_gpu():
+    device = RUNTIME["device"]
+    if device.startswith("cuda"):
+        return 1
+    if device != "auto":
+        return 0
+    try:
+        import torch
+    except ImportError:
+        return 0
+    return int(torch.cuda.is_available())
+
+
+GPU = uses_gpu()
+
+
+def has_references(prompt_set):
+    return any(p.reference is not None for p in PROMPT_SETS[prompt_set])
+
+
+def views(prompt_set):
+    """'generated': each model on its own generations; 'reference': on the reference answers."""
+    scored = ["generated"]
+    if config["scoring"]["teacher_forcing"] and has_references(prompt_set):
+        scored.append("reference")
+    return scored
+
+
+def token_file(prompt_set, scorer, view):
+    source = scorer if view == "generated" else "reference"
+    return f"results/tokens/{prompt_set}/{scorer}/{source}.parquet"
+
+
+def manifest(wildcards):
+    name = getattr(wildcards, "model", None) or wildcards.scorer
+    return f"results/models/{name}/manifest.json"
+
+
+def prompt_file(wildcards):
+    return config["prompt_sets"][wildcards.prompt_set]
+
+
+def group_token_files(wildcards):
+    return [
+        token_file(wildcards.prompt_set, model, wildcards.view)
+        for model in GROUPS[wildcards.group]
+    ]
+
+
+def final_targets():
+    targets = []
+    for prompt_set in PROMPT_SETS:
+        for view in views(prompt_set):
+            for model in MODELS:
+                source = model if view == "generated" else "reference"
+                targets.append(token_file(prompt_set, model, view))
+                targets.append(
+                    f"results/analysis/{prompt_set}/{model}/{source}/describe.csv"
+                )
+            for group in GROUPS:
+                base = f"results/figures/{prompt_set}/{group}/{view}"
+                targets += [f"{base}/entropy_hist_all.png", f"{base}/per_prompt"]
+                targets.append(
+                    f"results/summary/{prompt_set}/{group}/{view}/describe.csv"
+                )
+    return targets
