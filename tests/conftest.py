@@ -21,13 +21,13 @@ CORPUS = [
 ] * 20
 
 
-def build_tokenizer():
+def build_tokenizer(vocab_size: int = 400):
     """A small byte-level BPE tokenizer with ChatML special tokens, trained in milliseconds."""
     from tokenizers import ByteLevelBPETokenizer
     from transformers import PreTrainedTokenizerFast
 
     bpe = ByteLevelBPETokenizer()
-    bpe.train_from_iterator(CORPUS, vocab_size=400, min_frequency=1, special_tokens=["<|endoftext|>", "<|im_start|>", "<|im_end|>"])
+    bpe.train_from_iterator(CORPUS, vocab_size=vocab_size, min_frequency=1, special_tokens=["<|endoftext|>", "<|im_start|>", "<|im_end|>"])
     tokenizer = PreTrainedTokenizerFast(
         tokenizer_object=bpe._tokenizer,
         eos_token="<|im_end|>",
@@ -54,11 +54,11 @@ def tiny_config(arch: str, vocab_size: int, eos_id: int, pad_id: int):
     raise ValueError(arch)
 
 
-def save_tiny_checkpoint(folder: Path, arch: str = "llama", seed: int = 0) -> Path:
+def save_tiny_checkpoint(folder: Path, arch: str = "llama", seed: int = 0, vocab_size: int = 400) -> Path:
     """A Hugging Face checkpoint folder (safetensors + tokenizer) of a tiny random model."""
     from transformers import AutoModelForCausalLM
 
-    tokenizer = build_tokenizer()
+    tokenizer = build_tokenizer(vocab_size)
     config = tiny_config(arch, len(tokenizer), tokenizer.eos_token_id, tokenizer.pad_token_id)
     torch.manual_seed(seed)
     model = AutoModelForCausalLM.from_config(config)

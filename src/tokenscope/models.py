@@ -90,7 +90,7 @@ def source_files(source: ModelSource) -> list[Path]:
         return []
     folder = Path(source.location)
     if not folder.is_dir():
-        raise ModelSourceError(f"models.{source.name}: checkpoint folder not found: {folder}")
+        raise ModelSourceError(f"models.{source.name}: checkpoint folder not found: {folder.resolve()}")
     files = sorted(p for p in folder.iterdir() if p.is_file() and p.suffix in WEIGHT_SUFFIXES + SMALL_FILE_SUFFIXES)
     weights = [p for p in files if p.suffix in WEIGHT_SUFFIXES]
     pickles = sorted(p for p in folder.iterdir() if p.suffix in PICKLE_SUFFIXES)

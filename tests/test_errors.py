@@ -1,0 +1,103 @@
+"""Bad input gets one clear line naming the key, file or line, not a traceback."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from conftest import save_tiny_checkpoint
+from tokenscope.prompts import PromptSetError, load_prompt_set
+from workflow_utils import copy_prompts, snakemake
+
+
+def dry_run_error(tmp_path, config_text: str) -> str:
+    (tmp_path / "bad.yaml").write_text(config_text)
+    import workflow_utils
+
+    result = snakemake(tmp_path, str(tmp_path / "bad.yaml"), "--dry-run", check=False)
+    assert result.returncode != 0
+    assert "Traceback" not in result.stderr + result.stdout
+    return result.stderr + result.stdout
+
+
+@pytest.fixture
+def workdir(tmp_path):
+    save_tiny_checkpoint(tmp_path / "checkpoints" / "base")
+    copy_prompts(tmp_path, "tiny_b.jsonl")
+    return tmp_path
+
+
+GOOD = "models:\n  base:\n    path: checkpoints/base\nprompt_sets:\n  tiny_b: prompts/tiny_b.jsonl\n"
+
+
+def test_good_config_dry_runs(workdir):
+    assert "generate" in snakemake(workdir, str(_write(workdir, GOOD)), "--dry-run").stdout
+
+
+def _write(workdir, text):
+    path = workdir / "cfg.yaml"
+    path.write_text(text)
+    return path
+
+
+@pytest.mark.parametrize(
+    ("extra", "expected"),
+    [
+        ("generation:\n  n_sampels: 2\n", "invalid config: unknown key generation.n_sampels"),
+        ("generation:\n  n_samples: two\n", "invalid config at generation.n_samples: 'two' is not of type 'integer'"),
+        ("runtime:\n  dtype: fp8\n", "invalid config at runtime.dtype"),
+        ("colour: blue\n", "invalid config: unknown key colour"),
+    ],
+)
+def test_config_errors_name_the_key(workdir, extra, expected):
+    assert expected in dry_run_error(workdir, GOOD + extra)
+
+
+def test_missing_checkpoint_is_named(workdir):
+    message = dry_run_error(workdir, GOOD.replace("checkpoints/base", "checkpoints/missing"))
+    assert "models.base: checkpoint folder not found" in message and "checkpoints/missing" in message
+
+
+def test_checkpoint_without_safetensors_is_named(workdir):
+    (workdir / "checkpoints" / "base" / "model.safetensors").rename(workdir / "checkpoints" / "base" / "pytorch_model.bin")
+    message = dry_run_error(workdir, GOOD)
+    assert "models.base: no *.safetensors weights" in message and "allow_pickle" in message
+
+
+def test_unknown_group_member_is_named(workdir):
+    message = dry_run_error(workdir, GOOD + "groups:\n  pair: [base, nope]\n")
+    assert "groups.pair: unknown model 'nope'" in message
+
+
+def test_malformed_prompt_line_is_named_in_workflow(workdir):
+    path = workdir / "prompts" / "tiny_b.jsonl"
+    path.write_text(path.read_text() + '{"id": "x", "messages": [{"role": "user"}]}\n')
+    message = dry_run_error(workdir, GOOD)
+    assert f"{path.relative_to(workdir)}, line 3: messages[0].content must be a string" in message
+
+
+@pytest.mark.parametrize(
+    ("line", "expected"),
+    [
+        ("{not json", "line 2: invalid JSON"),
+        (json.dumps({"messages": [{"role": "user", "content": "x"}]}), "line 2: missing key 'id'"),
+        (json.dumps({"id": "a", "messages": [{"role": "user", "content": "x"}]}), "line 2: duplicate id 'a' (first on line 1)"),
+        (json.dumps({"id": "b", "messages": [{"role": "robot", "content": "x"}]}), "line 2: messages[0].role must be one of"),
+        (json.dumps({"id": "c", "messages": []}), "line 2: 'messages' must be a non-empty list"),
+        (json.dumps({"id": "d", "messages": [{"role": "user", "content": "x"}], "answer": "y"}), "line 2: unknown key(s) ['answer']"),
+    ],
+)
+def test_prompt_set_errors_name_file_and_line(tmp_path, line, expected):
+    path = tmp_path / "set.jsonl"
+    path.write_text(json.dumps({"id": "a", "messages": [{"role": "user", "content": "hi"}]}) + "\n" + line + "\n")
+    with pytest.raises(PromptSetError) as error:
+        load_prompt_set(path)
+    assert str(error.value).startswith(f"{path}, ") and expected in str(error.value)
+
+
+def test_empty_prompt_set_is_refused(tmp_path):
+    path = tmp_path / "empty.jsonl"
+    path.write_text("\n")
+    with pytest.raises(PromptSetError, match="prompt set is empty"):
+        load_prompt_set(path)

@@ -1,0 +1,45 @@
+"""Running the workflow from tests: a populated working directory and parsed dry runs."""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def snakemake(workdir: Path, config: str, *args: str, check: bool = True) -> subprocess.CompletedProcess:
+    """Run snakemake on the repo's Snakefile in `workdir` with a test config from tests/configs."""
+    command = [
+        sys.executable, "-m", "snakemake", "-s", str(REPO / "Snakefile"), "-d", str(workdir),
+        "--configfile", str(REPO / "tests" / "configs" / config), "--show-failed-logs", *args,
+    ]
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    result = subprocess.run(command, capture_output=True, text=True, env=env, cwd=workdir)
+    if check and result.returncode != 0:
+        raise AssertionError(f"snakemake failed ({result.returncode}):\n{result.stdout[-6000:]}\n{result.stderr[-6000:]}")
+    return result
+
+
+def planned_jobs(workdir: Path, config: str) -> list[tuple[str, dict[str, str]]]:
+    """(rule, wildcards) of every job a dry run plans."""
+    out = snakemake(workdir, config, "--dry-run").stdout
+    jobs: list[tuple[str, dict[str, str]]] = []
+    for block in re.split(r"\n(?=(?:local)?rule \w+:)", out):
+        match = re.match(r"(?:local)?rule (\w+):", block.strip())
+        if not match:
+            continue
+        wildcards = re.search(r"wildcards: (.*)", block)
+        values = dict(kv.split("=", 1) for kv in wildcards.group(1).split(", ")) if wildcards else {}
+        jobs.append((match.group(1), values))
+    return jobs
+
+
+def copy_prompts(workdir: Path, *names: str, source: Path = REPO / "tests" / "data") -> None:
+    (workdir / "prompts").mkdir(parents=True, exist_ok=True)
+    for name in names:
+        shutil.copy(source / name, workdir / "prompts" / name)
