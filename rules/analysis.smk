@@ -13,16 +13,16 @@ rule analyze_tokens:
         by_context_token_md="results/analysis/{prompt_set}/{scorer}/{source}/by_context_token.md",
         by_token="results/analysis/{prompt_set}/{scorer}/{source}/by_token.csv",
         by_token_md="results/analysis/{prompt_set}/{scorer}/{source}/by_token.md",
-    params:
-        analysis=ANALYSIS,
     log:
         "logs/analyze_tokens/{prompt_set}/{scorer}/{source}.log",
+    conda:
+        "../envs/tokenscope.yaml"
     threads: 1
     resources:
         mem_mb=2000,
         runtime=10,
-    conda:
-        "../envs/tokenscope.yaml"
+    params:
+        analysis=ANALYSIS,
     script:
         "../scripts/analyze_tokens.py"
 
@@ -48,11 +48,11 @@ rule summarize_group:
         describe_per_prompt="results/summary/{prompt_set}/{group}/{view}/describe_per_prompt.csv",
     log:
         "logs/summarize_group/{prompt_set}/{group}/{view}.log",
+    conda:
+        "../envs/tokenscope.yaml"
     threads: 1
     resources:
         mem_mb=2000,
         runtime=10,
-    conda:
-        "../envs/tokenscope.yaml"
     script:
         "../scripts/summarize_group.py"

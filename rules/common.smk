@@ -13,7 +13,6 @@ from tokenscope.prompts import PromptSetError, load_prompt_set
 from tokenscope.models import ModelSource, ModelSourceError, source_files
 from tokenscope.workflow import config_error_message
 
-
 try:
     validate(config, schema="../schemas/config.schema.yaml", set_default=True)
 except WorkflowError as error:
@@ -33,7 +32,8 @@ wildcard_constraints:
 
 try:
     MODELS = {
-        name: ModelSource.from_config(name, entry) for name, entry in config["models"].items()
+        name: ModelSource.from_config(name, entry)
+        for name, entry in config["models"].items()
     }
     MODEL_FILES = {name: source_files(source) for name, source in MODELS.items()}
     PROMPT_SETS = {

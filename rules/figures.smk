@@ -17,16 +17,16 @@ rule plot_prompt_figures:
                 "prompt": "{prompt_id}",
             },
         ),
-    params:
-        vector_format=ANALYSIS["vector_format"],
     log:
         "logs/plot_prompt_figures/{prompt_set}/{group}/{view}.log",
+    conda:
+        "../envs/tokenscope.yaml"
     threads: 1
     resources:
         mem_mb=2000,
         runtime=20,
-    conda:
-        "../envs/tokenscope.yaml"
+    params:
+        vector_format=ANALYSIS["vector_format"],
     script:
         "../scripts/plot_prompt_figures.py"
 
@@ -51,11 +51,11 @@ rule plot_entropy_hist:
         + ANALYSIS["vector_format"],
     log:
         "logs/plot_entropy_hist/{prompt_set}/{group}/{view}.log",
+    conda:
+        "../envs/tokenscope.yaml"
     threads: 1
     resources:
         mem_mb=2000,
         runtime=10,
-    conda:
-        "../envs/tokenscope.yaml"
     script:
         "../scripts/plot_entropy_hist.py"

@@ -6,21 +6,21 @@ rule generate:
     output:
         generations="results/generations/{prompt_set}/{model}.parquet",
         tokens="results/tokens/{prompt_set}/{model}/{model}.parquet",
-    params:
-        generation=config["generation"],
-        scoring=config["scoring"],
-        runtime=RUNTIME,
     log:
         "logs/generate/{prompt_set}/{model}.log",
     benchmark:
-        "benchmarks/generate/{prompt_set}/{model}.tsv"
+        "results/benchmarks/generate/{prompt_set}/{model}.tsv"
+    conda:
+        "../envs/tokenscope.yaml"
     threads: RUNTIME["threads"]
     resources:
         mem_mb=RUNTIME["mem_mb"],
         runtime=RUNTIME["runtime_min"],
         gpu=GPU,
-    conda:
-        "../envs/tokenscope.yaml"
+    params:
+        generation=config["generation"],
+        scoring=config["scoring"],
+        runtime=RUNTIME,
     script:
         "../scripts/generate.py"
 
@@ -32,20 +32,19 @@ rule teacher_force:
         prompts=prompt_file,
     output:
         tokens="results/tokens/{prompt_set}/{model}/reference.parquet",
-    params:
-        scoring=config["scoring"],
-        runtime=RUNTIME,
     log:
         "logs/teacher_force/{prompt_set}/{model}.log",
     benchmark:
-        "benchmarks/teacher_force/{prompt_set}/{model}.tsv"
+        "results/benchmarks/teacher_force/{prompt_set}/{model}.tsv"
+    conda:
+        "../envs/tokenscope.yaml"
     threads: RUNTIME["threads"]
     resources:
         mem_mb=RUNTIME["mem_mb"],
         runtime=RUNTIME["runtime_min"],
         gpu=GPU,
-    conda:
-        "../envs/tokenscope.yaml"
+    params:
+        scoring=config["scoring"],
+        runtime=RUNTIME,
     script:
         "../scripts/teacher_force.py"
-

@@ -4,18 +4,18 @@ rule prepare_model:
         lambda wildcards: MODEL_FILES[wildcards.model],
     output:
         "results/models/{model}/manifest.json",
-    params:
-        source=lambda wildcards: config["models"][wildcards.model],
     log:
         "logs/prepare_model/{model}.log",
     benchmark:
-        "benchmarks/prepare_model/{model}.tsv"
+        "results/benchmarks/prepare_model/{model}.tsv"
+    conda:
+        "../envs/tokenscope.yaml"
     threads: 1
     resources:
         mem_mb=RUNTIME["mem_mb"],
         runtime=RUNTIME["runtime_min"],
-    conda:
-        "../envs/tokenscope.yaml"
+    params:
+        source=lambda wildcards: config["models"][wildcards.model],
     script:
         "../scripts/prepare_model.py"
 
@@ -24,17 +24,18 @@ rule check_tokenizers:
     """Models compared token by token must share one tokenizer."""
     input:
         lambda wildcards: [
-            f"results/models/{model}/manifest.json" for model in GROUPS[wildcards.group]
+            f"results/models/{model}/manifest.json"
+            for model in GROUPS[wildcards.group]
         ],
     output:
         "results/comparisons/{group}/tokenizers.json",
     log:
         "logs/check_tokenizers/{group}.log",
+    conda:
+        "../envs/tokenscope.yaml"
     threads: 1
     resources:
         mem_mb=500,
         runtime=5,
-    conda:
-        "../envs/tokenscope.yaml"
     script:
         "../scripts/check_tokenizers.py"
