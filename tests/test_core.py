@@ -166,3 +166,27 @@ def test_token_strings_read_back_the_text(tiny_loaded):
             [*prompt.messages, {"role": "assistant", "content": prompt.reference}], tokenize=True, return_dict=False))
         assert rows["token_piece"].tolist() == tokenizer.convert_ids_to_tokens(rows["token_id"].tolist())
         assert "\ufffd" not in text  # multi-byte characters are never split into replacement chars
+
+
+@pytest.mark.parametrize("arch", ARCHS)
+def test_rows_leaving_the_batch_keep_exact_metrics(tiny_loaded, arch):
+    """Many end tokens make rows finish at different steps, so the batch shrinks mid-generation."""
+    from tokenscope.generate import generate
+    from tokenscope.pipeline import generation_requests
+    from tokenscope.sampling import SamplingParams
+
+    model, tokenizer = tiny_loaded(arch)
+    requests = generation_requests(tokenizer, make_prompts(), n_samples=3, seed=5)
+    params = SamplingParams(do_sample=True, temperature=1.0, top_k=0, top_p=1.0, max_new_tokens=16)
+    frequent_ends = list(range(0, len(tokenizer), 25))
+    batched = generate(model, tokenizer, requests, params, batch_size=12, eos_ids=frequent_ends, show_progress=False)
+    single = generate(model, tokenizer, requests, params, batch_size=1, eos_ids=frequent_ends, show_progress=False)
+    lengths = [len(g.token_ids) for g in batched]
+    assert len(set(lengths)) > 2 and min(lengths) < 16  # rows really left at different steps
+    assert any(g.finish_reason == "eos" for g in batched) and any(g.finish_reason == "length" for g in batched)
+    for b, s in zip(batched, single):
+        assert b.token_ids.tolist() == s.token_ids.tolist()
+        ids = list(b.request.prompt_ids) + b.token_ids.tolist()
+        expected = pd.DataFrame(seed_stats(model, tokenizer, ids, len(b.request.prompt_ids)))
+        np.testing.assert_allclose(b.entropy, expected["entropy"], atol=1e-4, rtol=0)
+        np.testing.assert_allclose(np.exp(b.logprob), expected["probability_of_next_token"], atol=1e-4, rtol=0)

@@ -3,7 +3,7 @@
 A hand-written decode loop over the model's backbone with a KV cache: each step unembeds only the
 last position in fp32, samples (see `sampling`), and records the raw-logit metrics of the chosen
 token, so a model's own generations need no second forward pass. Finished rows leave the batch
-(their KV cache rows are dropped), and prompts are batched by length to limit padding.
+(their rows of the preallocated KV cache are dropped), and prompts are batched by length to limit padding.
 """
 
 from __future__ import annotations
@@ -15,7 +15,9 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 from tqdm.auto import tqdm
+from transformers import StaticCache
 
+from tokenscope.batching import length_sorted_batches, pad
 from tokenscope.metrics import TokenMetrics, Unembedding, backbone, metrics_from_logits
 from tokenscope.sampling import SamplingParams, sample_tokens
 
@@ -53,14 +55,17 @@ def eos_token_ids(model: nn.Module, tokenizer) -> list[int]:
     return sorted(ids)
 
 
-def _left_pad(prompts: Sequence[Sequence[int]], pad_id: int, device: torch.device) -> tuple[Tensor, Tensor]:
-    width = max(len(p) for p in prompts)
-    ids = torch.full((len(prompts), width), pad_id, dtype=torch.long)
-    mask = torch.zeros((len(prompts), width), dtype=torch.long)
-    for row, prompt in enumerate(prompts):
-        ids[row, width - len(prompt) :] = torch.tensor(prompt, dtype=torch.long)
-        mask[row, width - len(prompt) :] = 1
-    return ids.to(device), mask.to(device)
+def _keep_cache_rows(cache: StaticCache, rows: Tensor) -> None:
+    """Drop finished rows from every layer of a static cache.
+
+    transformers' static layers have no batch_select_indices (they exist for torch.compile, which
+    wants fixed shapes); outside compile, indexing their backing tensors is safe.
+    """
+    for layer in cache.layers:
+        if getattr(layer, "is_initialized", False):
+            layer.keys = layer.keys[rows]
+            layer.values = layer.values[rows]
+            layer.batch_size = int(rows.numel())
 
 
 @torch.no_grad()
@@ -76,10 +81,20 @@ def generate_batch(
 ) -> list[Generation]:
     device = next(model.parameters()).device
     rows, steps = len(requests), params.max_new_tokens
-    input_ids, mask = _left_pad([r.prompt_ids for r in requests], pad_id, device)
+    input_ids, mask = pad([r.prompt_ids for r in requests], pad_id, "left", device)
     positions = (mask.cumsum(-1) - 1).clamp(min=0)
     body = backbone(model)
-    out = body(input_ids=input_ids, attention_mask=mask, position_ids=positions, use_cache=True)
+    prompt_width = input_ids.shape[1]
+    # A preallocated cache: a growing one copies every layer's keys and values at every step.
+    cache = StaticCache(config=model.config, max_cache_len=prompt_width + steps)
+    out = body(
+        input_ids=input_ids,
+        attention_mask=mask,
+        position_ids=positions,
+        past_key_values=cache,
+        cache_position=torch.arange(prompt_width, device=device),
+        use_cache=True,
+    )
     cache, hidden = out.past_key_values, out.last_hidden_state[:, -1]
     next_position = positions[:, -1] + 1
     seeds = torch.tensor([r.seed for r in requests], dtype=torch.long, device=device)
@@ -119,7 +134,7 @@ def generate_batch(
             break
         if remaining < active.numel():
             kept = keep.nonzero().squeeze(1)
-            cache.batch_select_indices(kept)
+            _keep_cache_rows(cache, kept)
             active, chosen, mask, next_position = active[kept], chosen[kept], mask[kept], next_position[kept]
         mask = torch.cat([mask, mask.new_ones((mask.shape[0], 1))], dim=1)
         out = body(
@@ -127,6 +142,7 @@ def generate_batch(
             attention_mask=mask,
             position_ids=next_position.unsqueeze(1),
             past_key_values=cache,
+            cache_position=torch.tensor([prompt_width + step], device=device),
             use_cache=True,
         )
         cache, hidden = out.past_key_values, out.last_hidden_state[:, -1]
@@ -153,25 +169,28 @@ def generate(
     batch_size: int,
     top_k: int = 5,
     show_progress: bool = True,
+    eos_ids: Sequence[int] | None = None,
 ) -> list[Generation]:
-    """Generate for all requests in length-sorted batches; results come back in request order."""
+    """Generate for all requests in length-sorted batches; results come back in request order.
+
+    `eos_ids` (default: the model's and tokenizer's end-of-sequence tokens) end a sequence.
+    """
     unembed = Unembedding(model)
-    eos_ids = eos_token_ids(model, tokenizer)
+    eos_ids = list(eos_ids) if eos_ids is not None else eos_token_ids(model, tokenizer)
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else eos_ids[0]
-    order = sorted(range(len(requests)), key=lambda i: (-len(requests[i].prompt_ids), i))
     results: list[Generation | None] = [None] * len(requests)
     progress = tqdm(
         total=len(requests) * params.max_new_tokens, unit="tok", desc="generating", disable=not show_progress,
         mininterval=2.0,
     )
-    for start in range(0, len(order), batch_size):
-        batch = [requests[i] for i in order[start : start + batch_size]]
-        for index, generation in zip(order[start : start + batch_size], generate_batch(
-            model, unembed, batch, params, eos_ids, pad_id, top_k, progress
-        )):
+    done = 0
+    for rows in length_sorted_batches([len(r.prompt_ids) for r in requests], batch_size):
+        batch = [requests[i] for i in rows]
+        for index, generation in zip(rows, generate_batch(model, unembed, batch, params, eos_ids, pad_id, top_k, progress)):
             results[index] = generation
         # Rows that stopped early leave the rest of their token budget unused.
-        progress.n = min(progress.total, (start + len(batch)) * params.max_new_tokens)
+        done += len(rows)
+        progress.n = done * params.max_new_tokens
         progress.refresh()
     progress.close()
     return [g for g in results if g is not None]

@@ -9,6 +9,7 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
+from tokenscope.batching import length_sorted_batches, pad
 from tokenscope.metrics import TokenMetrics, Unembedding, backbone, chunked_metrics
 
 
@@ -37,18 +38,12 @@ def score_sequences(
     if np.any(starts < 1) or np.any(starts > lengths):
         raise ValueError("score_starts must be in [1, len(sequence)]")
     counts = lengths - starts
-    order = np.argsort(-lengths, kind="stable")
+    batches = list(length_sorted_batches(lengths, batch_size))
+    order = np.concatenate(batches) if batches else np.zeros(0, dtype=np.int64)
     parts: list[TokenMetrics] = []
     progress = tqdm(total=int(counts.sum()), unit="tok", desc="scoring", disable=not show_progress, mininterval=2.0)
-    for begin in range(0, len(order), batch_size):
-        rows = order[begin : begin + batch_size]
-        width = int(lengths[rows].max())
-        ids = torch.full((len(rows), width), pad_id, dtype=torch.long)
-        mask = torch.zeros((len(rows), width), dtype=torch.long)
-        for r, index in enumerate(rows):
-            ids[r, : lengths[index]] = torch.as_tensor(sequences[index], dtype=torch.long)
-            mask[r, : lengths[index]] = 1
-        ids, mask = ids.to(device), mask.to(device)
+    for rows in batches:
+        ids, mask = pad([sequences[i] for i in rows], pad_id, "right", device)
         hidden = body(input_ids=ids, attention_mask=mask).last_hidden_state
         # Scored token t is predicted from position t - 1.
         row_of = np.repeat(np.arange(len(rows)), counts[rows])
