@@ -1,20 +1,15 @@
 import sys
 
 sys.path.insert(0, f"{snakemake.scriptdir}/../src")
-from pathlib import Path
-
 from tokenscope.io import write_parquet
-from tokenscope.models import LoadOptions
-from tokenscope.pipeline import load_checked, run_generation
+from tokenscope.pipeline import run_generation
 from tokenscope.prompts import load_prompt_set
-from tokenscope.workflow import run_script
+from tokenscope.workflow import load_rule_model, run_script
 
 
 def main(smk):
-    runtime, generation = smk.params.runtime, smk.params.generation
-    model, tokenizer = load_checked(
-        Path(smk.input.manifest).parent, LoadOptions(device=runtime["device"], dtype=runtime["dtype"])
-    )
+    generation = smk.params.generation
+    model, tokenizer = load_rule_model(smk)
     generations, tokens = run_generation(
         model,
         tokenizer,

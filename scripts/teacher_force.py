@@ -1,20 +1,15 @@
 import sys
 
 sys.path.insert(0, f"{snakemake.scriptdir}/../src")
-from pathlib import Path
-
 from tokenscope.io import write_parquet
-from tokenscope.models import LoadOptions
-from tokenscope.pipeline import load_checked, run_teacher_forcing
+from tokenscope.pipeline import run_teacher_forcing
 from tokenscope.prompts import load_prompt_set
-from tokenscope.workflow import run_script
+from tokenscope.workflow import load_rule_model, run_script
 
 
 def main(smk):
-    runtime, scoring = smk.params.runtime, smk.params.scoring
-    model, tokenizer = load_checked(
-        Path(smk.input.manifest).parent, LoadOptions(device=runtime["device"], dtype=runtime["dtype"])
-    )
+    scoring = smk.params.scoring
+    model, tokenizer = load_rule_model(smk)
     tokens = run_teacher_forcing(
         model,
         tokenizer,

@@ -35,6 +35,18 @@ def config_error_message(error: Exception) -> str:
     return f"invalid config at {key}: {message}"
 
 
+def load_rule_model(snakemake: Any) -> tuple[Any, Any]:
+    """The model of a rule whose input `manifest` is a prepared model, on params.runtime's device."""
+    from pathlib import Path
+
+    from tokenscope.models import LoadOptions
+    from tokenscope.pipeline import load_checked
+
+    runtime = snakemake.params.runtime
+    options = LoadOptions(device=runtime["device"], dtype=runtime["dtype"])
+    return load_checked(Path(snakemake.input.manifest).parent, options)
+
+
 def run_script(snakemake: Any, main: Callable[[Any], None]) -> None:
     """Run a rule script's main with stderr going to the rule's log and user errors on one line."""
     log_path = snakemake.log[0] if snakemake.log else None
