@@ -49,6 +49,10 @@ def tiny_config(arch: str, vocab_size: int, eos_id: int, pad_id: int):
         return Qwen2Config(hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=4,
                            num_key_value_heads=2, max_position_embeddings=1024, initializer_range=0.3,
                            tie_word_embeddings=False, **common)
+    if arch == "qwen2-sliding":  # sliding-window attention layers take the growing-cache path
+        return Qwen2Config(hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=4,
+                           num_key_value_heads=2, max_position_embeddings=1024, initializer_range=0.3,
+                           use_sliding_window=True, sliding_window=24, max_window_layers=0, **common)
     if arch == "gpt2":
         return GPT2Config(n_embd=32, n_layer=2, n_head=4, n_positions=1024, initializer_range=0.3, **common)
     raise ValueError(arch)

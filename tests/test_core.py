@@ -168,9 +168,11 @@ def test_token_strings_read_back_the_text(tiny_loaded):
         assert "\ufffd" not in text  # multi-byte characters are never split into replacement chars
 
 
-@pytest.mark.parametrize("arch", ARCHS)
-def test_rows_leaving_the_batch_keep_exact_metrics(tiny_loaded, arch):
-    """Many end tokens make rows finish at different steps, so the batch shrinks mid-generation."""
+@pytest.mark.parametrize("arch", [*ARCHS, "qwen2-sliding"])
+@pytest.mark.parametrize("batch_size", [12, 5])
+def test_rows_leaving_the_batch_keep_exact_metrics(tiny_loaded, arch, batch_size):
+    """Many end tokens make rows finish at different steps: with 12 slots the batch shrinks, with
+    5 slots queued prompts take over finished rows' cache slots mid-generation."""
     from tokenscope.generate import generate
     from tokenscope.pipeline import generation_requests
     from tokenscope.sampling import SamplingParams
@@ -179,7 +181,7 @@ def test_rows_leaving_the_batch_keep_exact_metrics(tiny_loaded, arch):
     requests = generation_requests(tokenizer, make_prompts(), n_samples=3, seed=5)
     params = SamplingParams(do_sample=True, temperature=1.0, top_k=0, top_p=1.0, max_new_tokens=16)
     frequent_ends = list(range(0, len(tokenizer), 25))
-    batched = generate(model, tokenizer, requests, params, batch_size=12, eos_ids=frequent_ends, show_progress=False)
+    batched = generate(model, tokenizer, requests, params, batch_size=batch_size, eos_ids=frequent_ends, show_progress=False)
     single = generate(model, tokenizer, requests, params, batch_size=1, eos_ids=frequent_ends, show_progress=False)
     lengths = [len(g.token_ids) for g in batched]
     assert len(set(lengths)) > 2 and min(lengths) < 16  # rows really left at different steps

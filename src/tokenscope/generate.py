@@ -2,22 +2,25 @@
 
 A hand-written decode loop over the model's backbone with a KV cache: each step unembeds only the
 last position in fp32, samples (see `sampling`), and records the raw-logit metrics of the chosen
-token, so a model's own generations need no second forward pass. Finished rows leave the batch
-(their rows of the preallocated KV cache are dropped), and prompts are batched by length to limit padding.
+token, so a model's own generations need no second forward pass. The KV cache is preallocated;
+a row that finishes hands its slot to the next queued prompt, so the batch stays full.
 """
 
 from __future__ import annotations
 
+import logging
+from collections import deque
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import torch
 from torch import Tensor, nn
 from tqdm.auto import tqdm
-from transformers import StaticCache
+from transformers.cache_utils import Cache, DynamicCache, DynamicLayer
 
-from tokenscope.batching import length_sorted_batches, pad
+from tokenscope.batching import pad
 from tokenscope.metrics import TokenMetrics, Unembedding, backbone, metrics_from_logits
 from tokenscope.sampling import SamplingParams, sample_tokens
 
@@ -55,110 +58,212 @@ def eos_token_ids(model: nn.Module, tokenizer) -> list[int]:
     return sorted(ids)
 
 
-def _keep_cache_rows(cache: StaticCache, rows: Tensor) -> None:
-    """Drop finished rows from every layer of a static cache.
+class _PreallocatedLayer(DynamicLayer):
+    """A KV cache layer over preallocated buffers [rows, heads, columns, dim].
 
-    transformers' static layers have no batch_select_indices (they exist for torch.compile, which
-    wants fixed shapes); outside compile, indexing their backing tensors is safe.
+    Appending a step writes in place (a growing cache copies every layer's keys and values at
+    every step) and attention sees only the filled columns (a static cache attends to them all).
+    Rows can be dropped and refilled.
     """
-    for layer in cache.layers:
-        if getattr(layer, "is_initialized", False):
-            layer.keys = layer.keys[rows]
-            layer.values = layer.values[rows]
-            layer.batch_size = int(rows.numel())
+
+    def __init__(self, keys: Tensor, values: Tensor, columns: int) -> None:
+        super().__init__()
+        rows, heads, width, _ = keys.shape
+        self.key_buffer = keys.new_zeros((rows, heads, columns, keys.shape[-1]))
+        self.value_buffer = values.new_zeros((rows, heads, columns, values.shape[-1]))
+        self.key_buffer[:, :, :width] = keys
+        self.value_buffer[:, :, :width] = values
+        self.dtype, self.device, self.is_initialized = keys.dtype, keys.device, True
+        self.length = width
+        self._expose()
+
+    def _expose(self) -> None:
+        self.keys = self.key_buffer[:, :, : self.length]
+        self.values = self.value_buffer[:, :, : self.length]
+
+    def update(self, key_states: Tensor, value_states: Tensor, *args: Any, **kwargs: Any) -> tuple[Tensor, Tensor]:
+        end = self.length + key_states.shape[-2]
+        if end > self.key_buffer.shape[2]:
+            raise RuntimeError("KV cache buffer full")  # rows stop at max_new_tokens, so this is a bug
+        self.key_buffer[:, :, self.length : end] = key_states
+        self.value_buffer[:, :, self.length : end] = value_states
+        self.length = end
+        self._expose()
+        return self.keys, self.values
+
+    def keep_rows(self, rows: Tensor) -> None:
+        self.key_buffer, self.value_buffer = self.key_buffer[rows], self.value_buffer[rows]
+        self._expose()
+
+    def write_rows(self, rows: Tensor, keys: Tensor, values: Tensor) -> None:
+        """Place prefilled prompts in `rows`, ending right before the current column."""
+        self.key_buffer[rows, :, self.length - keys.shape[2] : self.length] = keys
+        self.value_buffer[rows, :, self.length - values.shape[2] : self.length] = values
+        self._expose()
 
 
-@torch.no_grad()
-def generate_batch(
-    model: nn.Module,
-    unembed: Unembedding,
-    requests: Sequence[GenerationRequest],
-    params: SamplingParams,
-    eos_ids: Sequence[int],
-    pad_id: int,
-    top_k: int,
-    progress: tqdm | None = None,
-) -> list[Generation]:
-    device = next(model.parameters()).device
-    rows, steps = len(requests), params.max_new_tokens
-    input_ids, mask = pad([r.prompt_ids for r in requests], pad_id, "left", device)
-    positions = (mask.cumsum(-1) - 1).clamp(min=0)
-    body = backbone(model)
-    prompt_width = input_ids.shape[1]
-    # A preallocated cache: a growing one copies every layer's keys and values at every step.
-    cache = StaticCache(config=model.config, max_cache_len=prompt_width + steps)
-    out = body(
-        input_ids=input_ids,
-        attention_mask=mask,
-        position_ids=positions,
-        past_key_values=cache,
-        cache_position=torch.arange(prompt_width, device=device),
-        use_cache=True,
-    )
-    cache, hidden = out.past_key_values, out.last_hidden_state[:, -1]
-    next_position = positions[:, -1] + 1
-    seeds = torch.tensor([r.seed for r in requests], dtype=torch.long, device=device)
-    eos = torch.tensor(list(eos_ids), dtype=torch.long, device=device)
+def has_sliding_window(model: nn.Module) -> bool:
+    """Whether some attention layers see only a window of the most recent cache columns."""
+    return any(layer.is_sliding for layer in DynamicCache(config=model.config).layers)
 
-    tokens = torch.full((rows, steps), pad_id, dtype=torch.long, device=device)
-    entropy = torch.zeros((rows, steps), dtype=torch.float32, device=device)
-    logprob = torch.zeros_like(entropy)
-    rank = torch.zeros((rows, steps), dtype=torch.int32, device=device)
-    k = min(top_k, unembed.weight.shape[0])
-    topk_ids = torch.zeros((rows, steps, k), dtype=torch.int32, device=device)
-    topk_logprobs = torch.zeros((rows, steps, k), dtype=torch.float32, device=device)
-    lengths = torch.full((rows,), steps, dtype=torch.long, device=device)
-    ended_by_eos = torch.zeros(rows, dtype=torch.bool, device=device)
-    active = torch.arange(rows, device=device)
 
-    for step in range(steps):
-        logits = unembed(hidden)
-        chosen = sample_tokens(logits, params, seeds[active], step)
-        m: TokenMetrics = metrics_from_logits(logits, chosen, k)
-        tokens[active, step] = chosen
-        entropy[active, step] = m.entropy
-        logprob[active, step] = m.logprob
-        rank[active, step] = m.rank
-        topk_ids[active, step] = m.topk_ids
-        topk_logprobs[active, step] = m.topk_logprobs
-        done = torch.isin(chosen, eos)
-        lengths[active[done]] = step + 1
-        ended_by_eos[active[done]] = True
-        if progress is not None:
-            progress.update(int(active.numel()))
-        if step == steps - 1:
-            break
-        keep = ~done
-        remaining = int(keep.sum())  # one sync per step, not per token
-        if remaining == 0:
-            break
-        if remaining < active.numel():
-            kept = keep.nonzero().squeeze(1)
-            _keep_cache_rows(cache, kept)
-            active, chosen, mask, next_position = active[kept], chosen[kept], mask[kept], next_position[kept]
-        mask = torch.cat([mask, mask.new_ones((mask.shape[0], 1))], dim=1)
-        out = body(
-            input_ids=chosen.unsqueeze(1),
-            attention_mask=mask,
-            position_ids=next_position.unsqueeze(1),
-            past_key_values=cache,
-            cache_position=torch.tensor([prompt_width + step], device=device),
-            use_cache=True,
+def _cache(model: nn.Module, prompt_layers: list[tuple[Tensor, Tensor]], columns: int) -> Cache:
+    """Preallocated layers holding the prefilled prompts; transformers' own growing cache for
+    sliding-window models (those generate one sequence at a time, see `generate`)."""
+    if has_sliding_window(model):
+        return DynamicCache(ddp_cache_data=prompt_layers, config=model.config)
+    return Cache(layers=[_PreallocatedLayer(k, v, columns) for k, v in prompt_layers])
+
+
+@dataclass
+class _Outputs:
+    """Per-request result buffers on the device, written at (request, row step)."""
+
+    tokens: Tensor
+    entropy: Tensor
+    logprob: Tensor
+    rank: Tensor
+    topk_ids: Tensor
+    topk_logprobs: Tensor
+    lengths: Tensor
+    ended_by_eos: Tensor
+
+    @classmethod
+    def allocate(cls, rows: int, steps: int, k: int, pad_id: int, device: torch.device) -> "_Outputs":
+        return cls(
+            tokens=torch.full((rows, steps), pad_id, dtype=torch.long, device=device),
+            entropy=torch.zeros((rows, steps), dtype=torch.float32, device=device),
+            logprob=torch.zeros((rows, steps), dtype=torch.float32, device=device),
+            rank=torch.zeros((rows, steps), dtype=torch.int32, device=device),
+            topk_ids=torch.zeros((rows, steps, k), dtype=torch.int32, device=device),
+            topk_logprobs=torch.zeros((rows, steps, k), dtype=torch.float32, device=device),
+            lengths=torch.full((rows,), steps, dtype=torch.long, device=device),
+            ended_by_eos=torch.zeros(rows, dtype=torch.bool, device=device),
         )
-        cache, hidden = out.past_key_values, out.last_hidden_state[:, -1]
-        next_position = next_position + 1
 
-    lengths_np = lengths.cpu().numpy()
-    arrays = [t.cpu().numpy() for t in (tokens, entropy, logprob, rank, topk_ids, topk_logprobs)]
-    eos_np = ended_by_eos.cpu().numpy()
-    generations = []
-    for row, request in enumerate(requests):
-        n = int(lengths_np[row])
-        tok, ent, lp, rk, tki, tkl = (a[row, :n] for a in arrays)
-        generations.append(
-            Generation(request, tok, "eos" if eos_np[row] else "length", ent, lp, rk, tki, tkl)
-        )
-    return generations
+
+class _Decoder:
+    """One model's decode state: samples, records metrics and reports finished rows."""
+
+    def __init__(self, model: nn.Module, unembed: Unembedding, requests: Sequence[GenerationRequest],
+                 params: SamplingParams, eos_ids: Sequence[int], pad_id: int, top_k: int,
+                 progress: tqdm | None) -> None:
+        self.model, self.unembed, self.requests, self.params = model, unembed, requests, params
+        self.body = backbone(model)
+        self.device = next(model.parameters()).device
+        self.pad_id, self.progress = pad_id, progress
+        self.eos = torch.tensor(list(eos_ids), dtype=torch.long, device=self.device)
+        self.seeds = torch.tensor([r.seed for r in requests], dtype=torch.long, device=self.device)
+        self.k = min(top_k, unembed.weight.shape[0])
+        self.out = _Outputs.allocate(len(requests), params.max_new_tokens, self.k, pad_id, self.device)
+
+    def step(self, hidden: Tensor, request: Tensor, row_step: Tensor) -> tuple[Tensor, Tensor]:
+        """Sample the next token of each row, record its metrics; returns (tokens, finished)."""
+        out = self.out
+        logits = self.unembed(hidden)
+        chosen = sample_tokens(logits, self.params, self.seeds[request], row_step)
+        m: TokenMetrics = metrics_from_logits(logits, chosen, self.k)
+        out.tokens[request, row_step] = chosen
+        out.entropy[request, row_step] = m.entropy
+        out.logprob[request, row_step] = m.logprob
+        out.rank[request, row_step] = m.rank
+        out.topk_ids[request, row_step] = m.topk_ids
+        out.topk_logprobs[request, row_step] = m.topk_logprobs
+        is_eos = torch.isin(chosen, self.eos)
+        finished = is_eos | (row_step == self.params.max_new_tokens - 1)
+        out.lengths[request[finished]] = row_step[finished] + 1
+        out.ended_by_eos[request[is_eos]] = True
+        if self.progress is not None:
+            self.progress.update(int(request.numel()))
+        return chosen, finished
+
+    def prefill(self, indices: Sequence[int]) -> tuple[list[tuple[Tensor, Tensor]], Tensor, Tensor, Tensor, int]:
+        """Forward prompts (left padded); returns (per-layer keys and values, mask, last hidden,
+        next positions, width). Samples of one prompt share a prompt: it is forwarded once."""
+        prompts = [self.requests[i].prompt_ids for i in indices]
+        unique = list(dict.fromkeys(prompts))
+        inverse = torch.tensor([unique.index(p) for p in prompts], device=self.device)
+        ids, mask = pad(unique, self.pad_id, "left", self.device)
+        positions = (mask.cumsum(-1) - 1).clamp(min=0)
+        out = self.body(input_ids=ids, attention_mask=mask, position_ids=positions, use_cache=True)
+        layers = [(layer.keys[inverse], layer.values[inverse]) for layer in out.past_key_values.layers]
+        hidden = out.last_hidden_state[inverse, -1]
+        return layers, mask[inverse], hidden, positions[inverse, -1] + 1, ids.shape[1]
+
+    @torch.no_grad()
+    def run_wave(self, queue: deque[int], slots: int) -> None:
+        """Decode the longest queued prompts in `slots` rows of a preallocated KV cache.
+
+        A row that finishes hands its slot to the next queued prompt (prefilled on its own and
+        written into the cache right before the current column), so the batch stays full; once
+        the cache has no room for a whole new answer, finished rows just leave the batch.
+        """
+        steps, device = self.params.max_new_tokens, self.device
+        first = [queue.popleft() for _ in range(min(slots, len(queue)))]
+        prompt_layers, mask, hidden, position, width = self.prefill(first)
+        # Twice the answer length leaves room for prompts joining during the first `steps` steps.
+        columns = width + 2 * steps
+        cache = _cache(self.model, prompt_layers, columns)
+        full_mask = torch.zeros((len(first), columns), dtype=torch.long, device=device)
+        full_mask[:, :width] = mask
+        request = torch.tensor(first, dtype=torch.long, device=device)
+        row_step = torch.zeros_like(request)
+        column = width
+        while request.numel():
+            chosen, finished = self.step(hidden, request, row_step)
+            row_step = row_step + 1
+            free = finished.nonzero().squeeze(1)
+            while free.numel() and queue and isinstance(cache.layers[0], _PreallocatedLayer) and column + steps <= columns:
+                # Refill finished slots with queued prompts (shorter than `column`: the queue is
+                # sorted longest first and the first prompt set the width).
+                take = free[: len(queue)]
+                joining = [queue.popleft() for _ in range(int(take.numel()))]
+                new_layers, new_mask, new_hidden, new_position, new_width = self.prefill(joining)
+                for layer, (keys, values) in zip(cache.layers, new_layers):
+                    layer.write_rows(take, keys, values)
+                full_mask[take] = 0
+                full_mask[take, column - new_width : column] = new_mask
+                request[take] = torch.tensor(joining, dtype=torch.long, device=device)
+                row_step[take] = 0
+                position[take] = new_position
+                first_tokens, first_finished = self.step(new_hidden, request[take], row_step[take])
+                chosen[take], finished[take] = first_tokens, first_finished
+                row_step[take] = 1
+                free = take[first_finished]  # rows done at their first token free their slot again
+                finished[take[~first_finished]] = False
+            if bool(finished.any()):  # one sync per step, not per token
+                kept = (~finished).nonzero().squeeze(1)
+                for layer in cache.layers:
+                    if isinstance(layer, _PreallocatedLayer):
+                        layer.keep_rows(kept)
+                    else:
+                        layer.batch_select_indices(kept)
+                request, row_step, chosen, position = request[kept], row_step[kept], chosen[kept], position[kept]
+                full_mask = full_mask[kept]
+                if not request.numel():
+                    break
+            full_mask[:, column] = 1
+            out = self.body(
+                input_ids=chosen.unsqueeze(1),
+                attention_mask=full_mask[:, : column + 1],
+                position_ids=position.unsqueeze(1),
+                past_key_values=cache,
+                use_cache=True,
+            )
+            hidden = out.last_hidden_state[:, -1]
+            position = position + 1
+            column += 1
+
+    def results(self) -> list[Generation]:
+        out = self.out
+        lengths = out.lengths.cpu().numpy()
+        arrays = [t.cpu().numpy() for t in (out.tokens, out.entropy, out.logprob, out.rank, out.topk_ids, out.topk_logprobs)]
+        eos = out.ended_by_eos.cpu().numpy()
+        generations = []
+        for row, request in enumerate(self.requests):
+            tok, ent, lp, rk, tki, tkl = (a[row, : int(lengths[row])] for a in arrays)
+            generations.append(Generation(request, tok, "eos" if eos[row] else "length", ent, lp, rk, tki, tkl))
+        return generations
 
 
 def generate(
@@ -178,19 +283,19 @@ def generate(
     unembed = Unembedding(model)
     eos_ids = list(eos_ids) if eos_ids is not None else eos_token_ids(model, tokenizer)
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else eos_ids[0]
-    results: list[Generation | None] = [None] * len(requests)
     progress = tqdm(
         total=len(requests) * params.max_new_tokens, unit="tok", desc="generating", disable=not show_progress,
         mininterval=2.0,
     )
-    done = 0
-    for rows in length_sorted_batches([len(r.prompt_ids) for r in requests], batch_size):
-        batch = [requests[i] for i in rows]
-        for index, generation in zip(rows, generate_batch(model, unembed, batch, params, eos_ids, pad_id, top_k, progress)):
-            results[index] = generation
-        # Rows that stopped early leave the rest of their token budget unused.
-        done += len(rows)
-        progress.n = done * params.max_new_tokens
-        progress.refresh()
+    if has_sliding_window(model) and batch_size > 1:
+        # Windows count cache columns, and left padding would shift them by a row's padding.
+        logging.getLogger(__name__).warning("sliding-window attention: generating one sequence at a time")
+        batch_size = 1
+    decoder = _Decoder(model, unembed, requests, params, eos_ids, pad_id, top_k, progress)
+    # Longest prompts first: a joining prompt must fit before the current cache column.
+    queue = deque(int(i) for i in np.argsort([-len(r.prompt_ids) for r in requests], kind="stable"))
+    while queue:
+        decoder.run_wave(queue, batch_size)
+    progress.total = progress.n  # rows that stopped early leave part of their budget unused
     progress.close()
-    return [g for g in results if g is not None]
+    return decoder.results()

@@ -69,8 +69,8 @@ def _mix32(x: Tensor) -> Tensor:
     return x
 
 
-def hashed_uniform(seeds: Tensor, step: int, token_ids: Tensor) -> Tensor:
-    """Uniform (0, 1) float64 numbers, one per (row seed, step, candidate token id)."""
+def hashed_uniform(seeds: Tensor, step: int | Tensor, token_ids: Tensor) -> Tensor:
+    """Uniform (0, 1) float64 numbers, one per (row seed, row step, candidate token id)."""
     base = _mix32(_mix32(seeds.long() ^ 0x9E3779B9) ^ step).unsqueeze(-1)
     high = _mix32(base ^ token_ids.long())
     low = _mix32(high ^ 0x5BD1E995)
@@ -84,8 +84,8 @@ def _nucleus(sorted_probs: Tensor, top_p: float) -> Tensor:
     return mass_before < top_p
 
 
-def sample_tokens(logits: Tensor, params: SamplingParams, seeds: Tensor, step: int) -> Tensor:
-    """Next tokens [B] from fp32 raw logits [B, V]."""
+def sample_tokens(logits: Tensor, params: SamplingParams, seeds: Tensor, step: int | Tensor) -> Tensor:
+    """Next tokens [B] from fp32 raw logits [B, V]; `step` is one int or each row's own step [B]."""
     if not params.do_sample:
         return logits.argmax(-1)
     scaled = logits / params.temperature
