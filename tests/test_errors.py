@@ -13,8 +13,6 @@ from workflow_utils import copy_prompts, snakemake
 
 def dry_run_error(tmp_path, config_text: str) -> str:
     (tmp_path / "bad.yaml").write_text(config_text)
-    import workflow_utils
-
     result = snakemake(tmp_path, str(tmp_path / "bad.yaml"), "--dry-run", check=False)
     assert result.returncode != 0
     assert "Traceback" not in result.stderr + result.stdout
