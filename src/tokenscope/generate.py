@@ -107,10 +107,10 @@ def has_sliding_window(model: nn.Module) -> bool:
     return any(layer.is_sliding for layer in DynamicCache(config=model.config).layers)
 
 
-def _cache(model: nn.Module, prompt_layers: list[tuple[Tensor, Tensor]], columns: int) -> Cache:
+def _cache(model: nn.Module, prompt_layers: list[tuple[Tensor, Tensor]], columns: int, sliding: bool) -> Cache:
     """Preallocated layers holding the prefilled prompts; transformers' own growing cache for
     sliding-window models (those generate one sequence at a time, see `generate`)."""
-    if has_sliding_window(model):
+    if sliding:
         return DynamicCache(ddp_cache_data=prompt_layers, config=model.config)
     return Cache(layers=[_PreallocatedLayer(k, v, columns) for k, v in prompt_layers])
 
@@ -150,6 +150,7 @@ class _Decoder:
                  progress: tqdm | None) -> None:
         self.model, self.unembed, self.requests, self.params = model, unembed, requests, params
         self.body = backbone(model)
+        self.sliding = has_sliding_window(model)
         self.device = next(model.parameters()).device
         self.pad_id, self.progress = pad_id, progress
         self.eos = torch.tensor(list(eos_ids), dtype=torch.long, device=self.device)
@@ -203,7 +204,7 @@ class _Decoder:
         prompt_layers, mask, hidden, position, width = self.prefill(first)
         # Twice the answer length leaves room for prompts joining during the first `steps` steps.
         columns = width + 2 * steps
-        cache = _cache(self.model, prompt_layers, columns)
+        cache = _cache(self.model, prompt_layers, columns, self.sliding)
         full_mask = torch.zeros((len(first), columns), dtype=torch.long, device=device)
         full_mask[:, :width] = mask
         request = torch.tensor(first, dtype=torch.long, device=device)
@@ -213,7 +214,7 @@ class _Decoder:
             chosen, finished = self.step(hidden, request, row_step)
             row_step = row_step + 1
             free = finished.nonzero().squeeze(1)
-            while free.numel() and queue and isinstance(cache.layers[0], _PreallocatedLayer) and column + steps <= columns:
+            while free.numel() and queue and not self.sliding and column + steps <= columns:
                 # Refill finished slots with queued prompts (shorter than `column`: the queue is
                 # sorted longest first and the first prompt set the width).
                 take = free[: len(queue)]
@@ -233,11 +234,11 @@ class _Decoder:
                 finished[take[~first_finished]] = False
             if bool(finished.any()):  # one sync per step, not per token
                 kept = (~finished).nonzero().squeeze(1)
-                for layer in cache.layers:
-                    if isinstance(layer, _PreallocatedLayer):
+                if self.sliding:
+                    cache.batch_select_indices(kept)
+                else:
+                    for layer in cache.layers:
                         layer.keep_rows(kept)
-                    else:
-                        layer.batch_select_indices(kept)
                 request, row_step, chosen, position = request[kept], row_step[kept], chosen[kept], position[kept]
                 full_mask = full_mask[kept]
                 if not request.numel():
@@ -287,11 +288,11 @@ def generate(
         total=len(requests) * params.max_new_tokens, unit="tok", desc="generating", disable=not show_progress,
         mininterval=2.0,
     )
-    if has_sliding_window(model) and batch_size > 1:
+    decoder = _Decoder(model, unembed, requests, params, eos_ids, pad_id, top_k, progress)
+    if decoder.sliding and batch_size > 1:
         # Windows count cache columns, and left padding would shift them by a row's padding.
         logging.getLogger(__name__).warning("sliding-window attention: generating one sequence at a time")
         batch_size = 1
-    decoder = _Decoder(model, unembed, requests, params, eos_ids, pad_id, top_k, progress)
     # Longest prompts first: a joining prompt must fit before the current cache column.
     queue = deque(int(i) for i in np.argsort([-len(r.prompt_ids) for r in requests], kind="stable"))
     while queue:
