@@ -15,6 +15,7 @@ include: "rules/models.smk"
 include: "rules/generate.smk"
 include: "rules/analysis.smk"
 include: "rules/figures.smk"
+include: "rules/internals.smk"
 
 
 rule all:

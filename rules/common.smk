@@ -9,7 +9,7 @@ from snakemake.utils import validate
 # installing the package into the environment that runs Snakemake.
 sys.path.insert(0, str(Path(workflow.basedir) / "src"))
 
-from tokenscope.prompts import PromptSetError, load_prompt_set
+from tokenscope.prompts import PromptSetError, load_prompt_set, resolve_prompt_sets
 from tokenscope.models import ModelSource, ModelSourceError, source_files
 from tokenscope.workflow import config_error_message
 
@@ -36,8 +36,11 @@ try:
         for name, entry in config["models"].items()
     }
     MODEL_FILES = {name: source_files(source) for name, source in MODELS.items()}
+    # name -> (JSONL file, insertion of a derived set or None)
+    PROMPT_SOURCES = resolve_prompt_sets(config["prompt_sets"])
     PROMPT_SETS = {
-        name: load_prompt_set(path) for name, path in config["prompt_sets"].items()
+        name: load_prompt_set(path, insertion)
+        for name, (path, insertion) in PROMPT_SOURCES.items()
     }
 except (ModelSourceError, PromptSetError) as error:
     raise WorkflowError(str(error)) from None
@@ -52,6 +55,34 @@ for group_name, members in GROUPS.items():
 
 RUNTIME = config["runtime"]
 ANALYSIS = config["analysis"]
+INTERNALS = config["internals"]
+
+
+def check_internals():
+    """Names in the internals section must exist; filler figures need derived sets."""
+    models = INTERNALS.get("models") or list(MODELS)
+    for model in models:
+        if model not in MODELS:
+            raise WorkflowError(
+                f"internals.models: unknown model {model!r}; models: {sorted(MODELS)}"
+            )
+    for analysis in ("marker_attention", "attention_positions", "depth"):
+        for prompt_set in INTERNALS[analysis]["prompt_sets"]:
+            if prompt_set not in PROMPT_SETS:
+                raise WorkflowError(
+                    f"internals.{analysis}.prompt_sets: unknown prompt set {prompt_set!r}; "
+                    f"prompt sets: {sorted(PROMPT_SETS)}"
+                )
+    for prompt_set in INTERNALS["attention_positions"]["prompt_sets"]:
+        if PROMPT_SOURCES[prompt_set][1] is None:
+            raise WorkflowError(
+                f"internals.attention_positions.prompt_sets: {prompt_set!r} inserts no tokens; "
+                "list prompt sets defined with 'from' and 'insert'"
+            )
+    return models
+
+
+INTERNALS_MODELS = check_internals()
 
 
 def uses_gpu():
@@ -93,7 +124,34 @@ def manifest(wildcards):
 
 
 def prompt_file(wildcards):
-    return config["prompt_sets"][wildcards.prompt_set]
+    return PROMPT_SOURCES[wildcards.prompt_set][0]
+
+
+def prompt_insertion(wildcards):
+    return PROMPT_SOURCES[wildcards.prompt_set][1]
+
+
+def source_prompt_set(prompt_set):
+    """The prompt set a derived set inserts tokens into."""
+    return config["prompt_sets"][prompt_set]["from"]
+
+
+def internals_targets():
+    targets = []
+    for prompt_set in INTERNALS["marker_attention"]["prompt_sets"]:
+        for group in GROUPS:
+            targets.append(
+                f"results/figures/internals/{prompt_set}/{group}/marker_attention.png"
+            )
+    for prompt_set in INTERNALS["attention_positions"]["prompt_sets"]:
+        for model in INTERNALS_MODELS:
+            targets.append(
+                f"results/figures/internals/{prompt_set}/{model}/attention_positions"
+            )
+    for prompt_set in INTERNALS["depth"]["prompt_sets"]:
+        for model in INTERNALS_MODELS:
+            targets.append(f"results/figures/internals/{prompt_set}/{model}/depth")
+    return targets
 
 
 def group_token_files(wildcards):
@@ -119,4 +177,4 @@ def final_targets():
                 targets.append(
                     f"results/summary/{prompt_set}/{group}/{view}/describe.csv"
                 )
-    return targets
+    return targets + internals_targets()

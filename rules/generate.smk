@@ -18,6 +18,7 @@ rule generate:
         runtime=RUNTIME["runtime_min"],
         gpu=GPU,
     params:
+        insertion=prompt_insertion,
         generation=config["generation"],
         scoring=config["scoring"],
         runtime=RUNTIME,
@@ -44,6 +45,7 @@ rule teacher_force:
         runtime=RUNTIME["runtime_min"],
         gpu=GPU,
     params:
+        insertion=prompt_insertion,
         scoring=config["scoring"],
         runtime=RUNTIME,
     script:

@@ -13,7 +13,7 @@ def main(smk):
     generations, tokens = run_generation(
         model,
         tokenizer,
-        load_prompt_set(smk.input.prompts),
+        load_prompt_set(smk.input.prompts, smk.params.insertion),
         model_name=smk.wildcards.model,
         prompt_set=smk.wildcards.prompt_set,
         n_samples=generation["n_samples"],

@@ -6,6 +6,7 @@ from pathlib import Path
 import pandas as pd
 
 from tokenscope.plots import plot_entropy_hist, plot_entropy_per_step, save_figure
+from tokenscope.io import safe_file_name
 from tokenscope.workflow import run_script
 
 
@@ -17,7 +18,7 @@ def main(smk):
     view, prompt_set = smk.wildcards.view, smk.wildcards.prompt_set
     what = "own generations" if view == "generated" else "reference answers"
     for prompt_id, prompt_tokens in tokens.groupby("prompt_id", sort=False):
-        name = "".join(c if c.isalnum() or c in "._-" else "_" for c in str(prompt_id))
+        name = safe_file_name(prompt_id)
         title = f"Entropy per step, prompt {prompt_id} of {prompt_set} ({what})"
         save_figure(plot_entropy_per_step(prompt_tokens, title, models), out / f"entropy_steps-{name}.png", smk.params.vector_format)
         title = f"Entropy distribution, prompt {prompt_id} of {prompt_set} ({what})"

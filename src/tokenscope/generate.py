@@ -31,6 +31,7 @@ class GenerationRequest:
     sample: int
     seed: int
     prompt_ids: tuple[int, ...]
+    inserted: tuple[int, int] | None = None  # span of a prompt transform's tokens in prompt_ids
 
 
 @dataclass

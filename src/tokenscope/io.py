@@ -47,3 +47,8 @@ def write_text(text: str, path: str | Path) -> None:
 
 def write_json(obj: Any, path: str | Path) -> None:
     write_text(json.dumps(obj, indent=2, sort_keys=True) + "\n", path)
+
+
+def safe_file_name(text: object) -> str:
+    """`text` with every character other than letters, digits and ._- replaced by '_'."""
+    return "".join(c if c.isalnum() or c in "._-" else "_" for c in str(text))

@@ -19,6 +19,7 @@ from tokenscope.sampling import SamplingParams, sequence_seed
 from tokenscope.score import score_sequences
 from tokenscope.tables import ScoredSequence, generation_table, token_table
 from tokenscope.token_text import TokenTable
+from tokenscope.transforms import splice_insertion
 
 
 def load_checked(model_dir: str | Path, options: LoadOptions) -> tuple[Any, Any]:
@@ -30,9 +31,13 @@ def load_checked(model_dir: str | Path, options: LoadOptions) -> tuple[Any, Any]
 def generation_requests(tokenizer: Any, prompts: Sequence[Prompt], n_samples: int, seed: int) -> list[GenerationRequest]:
     requests = []
     for prompt in prompts:
-        ids = tuple(generation_prompt_ids(tokenizer, prompt.messages))
+        ids, inserted = splice_insertion(
+            tokenizer, prompt.messages, prompt.insertion, generation_prompt_ids(tokenizer, prompt.messages)
+        )
         for sample in range(n_samples):
-            requests.append(GenerationRequest(prompt.id, sample, sequence_seed(seed, prompt.id, sample), ids))
+            requests.append(
+                GenerationRequest(prompt.id, sample, sequence_seed(seed, prompt.id, sample), tuple(ids), inserted)
+            )
     return requests
 
 
@@ -64,6 +69,7 @@ def run_generation(
         token_ids=[g.token_ids for g in generations],
         texts=tokenizer.batch_decode([g.token_ids.tolist() for g in generations], skip_special_tokens=True),
         finish_reasons=[g.finish_reason for g in generations],
+        inserted=[g.request.inserted for g in generations],
     )
     sequences = [
         ScoredSequence(
@@ -125,6 +131,11 @@ def reference_sequences(tokenizer: Any, prompts: Sequence[Prompt], span: ScoreSp
         if prompt.reference is None:
             continue
         ids, start, prompt_length = teacher_forced_ids(tokenizer, prompt.messages, prompt.reference, span)
+        ids, inserted = splice_insertion(tokenizer, prompt.messages, prompt.insertion, ids)
+        if inserted is not None:
+            added = inserted[1] - inserted[0]
+            prompt_length += added
+            start = start + added if start > inserted[0] else start
         sequences.append(ScoredSequence(prompt.id, 0, np.asarray(ids, dtype=np.int64), start, prompt_length))
     return sequences
 

@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 VALID_ROLES = ("system", "user", "assistant", "tool")
 
@@ -14,18 +14,50 @@ class PromptSetError(ValueError):
     """A prompt set file is malformed; the message names the file and the line."""
 
 
+InsertPlace = Literal["after_system", "before_question", "before_answer"]
+INSERT_PLACES: tuple[str, ...] = ("after_system", "before_question", "before_answer")
+
+
+@dataclass(frozen=True)
+class Insertion:
+    """Filler (or pause/marker) tokens inserted into every prompt of a derived prompt set.
+
+    Exactly one of `text` (tokenized on its own, then repeated `count` times) or `token` (one
+    vocabulary entry, repeated `count` times). The insertion happens on token ids after the chat
+    template, so the tokens around it are unchanged and the span's positions are exact.
+    """
+
+    count: int
+    place: InsertPlace = "before_question"
+    text: str | None = None
+    token: str | None = None
+
+    def __post_init__(self) -> None:
+        if (self.text is None) == (self.token is None):
+            raise ValueError("insert: give exactly one of 'text' or 'token'")
+        if self.count < 1:
+            raise ValueError("insert.count must be >= 1")
+        if self.place not in INSERT_PLACES:
+            raise ValueError(f"insert.place must be one of {list(INSERT_PLACES)}, got {self.place!r}")
+
+    @classmethod
+    def from_config(cls, entry: dict[str, Any] | None) -> "Insertion | None":
+        return None if not entry else cls(**entry)
+
+
 @dataclass(frozen=True)
 class Prompt:
     """One chat of a prompt set.
 
     `messages` are the chat turns before the answer; `reference` is an optional assistant
-    answer used for teacher-forced scoring.
+    answer used for teacher-forced scoring; `insertion` is the transform of a derived set.
     """
 
     id: str
     messages: tuple[dict[str, str], ...]
     reference: str | None = None
     metadata: dict[str, Any] = field(default_factory=dict, compare=False)
+    insertion: Insertion | None = None
 
 
 def _check_record(record: Any, where: str) -> Prompt:
@@ -63,8 +95,13 @@ def _check_record(record: Any, where: str) -> Prompt:
     return Prompt(id=str(prompt_id), messages=tuple(checked), reference=reference, metadata=metadata)
 
 
-def load_prompt_set(path: str | Path) -> list[Prompt]:
-    """Read and validate a JSONL prompt set. Blank lines are skipped; ids must be unique."""
+def load_prompt_set(path: str | Path, insertion: dict[str, Any] | Insertion | None = None) -> list[Prompt]:
+    """Read and validate a JSONL prompt set. Blank lines are skipped; ids must be unique.
+
+    With `insertion`, every prompt carries that transform (a derived prompt set).
+    """
+    if isinstance(insertion, dict):
+        insertion = Insertion.from_config(insertion)
     path = Path(path)
     if not path.is_file():
         raise PromptSetError(f"{path}: prompt set file not found")
@@ -86,4 +123,28 @@ def load_prompt_set(path: str | Path) -> list[Prompt]:
             prompts.append(prompt)
     if not prompts:
         raise PromptSetError(f"{path}: prompt set is empty")
-    return prompts
+    return [replace(p, insertion=insertion) for p in prompts] if insertion else prompts
+
+
+def resolve_prompt_sets(entries: dict[str, Any]) -> dict[str, tuple[str, dict[str, Any] | None]]:
+    """Config `prompt_sets` -> name -> (JSONL file, insertion or None).
+
+    An entry is a file path, or `{from: <other set>, insert: {...}}` for a derived set (one
+    level: the source must be a file entry).
+    """
+    resolved: dict[str, tuple[str, dict[str, Any] | None]] = {}
+    for name, entry in entries.items():
+        if isinstance(entry, str):
+            resolved[name] = (entry, None)
+            continue
+        source = entry.get("from")
+        if source not in entries:
+            raise PromptSetError(f"prompt_sets.{name}.from: unknown prompt set {source!r}; prompt sets: {sorted(entries)}")
+        if not isinstance(entries[source], str):
+            raise PromptSetError(f"prompt_sets.{name}.from: {source!r} is itself derived; derive from a file entry")
+        try:
+            Insertion.from_config(entry["insert"])
+        except (TypeError, ValueError) as error:
+            raise PromptSetError(f"prompt_sets.{name}.insert: {error}") from None
+        resolved[name] = (entries[source], dict(entry["insert"]))
+    return resolved

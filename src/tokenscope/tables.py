@@ -53,6 +53,8 @@ GENERATION_SCHEMA = pa.schema(
         ("text", pa.string()),
         ("finish_reason", pa.string()),
         ("n_tokens", pa.int32()),
+        ("inserted_start", pa.int32()),
+        ("inserted_end", pa.int32()),
     ],
     metadata={"tokenscope_schema": SCHEMA_VERSION, "tokenscope_table": "generations"},
 )
@@ -144,8 +146,10 @@ def generation_table(
     token_ids: Sequence[Sequence[int]],
     texts: Sequence[str],
     finish_reasons: Sequence[str],
+    inserted: Sequence[tuple[int, int] | None] | None = None,
 ) -> pa.Table:
     n = len(prompt_ids)
+    spans = list(inserted) if inserted is not None else [None] * n
     return pa.table(
         {
             "model": [model] * n,
@@ -158,6 +162,8 @@ def generation_table(
             "text": list(texts),
             "finish_reason": list(finish_reasons),
             "n_tokens": [len(t) for t in token_ids],
+            "inserted_start": [None if s is None else s[0] for s in spans],
+            "inserted_end": [None if s is None else s[1] for s in spans],
         },
         schema=GENERATION_SCHEMA,
     )

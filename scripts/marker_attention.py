@@ -1,0 +1,28 @@
+import sys
+
+sys.path.insert(0, f"{snakemake.scriptdir}/../src")
+import pandas as pd
+
+from tokenscope.io import write_parquet
+from tokenscope.probes import run_marker_attention
+from tokenscope.workflow import load_rule_model, run_script
+
+
+def main(smk):
+    settings = smk.params.marker_attention
+    model, tokenizer = load_rule_model(smk)
+    table = run_marker_attention(
+        model,
+        tokenizer,
+        pd.read_parquet(smk.input.generations),
+        pd.read_parquet(smk.input.tokens, columns=["prompt_id", "sample", "step", "entropy"]),
+        model_name=smk.wildcards.model,
+        prompt_set=smk.wildcards.prompt_set,
+        markers=settings["markers"],
+        layers=settings["layers"],
+        batch_size=settings["batch_size"],
+    )
+    write_parquet(table, smk.output[0])
+
+
+run_script(snakemake, main)

@@ -1,0 +1,222 @@
+"""Internals analyses over a prompt set, as per-token tables (column meanings: docs/schema.md)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+
+from tokenscope.chat import generation_prompt_ids
+from tokenscope.internals import (
+    RecurrentDepth,
+    attention_received,
+    convergence_distances,
+    depth_states,
+    logit_lens,
+    marker_attention,
+    marker_mask,
+)
+from tokenscope.pipeline import reference_sequences
+from tokenscope.prompts import Prompt
+from tokenscope.tables import SCHEMA_VERSION
+from tokenscope.token_text import TokenTable
+from tokenscope.transforms import splice_insertion
+
+
+def _schema(name: str, fields: list[tuple[str, pa.DataType]]) -> pa.Schema:
+    return pa.schema(fields, metadata={"tokenscope_schema": SCHEMA_VERSION, "tokenscope_table": name})
+
+
+_KEYS = [("model", pa.string()), ("prompt_set", pa.string()), ("prompt_id", pa.string())]
+MARKER_ATTENTION_SCHEMA = _schema(
+    "marker_attention",
+    [*_KEYS, ("sample", pa.int32()), ("step", pa.int32()), ("position", pa.int32()), ("token", pa.string()),
+     ("entropy", pa.float32()), ("marker_share", pa.float32()), ("n_marker_tokens", pa.int32())],
+)
+ATTENTION_POSITIONS_SCHEMA = _schema(
+    "attention_positions",
+    [*_KEYS, ("layer", pa.int32()), ("head", pa.int32()), ("position", pa.int32()), ("source_position", pa.int32()),
+     ("in_span", pa.bool_()), ("token", pa.string()), ("attention_received", pa.float32())],
+)
+CONVERGENCE_SCHEMA = _schema(
+    "convergence",
+    [*_KEYS, ("depth", pa.int32()), ("depth_kind", pa.string()), ("position", pa.int32()), ("in_span", pa.bool_()),
+     ("token", pa.string()), ("distance", pa.float32())],
+)
+LOGIT_LENS_SCHEMA = _schema(
+    "logit_lens",
+    [*_KEYS, ("layer", pa.int32()), ("position", pa.int32()), ("in_span", pa.bool_()), ("token", pa.string()),
+     ("entropy", pa.float32()), ("top_token_id", pa.int32()), ("top_token", pa.string()), ("top_prob", pa.float32())],
+)
+
+
+@dataclass(frozen=True)
+class ProbeSequence:
+    """A prompt's token ids as the internals passes see them, with the inserted span if any."""
+
+    prompt_id: str
+    token_ids: np.ndarray
+    inserted: tuple[int, int] | None
+
+    def in_span(self) -> np.ndarray:
+        positions = np.arange(len(self.token_ids))
+        if self.inserted is None:
+            return np.zeros(len(positions), dtype=bool)
+        return (positions >= self.inserted[0]) & (positions < self.inserted[1])
+
+    def source_positions(self) -> np.ndarray:
+        """Position of each token in the untransformed sequence (-1 inside the inserted span)."""
+        positions = np.arange(len(self.token_ids))
+        if self.inserted is None:
+            return positions
+        start, end = self.inserted
+        return np.where(positions < start, positions, np.where(positions >= end, positions - (end - start), -1))
+
+
+def probe_sequences(tokenizer: Any, prompts: Sequence[Prompt], prompt_ids: Sequence[str] | None = None) -> list[ProbeSequence]:
+    """Each prompt's chat with its reference answer when it has one (else the generation prompt)."""
+    chosen = [p for p in prompts if prompt_ids is None or p.id in prompt_ids]
+    if prompt_ids is not None and len(chosen) != len(set(prompt_ids)):
+        missing = sorted(set(prompt_ids) - {p.id for p in chosen})
+        raise ValueError(f"prompt id(s) {missing} not in the prompt set")
+    with_reference = {s.prompt_id: s for s in reference_sequences(tokenizer, [p for p in chosen if p.reference])}
+    sequences = []
+    for prompt in chosen:
+        # The reference sequence carries the same insertion at the same place as the prompt.
+        prompt_only, inserted = splice_insertion(
+            tokenizer, prompt.messages, prompt.insertion, generation_prompt_ids(tokenizer, prompt.messages)
+        )
+        ids = with_reference[prompt.id].token_ids if prompt.id in with_reference else prompt_only
+        sequences.append(ProbeSequence(prompt.id, np.asarray(ids, dtype=np.int64), inserted))
+    return sequences
+
+
+def _strings(vocab: TokenTable, ids: np.ndarray) -> list[str]:
+    return vocab.readable(ids, np.array([0])).to_pylist()
+
+
+def _standalone_strings(vocab: TokenTable, ids: np.ndarray) -> np.ndarray:
+    """Each token decoded on its own; the raw piece where that is a partial UTF-8 character."""
+    readable = np.asarray(vocab.readable(ids, np.arange(ids.size)).to_pylist(), dtype=object)
+    pieces = np.asarray(vocab.piece_array(ids).to_pylist(), dtype=object)
+    partial = np.char.find(readable.astype(str), "\ufffd") >= 0
+    return np.where(partial, pieces, readable)
+
+
+def run_marker_attention(
+    model: Any,
+    tokenizer: Any,
+    generations: pd.DataFrame,
+    tokens: pd.DataFrame,
+    *,
+    model_name: str,
+    prompt_set: str,
+    markers: Sequence[str],
+    layers: Sequence[int] | None = None,
+    batch_size: int = 4,
+    show_progress: bool = True,
+) -> pa.Table:
+    """Per generated token: share of attention (mean over heads and chosen layers) on marker tokens.
+
+    `generations` is the generations table, `tokens` the per-token table of the same run (its
+    entropy is carried over so one file draws the figure).
+    """
+    vocab = TokenTable.from_tokenizer(tokenizer)
+    sequences = [np.concatenate([np.asarray(p, np.int64), np.asarray(t, np.int64)])
+                 for p, t in zip(generations["prompt_token_ids"], generations["token_ids"])]
+    prompt_lengths = generations["prompt_token_ids"].map(len).to_numpy()
+    strings = [_strings(vocab, ids) for ids in sequences]
+    masks = [marker_mask(s, markers) for s in strings]
+    shares = marker_attention(
+        model, sequences, masks, list(prompt_lengths - 1), layers=layers, batch_size=batch_size,
+        pad_id=tokenizer.pad_token_id or 0, show_progress=show_progress,
+    )
+    # Query p - 1 produced token p: drop the last query (it produced nothing).
+    counts = generations["token_ids"].map(len).to_numpy()
+    frame = pd.DataFrame({
+        "model": model_name,
+        "prompt_set": prompt_set,
+        "prompt_id": np.repeat(generations["prompt_id"].to_numpy(), counts),
+        "sample": np.repeat(generations["sample"].to_numpy(), counts).astype(np.int32),
+        "step": np.concatenate([np.arange(c) for c in counts]).astype(np.int32) if len(counts) else np.zeros(0, np.int32),
+        "position": np.concatenate([np.arange(p, p + c) for p, c in zip(prompt_lengths, counts)]).astype(np.int32)
+        if len(counts) else np.zeros(0, np.int32),
+        "token": np.concatenate([np.asarray(s[p:], dtype=object) for s, p in zip(strings, prompt_lengths)])
+        if len(counts) else np.zeros(0, object),
+        "marker_share": np.concatenate([s[:c] for s, c in zip(shares, counts)]) if len(counts) else np.zeros(0, np.float32),
+        "n_marker_tokens": np.concatenate([np.cumsum(m)[p - 1 : p - 1 + c] for m, p, c in zip(masks, prompt_lengths, counts)]).astype(np.int32)
+        if len(counts) else np.zeros(0, np.int32),
+    })
+    entropy = tokens[["prompt_id", "sample", "step", "entropy"]]
+    frame = frame.merge(entropy, on=["prompt_id", "sample", "step"], how="left", validate="one_to_one")
+    return pa.Table.from_pandas(frame[MARKER_ATTENTION_SCHEMA.names], schema=MARKER_ATTENTION_SCHEMA, preserve_index=False)
+
+
+def run_attention_positions(
+    model: Any, tokenizer: Any, prompts: Sequence[Prompt], *, model_name: str, prompt_set: str,
+    heads: Sequence[tuple[int, int]], prompt_ids: Sequence[str] | None = None,
+) -> pa.Table:
+    """Mean attention each position receives (queries q >= k) for chosen (layer, head) pairs."""
+    vocab = TokenTable.from_tokenizer(tokenizer)
+    frames = []
+    for sequence in probe_sequences(tokenizer, prompts, prompt_ids):
+        received = attention_received(model, sequence.token_ids.tolist(), heads)  # [pairs, T]
+        n = len(sequence.token_ids)
+        frames.append(pd.DataFrame({
+            "model": model_name,
+            "prompt_set": prompt_set,
+            "prompt_id": sequence.prompt_id,
+            "layer": np.repeat([layer for layer, _ in heads], n).astype(np.int32),
+            "head": np.repeat([head for _, head in heads], n).astype(np.int32),
+            "position": np.tile(np.arange(n), len(heads)).astype(np.int32),
+            "source_position": np.tile(sequence.source_positions(), len(heads)).astype(np.int32),
+            "in_span": np.tile(sequence.in_span(), len(heads)),
+            "token": np.tile(np.asarray(_strings(vocab, sequence.token_ids), dtype=object), len(heads)),
+            "attention_received": received.reshape(-1),
+        }))
+    return pa.Table.from_pandas(pd.concat(frames, ignore_index=True), schema=ATTENTION_POSITIONS_SCHEMA, preserve_index=False)
+
+
+def run_depth(
+    model: Any, tokenizer: Any, prompts: Sequence[Prompt], *, model_name: str, prompt_set: str,
+    prompt_ids: Sequence[str] | None = None, recurrent: RecurrentDepth | None = None, chunk_rows: int = 512,
+) -> tuple[pa.Table, pa.Table | None]:
+    """Hidden-state convergence (and, for layered models, the logit lens) of each prompt's tokens.
+
+    Returns (convergence table, logit-lens table or None for recurrent-depth models).
+    """
+    vocab = TokenTable.from_tokenizer(tokenizer)
+    convergence, lens_frames = [], []
+    for sequence in probe_sequences(tokenizer, prompts, prompt_ids):
+        states = depth_states(model, sequence.token_ids.tolist(), recurrent)
+        n_depth, n = states.shape[:2]
+        tokens = np.asarray(_strings(vocab, sequence.token_ids), dtype=object)
+        common = {
+            "model": model_name, "prompt_set": prompt_set, "prompt_id": sequence.prompt_id,
+            "position": np.tile(np.arange(n), n_depth).astype(np.int32),
+            "in_span": np.tile(sequence.in_span(), n_depth),
+            "token": np.tile(tokens, n_depth),
+        }
+        depth = np.repeat(np.arange(n_depth), n).astype(np.int32)
+        convergence.append(pd.DataFrame({
+            **common, "depth": depth, "depth_kind": "iteration" if recurrent else "layer",
+            "distance": convergence_distances(states).reshape(-1),
+        }))
+        if recurrent is None:
+            lens = logit_lens(model, states, chunk_rows)
+            top_ids = lens.top_ids.reshape(-1)
+            lens_frames.append(pd.DataFrame({
+                **common, "layer": depth, "entropy": lens.entropy.reshape(-1), "top_token_id": top_ids.astype(np.int32),
+                "top_token": _standalone_strings(vocab, top_ids),
+                "top_prob": lens.top_probs.reshape(-1),
+            }))
+        del states
+    conv_table = pa.Table.from_pandas(pd.concat(convergence, ignore_index=True)[CONVERGENCE_SCHEMA.names],
+                                      schema=CONVERGENCE_SCHEMA, preserve_index=False)
+    lens_table = None if recurrent else pa.Table.from_pandas(
+        pd.concat(lens_frames, ignore_index=True)[LOGIT_LENS_SCHEMA.names], schema=LOGIT_LENS_SCHEMA, preserve_index=False)
+    return conv_table, lens_table
