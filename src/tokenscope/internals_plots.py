@@ -127,7 +127,7 @@ def plot_convergence(frame: pd.DataFrame, title: str, chunk_tokens: int = 4, max
                           interpolation="nearest")
         ax.set_yticks(range(len(labels)), labels, fontsize="x-small")
         ax.set_xlabel("Iterations at test time" if kind == "iteration" else "Layer")
-        ax.set_ylabel(f"Prompt tokens ({chunk_tokens} per row)")
+        ax.set_ylabel(f"Tokens ({chunk_tokens} per row)")
         ax.grid(False)
         fig.colorbar(image, ax=ax, label="Distance ||x - x*|| (log scale)")
         ax.set_title(title)
