@@ -2,15 +2,92 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
 
 import numpy as np
 import torch
-from torch import nn
+from torch import Tensor, nn
 from tqdm.auto import tqdm
 
 from tokenscope.batching import length_sorted_batches, pad
 from tokenscope.metrics import TokenMetrics, Unembedding, backbone, chunked_metrics
+
+
+@dataclass(frozen=True)
+class ScoredBatch:
+    """One right-padded batch and where its scored tokens are."""
+
+    rows: np.ndarray  # indices of the batch's sequences in the input
+    ids: Tensor  # [B, T] right-padded token ids (CPU)
+    mask: Tensor  # [B, T] attention mask (CPU)
+    batch_row: Tensor  # [n] row in the batch of each scored token
+    position: Tensor  # [n] position of each scored token in its sequence
+
+    @property
+    def targets(self) -> Tensor:
+        """[n] the scored token ids."""
+        return self.ids[self.batch_row, self.position]
+
+    def scored_hidden(self, body: nn.Module) -> Tensor:
+        """[n, H] final hidden states that predict the scored tokens, on the body's device.
+
+        Scored token t is predicted from position t - 1; only these rows are kept so that the
+        full [B, T, H] states can be freed before the next model runs.
+        """
+        device = next(body.parameters()).device
+        hidden = body(input_ids=self.ids.to(device), attention_mask=self.mask.to(device)).last_hidden_state
+        return hidden[self.batch_row.to(device), self.position.to(device) - 1]
+
+
+@dataclass(frozen=True)
+class ScoringLayout:
+    """Length-sorted batches of sequences whose tokens [start:] are scored, and the way back.
+
+    Metrics computed batch after batch come out in batch order; `input_order()` gathers them
+    back to input order (sequence after sequence, positions ascending).
+    """
+
+    lengths: np.ndarray
+    starts: np.ndarray
+    batches: list[np.ndarray]
+
+    @classmethod
+    def build(cls, sequences: Sequence[Sequence[int]], score_starts: Sequence[int], batch_size: int) -> ScoringLayout:
+        lengths = np.array([len(s) for s in sequences], dtype=np.int64)
+        starts = np.asarray(score_starts, dtype=np.int64)
+        if starts.shape != lengths.shape:
+            raise ValueError(f"{len(starts)} score_starts for {len(lengths)} sequences")
+        if np.any(starts < 1) or np.any(starts > lengths):
+            raise ValueError("score_starts must be in [1, len(sequence)]")
+        return cls(lengths, starts, list(length_sorted_batches(lengths, batch_size)))
+
+    @property
+    def counts(self) -> np.ndarray:
+        return self.lengths - self.starts
+
+    @property
+    def n_tokens(self) -> int:
+        return int(self.counts.sum())
+
+    def iter_batches(self, sequences: Sequence[Sequence[int]], pad_id: int) -> Iterator[ScoredBatch]:
+        counts = self.counts
+        for rows in self.batches:
+            ids, mask = pad([sequences[i] for i in rows], pad_id, "right", "cpu")
+            batch_row = np.repeat(np.arange(len(rows)), counts[rows])
+            position = np.concatenate([np.arange(self.starts[i], self.lengths[i]) for i in rows])
+            yield ScoredBatch(rows, ids, mask, torch.as_tensor(batch_row), torch.as_tensor(position))
+
+    def input_order(self) -> Tensor:
+        """Index that takes flat batch-order rows to flat input-order rows."""
+        if not self.batches:
+            return torch.zeros(0, dtype=torch.long)
+        counts = self.counts
+        order = np.concatenate(self.batches)
+        # flat offset of each sequence's first scored token in batch order
+        offsets = np.zeros(len(order), dtype=np.int64)
+        offsets[order] = np.concatenate([[0], np.cumsum(counts[order])[:-1]])
+        return torch.as_tensor(np.concatenate([np.arange(o, o + c) for o, c in zip(offsets, counts)]), dtype=torch.long)
 
 
 @torch.no_grad()
@@ -30,33 +107,18 @@ def score_sequences(
     token cannot change it). Only the hidden states of scored positions go through the output
     embedding, chunk_rows at a time, so no [sequence x vocabulary] tensor is ever whole.
     """
+    layout = ScoringLayout.build(sequences, score_starts, batch_size)
+    unembed, body = Unembedding(model), backbone(model)
     device = next(model.parameters()).device
-    unembed = Unembedding(model)
-    body = backbone(model)
-    lengths = np.array([len(s) for s in sequences], dtype=np.int64)
-    starts = np.asarray(score_starts, dtype=np.int64)
-    if np.any(starts < 1) or np.any(starts > lengths):
-        raise ValueError("score_starts must be in [1, len(sequence)]")
-    counts = lengths - starts
-    batches = list(length_sorted_batches(lengths, batch_size))
-    order = np.concatenate(batches) if batches else np.zeros(0, dtype=np.int64)
     parts: list[TokenMetrics] = []
-    progress = tqdm(total=int(counts.sum()), unit="tok", desc="scoring", disable=not show_progress, mininterval=2.0)
-    for rows in batches:
-        ids, mask = pad([sequences[i] for i in rows], pad_id, "right", device)
-        hidden = body(input_ids=ids, attention_mask=mask).last_hidden_state
-        # Scored token t is predicted from position t - 1.
-        row_of = np.repeat(np.arange(len(rows)), counts[rows])
-        token_pos = np.concatenate([np.arange(starts[i], lengths[i]) for i in rows]) if len(rows) else np.zeros(0, int)
-        row_t = torch.as_tensor(row_of, device=device)
-        pos_t = torch.as_tensor(token_pos, device=device)
-        parts.append(chunked_metrics(hidden[row_t, pos_t - 1], ids[row_t, pos_t], unembed, top_k, chunk_rows).to("cpu"))
-        progress.update(int(counts[rows].sum()))
+    progress = tqdm(total=layout.n_tokens, unit="tok", desc="scoring", disable=not show_progress, mininterval=2.0)
+    for batch in layout.iter_batches(sequences, pad_id):
+        hidden = batch.scored_hidden(body)
+        parts.append(chunked_metrics(hidden, batch.targets.to(device), unembed, top_k, chunk_rows).to("cpu"))
+        progress.update(hidden.shape[0])
     progress.close()
-    sorted_metrics = TokenMetrics.cat(parts)
-    # Back to input order: flat offset of each sequence in the sorted output.
-    sorted_offsets = np.zeros(len(order), dtype=np.int64)
-    sorted_offsets[order] = np.concatenate([[0], np.cumsum(counts[order])[:-1]])
-    gather = np.concatenate([np.arange(sorted_offsets[i], sorted_offsets[i] + counts[i]) for i in range(len(order))])
-    index = torch.as_tensor(gather, dtype=torch.long)
-    return TokenMetrics(*(getattr(sorted_metrics, f)[index] for f in TokenMetrics.__dataclass_fields__))
+    if not parts:
+        return chunked_metrics(torch.zeros(0, 1), torch.zeros(0, dtype=torch.long), unembed, top_k, chunk_rows)
+    metrics = TokenMetrics.cat(parts)
+    index = layout.input_order()
+    return TokenMetrics(*(getattr(metrics, f)[index] for f in TokenMetrics.__dataclass_fields__))
