@@ -19,6 +19,7 @@ rule analyze_tokens:
         "../envs/tokenscope.yaml"
     threads: 1
     resources:
+        cpus_per_task=1,
         mem_mb=2000,
         runtime=10,
     params:
@@ -52,6 +53,7 @@ rule summarize_group:
         "../envs/tokenscope.yaml"
     threads: 1
     resources:
+        cpus_per_task=1,
         mem_mb=2000,
         runtime=10,
     script:

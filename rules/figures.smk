@@ -23,6 +23,7 @@ rule plot_prompt_figures:
         "../envs/tokenscope.yaml"
     threads: 1
     resources:
+        cpus_per_task=1,
         mem_mb=2000,
         runtime=20,
     params:
@@ -55,6 +56,7 @@ rule plot_entropy_hist:
         "../envs/tokenscope.yaml"
     threads: 1
     resources:
+        cpus_per_task=1,
         mem_mb=2000,
         runtime=10,
     script:

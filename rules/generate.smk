@@ -14,6 +14,7 @@ rule generate:
         "../envs/tokenscope.yaml"
     threads: RUNTIME["threads"]
     resources:
+        cpus_per_task=RUNTIME["threads"],
         mem_mb=RUNTIME["mem_mb"],
         runtime=RUNTIME["runtime_min"],
         gpu=GPU,
@@ -41,6 +42,7 @@ rule teacher_force:
         "../envs/tokenscope.yaml"
     threads: RUNTIME["threads"]
     resources:
+        cpus_per_task=RUNTIME["threads"],
         mem_mb=RUNTIME["mem_mb"],
         runtime=RUNTIME["runtime_min"],
         gpu=GPU,

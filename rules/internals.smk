@@ -18,6 +18,7 @@ rule marker_attention:
         "../envs/tokenscope.yaml"
     threads: RUNTIME["threads"]
     resources:
+        cpus_per_task=RUNTIME["threads"],
         mem_mb=RUNTIME["mem_mb"],
         runtime=RUNTIME["runtime_min"],
         gpu=GPU,
@@ -43,6 +44,7 @@ rule attention_positions:
         "../envs/tokenscope.yaml"
     threads: RUNTIME["threads"]
     resources:
+        cpus_per_task=RUNTIME["threads"],
         mem_mb=RUNTIME["mem_mb"],
         runtime=RUNTIME["runtime_min"],
         gpu=GPU,
@@ -70,6 +72,7 @@ rule depth:
         "../envs/tokenscope.yaml"
     threads: RUNTIME["threads"]
     resources:
+        cpus_per_task=RUNTIME["threads"],
         mem_mb=RUNTIME["mem_mb"],
         runtime=RUNTIME["runtime_min"],
         gpu=GPU,
@@ -106,6 +109,7 @@ rule plot_marker_attention:
         "../envs/tokenscope.yaml"
     threads: 1
     resources:
+        cpus_per_task=1,
         mem_mb=2000,
         runtime=10,
     params:
@@ -121,7 +125,9 @@ rule plot_attention_positions:
         without=lambda wildcards: f"results/internals/{source_prompt_set(wildcards.prompt_set)}/{wildcards.model}/attention_positions.parquet",
     output:
         report(
-            directory("results/figures/internals/{prompt_set}/{model}/attention_positions"),
+            directory(
+                "results/figures/internals/{prompt_set}/{model}/attention_positions"
+            ),
             patterns=["attention_positions-{prompt_id}.png"],
             caption="../report/attention_positions.rst",
             category="Internals",
@@ -138,6 +144,7 @@ rule plot_attention_positions:
         "../envs/tokenscope.yaml"
     threads: 1
     resources:
+        cpus_per_task=1,
         mem_mb=2000,
         runtime=10,
     params:
@@ -171,6 +178,7 @@ rule plot_depth:
         "../envs/tokenscope.yaml"
     threads: 1
     resources:
+        cpus_per_task=1,
         mem_mb=2000,
         runtime=10,
     params:

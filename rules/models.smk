@@ -12,6 +12,7 @@ rule prepare_model:
         "../envs/tokenscope.yaml"
     threads: 1
     resources:
+        cpus_per_task=1,
         mem_mb=RUNTIME["mem_mb"],
         runtime=RUNTIME["runtime_min"],
     params:
@@ -35,6 +36,7 @@ rule check_tokenizers:
         "../envs/tokenscope.yaml"
     threads: 1
     resources:
+        cpus_per_task=1,
         mem_mb=500,
         runtime=5,
     script:
