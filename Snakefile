@@ -16,6 +16,7 @@ include: "rules/generate.smk"
 include: "rules/analysis.smk"
 include: "rules/figures.smk"
 include: "rules/internals.smk"
+include: "rules/compare.smk"
 include: "rules/gallery.smk"
 
 

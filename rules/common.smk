@@ -12,6 +12,7 @@ sys.path.insert(0, str(Path(workflow.basedir) / "src"))
 from tokenscope.prompts import PromptSetError, load_prompt_set, resolve_prompt_sets
 from tokenscope.models import ModelSource, ModelSourceError, source_files
 from tokenscope.workflow import config_error_message
+from tokenscope.finetune import FinetuneConfig, checkpoint_name
 
 try:
     validate(config, schema="../schemas/config.schema.yaml", set_default=True)
@@ -30,12 +31,37 @@ wildcard_constraints:
     view="generated|reference",
 
 
+FINETUNE = config.get("finetune")
+FINETUNED = {}  # checkpoint model name -> the base model it was finetuned from
+if FINETUNE:
+    if FINETUNE["base"] not in config["models"]:
+        raise WorkflowError(
+            f"finetune.base: unknown model {FINETUNE['base']!r}; models: {sorted(config['models'])}"
+        )
+    n_checkpoints = FINETUNE.get("n_checkpoints", FinetuneConfig.n_checkpoints)
+    for k in range(1, n_checkpoints + 1):
+        name = checkpoint_name(k, n_checkpoints)
+        if name in config["models"]:
+            raise WorkflowError(
+                f"models.{name}: this name is taken by the finetune's checkpoint {k}"
+            )
+        FINETUNED[name] = FINETUNE["base"]
+        config["models"][name] = {"path": f"results/finetune/{FINETUNE['base']}/{name}"}
+
 try:
     MODELS = {
         name: ModelSource.from_config(name, entry)
         for name, entry in config["models"].items()
     }
-    MODEL_FILES = {name: source_files(source) for name, source in MODELS.items()}
+    # Finetuned checkpoints do not exist when the DAG is built: they come from the finetune rule.
+    MODEL_FILES = {
+        name: (
+            [f"results/finetune/{FINETUNED[name]}"]
+            if name in FINETUNED
+            else source_files(source)
+        )
+        for name, source in MODELS.items()
+    }
     # name -> (JSONL file, insertion of a derived set or None)
     PROMPT_SOURCES = resolve_prompt_sets(config["prompt_sets"])
     PROMPT_SETS = {
@@ -52,6 +78,60 @@ for group_name, members in GROUPS.items():
             raise WorkflowError(
                 f"groups.{group_name}: unknown model {member!r}; models: {sorted(MODELS)}"
             )
+
+COMPARISON = config["comparison"]
+for prompt_set in COMPARISON["prompt_sets"] or []:
+    if prompt_set not in PROMPT_SETS:
+        raise WorkflowError(
+            f"comparison.prompt_sets: unknown prompt set {prompt_set!r}; prompt sets: {sorted(PROMPT_SETS)}"
+        )
+COMPARED_SETS = COMPARISON["prompt_sets"] or list(PROMPT_SETS)
+
+
+def group_pairs(group):
+    """(a, b) model pairs cross-scored in a group: a before b in the group's order."""
+    models = GROUPS[group]
+    if COMPARISON["pairs"] == "base":
+        return [(models[0], other) for other in models[1:]]
+    return [(a, b) for i, a in enumerate(models) for b in models[i + 1 :]]
+
+
+def pair_sources(prompt_set, a, b):
+    sources = []
+    for source in COMPARISON["sources"]:
+        if source == "reference":
+            if "reference" in views(prompt_set):
+                sources.append("reference")
+        else:
+            sources.append(a if source == "a" else b)
+    return sources
+
+
+def pair_file(prompt_set, a, b, source):
+    return f"results/pairs/{prompt_set}/{a}/{b}/{source}.parquet"
+
+
+def pair_tokens(wildcards):
+    """What a pair scores: the prompt set's reference answers or a model's generations."""
+    if wildcards.source == "reference":
+        return prompt_file(wildcards)
+    return f"results/generations/{wildcards.prompt_set}/{wildcards.source}.parquet"
+
+
+def comparison_targets():
+    targets = []
+    for prompt_set in COMPARED_SETS:
+        for group, models in GROUPS.items():
+            if len(models) < 2:
+                continue
+            for a, b in group_pairs(group):
+                targets += [
+                    pair_file(prompt_set, a, b, s)
+                    for s in pair_sources(prompt_set, a, b)
+                ]
+            targets.append(f"results/comparison/{prompt_set}/{group}/trends.png")
+    return targets
+
 
 RUNTIME = config["runtime"]
 ANALYSIS = config["analysis"]
@@ -177,4 +257,4 @@ def final_targets():
                 targets.append(
                     f"results/summary/{prompt_set}/{group}/{view}/describe.csv"
                 )
-    return targets + internals_targets()
+    return targets + internals_targets() + comparison_targets()

@@ -1,0 +1,43 @@
+import sys
+
+sys.path.insert(0, f"{snakemake.scriptdir}/../src")
+from pathlib import Path
+
+import pandas as pd
+
+from tokenscope.comparison import generation_sequences
+from tokenscope.crossscore import score_pair
+from tokenscope.io import write_parquet
+from tokenscope.models import LoadOptions
+from tokenscope.pipeline import load_checked, reference_sequences
+from tokenscope.prompts import load_prompt_set
+from tokenscope.workflow import run_script
+
+
+def main(smk):
+    runtime, scoring = smk.params.runtime, smk.params.scoring
+    options = LoadOptions(device=runtime["device"], dtype=runtime["dtype"])
+    model_a, tokenizer_a = load_checked(Path(smk.input.manifest_a).parent, options)
+    model_b, tokenizer_b = load_checked(Path(smk.input.manifest_b).parent, options)
+    if smk.wildcards.source == "reference":
+        prompts = load_prompt_set(smk.input.tokens, smk.params.insertion)
+        sequences = reference_sequences(tokenizer_a, prompts, scoring["score_span"])
+    else:
+        sequences = generation_sequences(pd.read_parquet(smk.input.tokens))
+    table = score_pair(
+        model_a,
+        tokenizer_a,
+        model_b,
+        tokenizer_b,
+        sequences,
+        model_a_name=smk.wildcards.model_a,
+        model_b_name=smk.wildcards.model_b,
+        source=smk.wildcards.source,
+        prompt_set=smk.wildcards.prompt_set,
+        batch_size=scoring["batch_size"],
+        chunk_rows=scoring["chunk_rows"],
+    )
+    write_parquet(table, smk.output[0])
+
+
+run_script(snakemake, main)

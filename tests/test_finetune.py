@@ -1,0 +1,285 @@
+"""The reasoning data set and the finetune step, on tiny random models (fast, no network)."""
+
+from __future__ import annotations
+
+import json
+import re
+from fractions import Fraction
+from itertools import pairwise
+from pathlib import Path
+
+import pytest
+import torch
+from conftest import build_tokenizer
+from safetensors.torch import load_file
+
+from tokenscope.finetune import (
+    IGNORE_INDEX,
+    TRAINING_LOG,
+    TRAINING_STATE,
+    FinetuneConfig,
+    batch_order,
+    causal_lm_loss,
+    checkpoint_name,
+    checkpoint_steps,
+    collate,
+    finetune,
+    learning_rate_at,
+    read_training_log,
+    tokenize_chat,
+)
+from tokenscope.models import LoadOptions, ModelSource, load_prepared, prepare_model
+from tokenscope.reasoning_data import (
+    GENERATORS,
+    SYSTEM_PROMPT,
+    generate_chats,
+    generate_examples,
+)
+
+RESPONSE = re.compile(
+    r"<think>\n(?P<reasoning>.+)\n</think>\n(?P<conclusion>[^\n]+) The final answer is \\boxed\{(?P<boxed>[^{}]+)\}\.",
+    re.DOTALL,
+)
+# An arithmetic expression right before "=" and the number right after it, e.g. "5 × -3 + 12 = -3".
+EQUATION = re.compile(r"(?<![\w.])((?:-?\d+ [-+×÷] )+-?\d+) = (-?\d+)(?![\d.])")
+
+# Tiny models see ~500-token chats (their 400-token BPE splits the system prompt finely).
+TINY = {"n_examples": 24, "steps": 12, "n_checkpoints": 3, "batch_size": 4, "learning_rate": 1e-2,
+        "warmup_steps": 1, "max_length": 640, "train_last_layers": 0, "threads": 1}
+
+
+def _integers(text: str) -> list[int]:
+    return [int(v) for v in re.findall(r"(?<![\w])-?\d+", text)]
+
+
+def recompute_answer(kind: str, question: str) -> Fraction:
+    """The answer worked out again from the question text alone."""
+    n = _integers(question)
+    if kind == "linear_equation":
+        a, b, c = map(int, re.search(r"(\d+)x \+ (\d+) = (-?\d+)", question).groups())
+        return Fraction(c - b, a)
+    if kind == "subtraction":
+        a, b = (n[1], n[0]) if " from " in question else (n[0], n[1])
+        return Fraction(a - b)
+    solvers = {
+        "addition": lambda: n[0] + n[1],
+        "multiplication": lambda: n[0] * n[1],
+        "percentage": lambda: Fraction(n[0] * n[1], 100),
+        "count_change": lambda: n[0] + n[1] - n[2],
+        "shopping_change": lambda: n[2] - n[0] * n[1],
+        "distance": lambda: n[0] * n[1],
+        "speed": lambda: Fraction(n[0], n[1]),
+        "sharing": lambda: Fraction(n[0], n[1]),
+        "rectangle_area": lambda: n[0] * n[1],
+        "rectangle_perimeter": lambda: 2 * (n[0] + n[1]),
+        "average": lambda: Fraction(sum(n), len(n)),
+        "discount": lambda: Fraction(n[0] * (100 - n[1]), 100),
+    }
+    return Fraction(solvers[kind]())
+
+
+def evaluate(expression: str) -> Fraction:
+    """Value of "a op b op c" with the usual precedence, in exact fractions."""
+    tokens = expression.split(" ")
+    terms: list[Fraction] = [Fraction(int(tokens[0]))]
+    signs: list[int] = [1]
+    for op, value in zip(tokens[1::2], tokens[2::2]):
+        number = Fraction(int(value))
+        if op == "×":
+            terms[-1] *= number
+        elif op == "÷":
+            terms[-1] /= number
+        else:
+            terms.append(number)
+            signs.append(1 if op == "+" else -1)
+    return sum((s * t for s, t in zip(signs, terms)), Fraction(0))
+
+
+# ---------------------------------------------------------------------------- data set
+
+
+def test_data_set_is_a_function_of_the_seed():
+    assert generate_examples(50, seed=7) == generate_examples(50, seed=7)
+    assert generate_chats(50, seed=7) == generate_chats(50, seed=7)
+    assert generate_examples(50, seed=7) != generate_examples(50, seed=8)
+    # A longer set starts with the shorter one: n only decides where the stream stops.
+    assert generate_examples(80, seed=7)[:50] == generate_examples(50, seed=7)
+
+
+def test_data_set_is_varied():
+    examples = generate_examples(400, seed=0)
+    kinds = {e.kind for e in examples}
+    assert len(kinds) >= len(GENERATORS)  # every generator appears (two of them have two variants)
+    assert len({e.question for e in examples}) > 390
+
+
+@pytest.mark.parametrize("seed", [0, 1, 12345])
+def test_every_answer_is_correct(seed):
+    for example in generate_examples(300, seed):
+        expected = recompute_answer(example.kind, example.question)
+        assert expected.denominator == 1, example
+        assert example.answer == str(expected.numerator), example
+        equations = EQUATION.findall(example.reasoning)
+        assert equations, example.reasoning
+        for expression, result in equations:  # every worked step is right too
+            assert evaluate(expression) == int(result), (expression, result, example.reasoning)
+
+
+def test_chat_format():
+    for example in generate_examples(200, seed=3):
+        system, user, assistant = example.messages
+        assert [system["role"], user["role"], assistant["role"]] == ["system", "user", "assistant"]
+        assert system["content"] == SYSTEM_PROMPT
+        assert user["content"] == example.question
+        match = RESPONSE.fullmatch(assistant["content"])
+        assert match, assistant["content"]
+        assert match["boxed"] == example.answer
+        assert assistant["content"].startswith("<think>\n") and assistant["content"].count("</think>") == 1
+        assert assistant["content"].rstrip(".").endswith(f"\\boxed{{{example.answer}}}")
+        assert "<think>" not in match["reasoning"] and "\\boxed" not in match["reasoning"]
+
+
+def test_system_prompt_is_the_math24_one():
+    math24 = Path(__file__).resolve().parents[1] / "config" / "prompts" / "math24.jsonl"
+    first = json.loads(math24.read_text().splitlines()[0])
+    assert first["messages"][0] == {"role": "system", "content": SYSTEM_PROMPT}
+    assert "\\boxed{}" in SYSTEM_PROMPT and "\\\\" not in SYSTEM_PROMPT
+
+
+# ---------------------------------------------------------------------------- tokenization
+
+
+def test_labels_cover_only_the_assistant_turn():
+    tokenizer = build_tokenizer()
+    example = generate_examples(1, seed=0)[0]
+    tokenized = tokenize_chat(tokenizer, example.messages, max_length=10_000)
+    ids, labels = tokenized.input_ids, tokenized.labels
+    assert len(ids) == len(labels)
+    start = next(i for i, label in enumerate(labels) if label != IGNORE_INDEX)
+    assert all(label == IGNORE_INDEX for label in labels[:start])
+    assert labels[start:] == ids[start:]
+    prompt = tokenizer.decode(ids[:start])
+    assert prompt.endswith("<|im_start|>assistant\n") and SYSTEM_PROMPT in prompt and example.question in prompt
+    assert tokenizer.decode(ids[start:]) == example.response + "<|im_end|>\n"  # learns to stop, too
+
+
+def test_truncation_and_collate():
+    tokenizer = build_tokenizer()
+    chats = [e.messages for e in generate_examples(3, seed=0)]
+    full = tokenize_chat(tokenizer, chats[0], max_length=10_000)
+    cut = tokenize_chat(tokenizer, chats[0], max_length=len(full.input_ids) - 5)
+    assert cut.input_ids == full.input_ids[:-5] and cut.labels == full.labels[:-5]
+    batch = [tokenize_chat(tokenizer, chat, 10_000) for chat in chats]
+    ids, mask, labels = collate(batch, pad_id=tokenizer.pad_token_id)
+    width = max(len(e.input_ids) for e in batch)
+    assert ids.shape == mask.shape == labels.shape == (3, width)
+    for row, example in enumerate(batch):
+        n = len(example.input_ids)
+        assert ids[row, :n].tolist() == example.input_ids and mask[row].sum() == n
+        assert (labels[row, n:] == IGNORE_INDEX).all() and labels[row, :n].tolist() == example.labels
+
+
+def test_loss_equals_a_full_forward_cross_entropy(tiny_loaded):
+    model, tokenizer = tiny_loaded("llama")
+    batch = [tokenize_chat(tokenizer, e.messages, 10_000) for e in generate_examples(3, seed=5)]
+    ids, mask, labels = collate(batch, pad_id=tokenizer.pad_token_id)
+    with torch.no_grad():
+        loss, count = causal_lm_loss(model, ids, mask, labels)
+        logits = model(input_ids=ids, attention_mask=mask).logits  # every position's logits
+        expected = torch.nn.functional.cross_entropy(
+            logits[:, :-1].reshape(-1, logits.shape[-1]), labels[:, 1:].reshape(-1), ignore_index=IGNORE_INDEX
+        )
+    labelled = sum(len(e.labels) - e.labels.count(IGNORE_INDEX) for e in batch)
+    assert count == int((labels[:, 1:] != IGNORE_INDEX).sum()) == labelled
+    assert float(loss) == pytest.approx(float(expected), rel=1e-5)
+
+
+def test_batch_order_and_schedule():
+    order = batch_order(10, batch_size=4, steps=5, seed=0)
+    assert order == batch_order(10, batch_size=4, steps=5, seed=0) != batch_order(10, 4, 5, seed=1)
+    flat = [i for batch in order for i in batch]
+    assert len(flat) == 20 and sorted(flat[:10]) == list(range(10)) == sorted(flat[10:20])  # whole epochs
+    assert checkpoint_steps(32, 4) == [8, 16, 24, 32] and checkpoint_steps(10, 3) == [3, 7, 10]
+    assert checkpoint_steps(5, 5) == [1, 2, 3, 4, 5]
+    config = FinetuneConfig(steps=20, warmup_steps=4, learning_rate=1e-3, min_lr_ratio=0.1)
+    rates = [learning_rate_at(step, config) for step in range(20)]
+    assert rates[0] == pytest.approx(2e-4) and rates[4] == pytest.approx(1e-3)
+    assert rates[-1] == pytest.approx(1e-4) and all(a >= b for a, b in pairwise(rates[4:]))
+
+
+def test_config_validation():
+    assert FinetuneConfig.from_dict({"steps": 10, "n_checkpoints": 2}).steps == 10
+    with pytest.raises(ValueError, match="unknown finetune option"):
+        FinetuneConfig.from_dict({"stpes": 10})
+    with pytest.raises(ValueError, match="n_checkpoints"):
+        FinetuneConfig(steps=3, n_checkpoints=4)
+    with pytest.raises(ValueError, match="learning_rate"):
+        FinetuneConfig(learning_rate=0)
+
+
+# ---------------------------------------------------------------------------- finetune
+
+
+@pytest.fixture(scope="module")
+def tiny_run(tiny_prepared, tmp_path_factory):
+    output = tmp_path_factory.mktemp("finetune") / "run"
+    config = FinetuneConfig(**TINY)
+    return finetune(tiny_prepared("llama"), output, config, progress=False), output, config
+
+
+def _weights(folder: Path) -> dict[str, torch.Tensor]:
+    return load_file(folder / "model.safetensors")
+
+
+def test_finetune_writes_k_preparable_checkpoints(tiny_run, tiny_prepared, tmp_path):
+    paths, output, config = tiny_run
+    names = [checkpoint_name(k, 3) for k in (1, 2, 3)]
+    assert [p.name for p in paths] == names == ["checkpoint-1-of-3", "checkpoint-2-of-3", "checkpoint-3-of-3"]
+    assert sorted(p.name for p in output.iterdir()) == sorted([*names, TRAINING_LOG])  # no partial folders left
+    for step, path in zip(checkpoint_steps(config.steps, 3), paths):
+        state = json.loads((path / TRAINING_STATE).read_text())
+        assert state["step"] == step and state["seed"] == config.seed and state["config"]["steps"] == config.steps
+        assert len(state["loss_curve"]) == step
+        prepared = tmp_path / path.name
+        manifest = prepare_model(ModelSource(name=path.name, kind="path", location=str(path)), prepared)
+        assert list(manifest["weights"]) == ["model.safetensors"]
+        model, tokenizer = load_prepared(prepared, LoadOptions(device="cpu", dtype="float32"))
+        assert len(tokenizer) == len(load_prepared(tiny_prepared("llama"))[1])
+        with torch.no_grad():
+            assert torch.isfinite(model(input_ids=torch.tensor([[1, 2, 3]])).logits).all()
+
+
+def test_finetune_lowers_the_loss_and_changes_weights(tiny_run, tiny_prepared):
+    paths, output, config = tiny_run
+    losses = [step["loss"] for step in read_training_log(output)["steps"]]
+    assert len(losses) == config.steps
+    assert sum(losses[-3:]) / 3 < 0.75 * sum(losses[:3]) / 3  # about 4.3 against 6.6
+    base = _weights(tiny_prepared("llama"))
+    first, last = _weights(paths[0]), _weights(paths[-1])
+    changed = [name for name in base if not torch.equal(base[name], last[name])]
+    assert changed and any(not torch.equal(first[n], last[n]) for n in changed)
+    embeddings = next(name for name in base if "embed_tokens" in name)
+    assert torch.equal(base[embeddings], last[embeddings])  # freeze_embeddings
+
+
+def test_same_seed_gives_bit_identical_weights(tiny_run, tiny_prepared, tmp_path):
+    paths, _, config = tiny_run
+    again = finetune(tiny_prepared("llama"), tmp_path / "again", config, progress=False)
+    for first, second in zip(paths, again):
+        a, b = _weights(first), _weights(second)
+        assert a.keys() == b.keys() and all(torch.equal(a[name], b[name]) for name in a)
+    other = finetune(tiny_prepared("llama"), tmp_path / "other", FinetuneConfig(**{**TINY, "seed": 1, "steps": 3,
+                                                                                  "n_checkpoints": 1}), progress=False)
+    short = finetune(tiny_prepared("llama"), tmp_path / "short", FinetuneConfig(**{**TINY, "steps": 3,
+                                                                                  "n_checkpoints": 1}), progress=False)
+    a, b = _weights(other[0]), _weights(short[0])
+    assert any(not torch.equal(a[name], b[name]) for name in a)
+
+
+def test_train_last_layers_freezes_the_rest(tiny_prepared, tmp_path):
+    config = FinetuneConfig(**{**TINY, "steps": 2, "n_checkpoints": 1, "train_last_layers": 1})
+    [path] = finetune(tiny_prepared("llama"), tmp_path / "top", config, progress=False)
+    base, tuned = _weights(tiny_prepared("llama")), _weights(path)
+    changed = {name for name in base if not torch.equal(base[name], tuned[name])}
+    assert changed and all(name.startswith(("model.layers.1.", "model.norm.", "lm_head.")) for name in changed)
+    assert any(name.startswith("model.layers.1.") for name in changed)
