@@ -14,7 +14,6 @@ from typing import Any
 
 import numpy as np
 import pyarrow as pa
-import pyarrow.compute as pc
 import torch
 from torch import Tensor, nn
 from tqdm.auto import tqdm
@@ -23,7 +22,7 @@ from tokenscope.compare import TokenizerMismatchError
 from tokenscope.metrics import Unembedding, backbone
 from tokenscope.models import tokenizer_fingerprint
 from tokenscope.score import ScoringLayout
-from tokenscope.tables import SCHEMA_VERSION, ScoredSequence
+from tokenscope.tables import SCHEMA_VERSION, ScoredPositions, ScoredSequence, constant_column
 
 PAIR_SCHEMA = pa.schema(
     [
@@ -182,34 +181,19 @@ def pair_table(
     metrics: PairMetrics,
 ) -> pa.Table:
     """One row per scored token of `sequences` (PAIR_SCHEMA); `metrics` rows in input order."""
-    lengths = np.array([len(s.token_ids) for s in sequences], dtype=np.int64)
-    starts = np.array([s.score_start for s in sequences], dtype=np.int64)
-    counts = lengths - starts
-    n = int(counts.sum())
+    where = ScoredPositions.of(sequences)
+    n = where.n
     if metrics.kl_a_b.shape[0] != n:
         raise ValueError(f"{metrics.kl_a_b.shape[0]} metric rows for {n} scored tokens")
-    all_ids = np.concatenate([s.token_ids for s in sequences]) if sequences else np.zeros(0, np.int64)
-    seq_offsets = np.concatenate([[0], np.cumsum(lengths)[:-1]]) if sequences else np.zeros(0, np.int64)
-    first_row = np.concatenate([[0], np.cumsum(counts)[:-1]]) if sequences else np.zeros(0, np.int64)
-    step = np.arange(n) - np.repeat(first_row, counts)
-    position = step + np.repeat(starts, counts)
-    flat_index = np.repeat(seq_offsets, counts) + position
-    prompt_lengths = np.repeat([s.prompt_length for s in sequences], counts).astype(np.int64)
-    constant = lambda value: pa.array(np.full(n, value, dtype=object), type=pa.string())
     as_f32 = lambda t: pa.array(t.numpy().astype(np.float32))
     columns = {
-        "model_a": constant(model_a),
-        "model_b": constant(model_b),
-        "source": constant(source),
-        "prompt_set": constant(prompt_set),
-        "prompt_id": pc.take(pa.array([s.prompt_id for s in sequences], type=pa.string()),
-                             pa.array(np.repeat(np.arange(len(sequences)), counts))),
-        "sample": pa.array(np.repeat([s.sample for s in sequences], counts).astype(np.int32)),
-        "step": pa.array(step.astype(np.int32)),
-        "position": pa.array(position.astype(np.int32)),
-        "segment": pa.array(np.where(position >= prompt_lengths, "completion", "prompt").astype(object), type=pa.string()),
-        "context_token_id": pa.array(all_ids[flat_index - 1].astype(np.int32)),
-        "token_id": pa.array(all_ids[flat_index].astype(np.int32)),
+        "model_a": constant_column(model_a, n),
+        "model_b": constant_column(model_b, n),
+        "source": constant_column(source, n),
+        "prompt_set": constant_column(prompt_set, n),
+        **where.key_columns(sequences),
+        "context_token_id": pa.array(where.all_ids[where.flat_index - 1].astype(np.int32)),
+        "token_id": pa.array(where.all_ids[where.flat_index].astype(np.int32)),
         "logprob_a": as_f32(metrics.logprob_a),
         "logprob_b": as_f32(metrics.logprob_b),
         "logprob_diff": as_f32(metrics.logprob_diff),

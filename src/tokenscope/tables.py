@@ -77,6 +77,53 @@ def _list_array(flat: np.ndarray, width: int, value_type: pa.DataType) -> pa.Lis
     return pa.ListArray.from_arrays(offsets, pa.array(flat.reshape(-1), type=value_type))
 
 
+@dataclass(frozen=True)
+class ScoredPositions:
+    """Where each scored token of some sequences is: flat arrays, one entry per scored token."""
+
+    all_ids: np.ndarray  # every sequence's ids, concatenated
+    seq_offsets: np.ndarray  # index in all_ids where each sequence starts
+    counts: np.ndarray  # scored tokens per sequence
+    step: np.ndarray
+    position: np.ndarray
+    flat_index: np.ndarray  # index in all_ids of each scored token
+
+    @classmethod
+    def of(cls, sequences: Sequence[ScoredSequence]) -> "ScoredPositions":
+        lengths = np.array([len(s.token_ids) for s in sequences], dtype=np.int64)
+        starts = np.array([s.score_start for s in sequences], dtype=np.int64)
+        counts = lengths - starts
+        n = int(counts.sum())
+        empty = np.zeros(0, np.int64)
+        all_ids = np.concatenate([s.token_ids for s in sequences]).astype(np.int64) if sequences else empty
+        seq_offsets = np.concatenate([[0], np.cumsum(lengths)[:-1]]).astype(np.int64) if sequences else empty
+        first_row = np.concatenate([[0], np.cumsum(counts)[:-1]]).astype(np.int64) if sequences else empty
+        step = np.arange(n) - np.repeat(first_row, counts)
+        position = step + np.repeat(starts, counts)
+        return cls(all_ids, seq_offsets, counts, step, position, np.repeat(seq_offsets, counts) + position)
+
+    @property
+    def n(self) -> int:
+        return int(self.counts.sum())
+
+    def key_columns(self, sequences: Sequence[ScoredSequence]) -> dict[str, pa.Array]:
+        """prompt_id, sample, step, position, segment of each scored token."""
+        prompt_lengths = np.repeat([s.prompt_length for s in sequences], self.counts).astype(np.int64)
+        prompt_ids = pa.array([s.prompt_id for s in sequences], type=pa.string())
+        return {
+            "prompt_id": pc.take(prompt_ids, pa.array(np.repeat(np.arange(len(sequences)), self.counts))),
+            "sample": pa.array(np.repeat([s.sample for s in sequences], self.counts).astype(np.int32)),
+            "step": pa.array(self.step.astype(np.int32)),
+            "position": pa.array(self.position.astype(np.int32)),
+            "segment": pa.array(np.where(self.position >= prompt_lengths, "completion", "prompt").astype(object),
+                                type=pa.string()),
+        }
+
+
+def constant_column(value: str, n: int) -> pa.Array:
+    return pa.array(np.full(n, value, dtype=object), type=pa.string())
+
+
 def token_table(
     *,
     model: str,
@@ -87,40 +134,25 @@ def token_table(
     vocab: TokenTable,
 ) -> pa.Table:
     """One row per scored token; `metrics` rows are in sequence order, then position order."""
-    lengths = np.array([len(s.token_ids) for s in sequences], dtype=np.int64)
-    starts = np.array([s.score_start for s in sequences], dtype=np.int64)
-    prompt_lengths = np.array([s.prompt_length for s in sequences], dtype=np.int64)
-    counts = lengths - starts
-    n = int(counts.sum())
+    where = ScoredPositions.of(sequences)
+    n = where.n
     if metrics.entropy.shape[0] != n:
         raise ValueError(f"{metrics.entropy.shape[0]} metric rows for {n} scored tokens")
-    all_ids = np.concatenate([s.token_ids for s in sequences]) if sequences else np.zeros(0, np.int64)
-    seq_offsets = np.concatenate([[0], np.cumsum(lengths)[:-1]]) if len(sequences) else np.zeros(0, np.int64)
-    seq_of = np.repeat(np.arange(len(sequences)), counts)
-    first_row = np.concatenate([[0], np.cumsum(counts)[:-1]]) if len(sequences) else np.zeros(0, np.int64)
-    step = np.arange(n) - np.repeat(first_row, counts)
-    position = step + np.repeat(starts, counts)
-    flat_index = np.repeat(seq_offsets, counts) + position
-    readable = vocab.readable(all_ids, seq_offsets)
-    token_ids = all_ids[flat_index]
-    context_ids = all_ids[flat_index - 1]
+    readable = vocab.readable(where.all_ids, where.seq_offsets)
+    token_ids = where.all_ids[where.flat_index]
+    context_ids = where.all_ids[where.flat_index - 1]
     k = metrics.topk_ids.shape[1]
     topk_ids = metrics.topk_ids.numpy().astype(np.int32)
-    prompt_ids = pa.array([s.prompt_id for s in sequences], type=pa.string())
     columns = {
-        "model": pa.array(np.full(n, model, dtype=object), type=pa.string()),
-        "source": pa.array(np.full(n, source, dtype=object), type=pa.string()),
-        "prompt_set": pa.array(np.full(n, prompt_set, dtype=object), type=pa.string()),
-        "prompt_id": pc.take(prompt_ids, pa.array(seq_of)),
-        "sample": pa.array(np.repeat([s.sample for s in sequences], counts).astype(np.int32)),
-        "step": pa.array(step.astype(np.int32)),
-        "position": pa.array(position.astype(np.int32)),
-        "segment": pa.array(np.where(position >= np.repeat(prompt_lengths, counts), "completion", "prompt").astype(object), type=pa.string()),
+        "model": constant_column(model, n),
+        "source": constant_column(source, n),
+        "prompt_set": constant_column(prompt_set, n),
+        **where.key_columns(sequences),
         "context_token_id": pa.array(context_ids.astype(np.int32)),
-        "context_token": pc.take(readable, pa.array(flat_index - 1)),
+        "context_token": pc.take(readable, pa.array(where.flat_index - 1)),
         "context_piece": vocab.piece_array(context_ids),
         "token_id": pa.array(token_ids.astype(np.int32)),
-        "token": pc.take(readable, pa.array(flat_index)),
+        "token": pc.take(readable, pa.array(where.flat_index)),
         "token_piece": vocab.piece_array(token_ids),
         "entropy": pa.array(metrics.entropy.numpy().astype(np.float32)),
         "logprob": pa.array(metrics.logprob.numpy().astype(np.float32)),
