@@ -79,13 +79,27 @@ for group_name, members in GROUPS.items():
                 f"groups.{group_name}: unknown model {member!r}; models: {sorted(MODELS)}"
             )
 
+GENERATED_SETS = (
+    list(PROMPT_SETS)
+    if config["generation"]["prompt_sets"] is None
+    else config["generation"]["prompt_sets"]
+)
+for prompt_set in GENERATED_SETS:
+    if prompt_set not in PROMPT_SETS:
+        raise WorkflowError(
+            f"generation.prompt_sets: unknown prompt set {prompt_set!r}; prompt sets: {sorted(PROMPT_SETS)}"
+        )
+# What a generation depends on: which prompt sets are generated for every model is not part of it.
+GENERATION = {k: v for k, v in config["generation"].items() if k != "prompt_sets"}
 COMPARISON = config["comparison"]
 for prompt_set in COMPARISON["prompt_sets"] or []:
     if prompt_set not in PROMPT_SETS:
         raise WorkflowError(
             f"comparison.prompt_sets: unknown prompt set {prompt_set!r}; prompt sets: {sorted(PROMPT_SETS)}"
         )
-COMPARED_SETS = COMPARISON["prompt_sets"] or list(PROMPT_SETS)
+COMPARED_SETS = (
+    GENERATED_SETS if COMPARISON["prompt_sets"] is None else COMPARISON["prompt_sets"]
+)
 
 
 def group_pairs(group):
@@ -134,6 +148,8 @@ def comparison_targets():
 
 
 RUNTIME = config["runtime"]
+# How models are loaded: a model job's params (its threads, memory and time limits are not).
+LOAD_OPTIONS = {key: RUNTIME[key] for key in ("device", "dtype", "device_map")}
 ANALYSIS = config["analysis"]
 INTERNALS = config["internals"]
 
@@ -243,7 +259,7 @@ def group_token_files(wildcards):
 
 def final_targets():
     targets = []
-    for prompt_set in PROMPT_SETS:
+    for prompt_set in GENERATED_SETS:
         for view in views(prompt_set):
             for model in MODELS:
                 source = model if view == "generated" else "reference"

@@ -51,7 +51,7 @@ rule cross_score:
     params:
         insertion=prompt_insertion,
         scoring=config["scoring"],
-        runtime=RUNTIME,
+        runtime=LOAD_OPTIONS,
     script:
         "../scripts/cross_score.py"
 

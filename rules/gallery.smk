@@ -6,6 +6,7 @@ GALLERY = {
     "attention_positions.png": "results/figures/internals/smoke_filler/smollm2/attention_positions/attention_positions-capital.png",
     "convergence.png": "results/figures/internals/smoke_filler/smollm2/depth/convergence-capital.png",
     "logit_lens.png": "results/figures/internals/smoke_filler/smollm2/depth/logit_lens-capital.png",
+    "trends.png": "results/comparison/math24/all/trends.png",
 }
 
 
@@ -15,6 +16,7 @@ rule gallery:
         "results/figures/internals/math24/all/marker_attention.png",
         "results/figures/internals/smoke_filler/smollm2/attention_positions",
         "results/figures/internals/smoke_filler/smollm2/depth",
+        "results/comparison/math24/all/trends.png",
     output:
         [f"docs/gallery/{name}" for name in GALLERY],
     log:

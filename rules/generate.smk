@@ -20,9 +20,9 @@ rule generate:
         gpu=GPU,
     params:
         insertion=prompt_insertion,
-        generation=config["generation"],
+        generation=GENERATION,
         scoring=config["scoring"],
-        runtime=RUNTIME,
+        runtime=LOAD_OPTIONS,
     script:
         "../scripts/generate.py"
 
@@ -49,6 +49,6 @@ rule teacher_force:
     params:
         insertion=prompt_insertion,
         scoring=config["scoring"],
-        runtime=RUNTIME,
+        runtime=LOAD_OPTIONS,
     script:
         "../scripts/teacher_force.py"

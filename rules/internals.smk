@@ -24,7 +24,7 @@ rule marker_attention:
         gpu=GPU,
     params:
         marker_attention=INTERNALS["marker_attention"],
-        runtime=RUNTIME,
+        runtime=LOAD_OPTIONS,
     script:
         "../scripts/marker_attention.py"
 
@@ -51,7 +51,7 @@ rule attention_positions:
     params:
         insertion=prompt_insertion,
         attention_positions=INTERNALS["attention_positions"],
-        runtime=RUNTIME,
+        runtime=LOAD_OPTIONS,
     script:
         "../scripts/attention_positions.py"
 
@@ -80,7 +80,7 @@ rule depth:
         insertion=prompt_insertion,
         depth=INTERNALS["depth"],
         chunk_rows=config["scoring"]["chunk_rows"],
-        runtime=RUNTIME,
+        runtime=LOAD_OPTIONS,
     script:
         "../scripts/depth.py"
 

@@ -8,15 +8,14 @@ import pandas as pd
 from tokenscope.comparison import generation_sequences
 from tokenscope.crossscore import score_pair
 from tokenscope.io import write_parquet
-from tokenscope.models import LoadOptions
 from tokenscope.pipeline import load_checked, reference_sequences
 from tokenscope.prompts import load_prompt_set
-from tokenscope.workflow import run_script
+from tokenscope.workflow import run_script, runtime_load_options
 
 
 def main(smk):
     runtime, scoring = smk.params.runtime, smk.params.scoring
-    options = LoadOptions(device=runtime["device"], dtype=runtime["dtype"])
+    options = runtime_load_options(runtime)
     model_a, tokenizer_a = load_checked(Path(smk.input.manifest_a).parent, options)
     model_b, tokenizer_b = load_checked(Path(smk.input.manifest_b).parent, options)
     if smk.wildcards.source == "reference":

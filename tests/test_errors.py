@@ -46,6 +46,10 @@ def _write(workdir, text):
         ("generation:\n  n_samples: two\n", "invalid config at generation.n_samples: 'two' is not of type 'integer'"),
         ("runtime:\n  dtype: fp8\n", "invalid config at runtime.dtype"),
         ("colour: blue\n", "invalid config: unknown key colour"),
+        ("finetune:\n  base: nope\n", "finetune.base: unknown model 'nope'"),
+        ("finetune:\n  base: base\n  steps: 0\n", "invalid config at finetune.steps"),
+        ("comparison:\n  prompt_sets: [nope]\n", "comparison.prompt_sets: unknown prompt set 'nope'"),
+        ("comparison:\n  sources: [c]\n", "invalid config at comparison.sources"),
     ],
 )
 def test_config_errors_name_the_key(workdir, extra, expected):

@@ -35,15 +35,21 @@ def config_error_message(error: Exception) -> str:
     return f"invalid config at {key}: {message}"
 
 
+def runtime_load_options(runtime: dict[str, Any]) -> Any:
+    """LoadOptions from the config's runtime section."""
+    from tokenscope.models import LoadOptions
+
+    return LoadOptions(device=runtime["device"], dtype=runtime["dtype"], device_map=runtime.get("device_map"))
+
+
 def load_rule_model(snakemake: Any) -> tuple[Any, Any]:
     """The model of a rule whose input `manifest` is a prepared model, on params.runtime's device."""
     from pathlib import Path
 
-    from tokenscope.models import LoadOptions
     from tokenscope.pipeline import load_checked
 
     runtime = snakemake.params.runtime
-    options = LoadOptions(device=runtime["device"], dtype=runtime["dtype"])
+    options = runtime_load_options(runtime)
     return load_checked(Path(snakemake.input.manifest).parent, options)
 
 
