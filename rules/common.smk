@@ -71,32 +71,32 @@ try:
 except (ModelSourceError, PromptSetError) as error:
     raise WorkflowError(str(error)) from None
 
+
+def require_known(key, names, known, kind):
+    """Stop with one line naming the config key if it lists a name that is not defined."""
+    for name in names:
+        if name not in known:
+            raise WorkflowError(
+                f"{key}: unknown {kind} {name!r}; {kind}s: {sorted(known)}"
+            )
+
+
 GROUPS = config.get("groups") or {"all": list(MODELS)}
 for group_name, members in GROUPS.items():
-    for member in members:
-        if member not in MODELS:
-            raise WorkflowError(
-                f"groups.{group_name}: unknown model {member!r}; models: {sorted(MODELS)}"
-            )
+    require_known(f"groups.{group_name}", members, MODELS, "model")
 
 GENERATED_SETS = (
     list(PROMPT_SETS)
     if config["generation"]["prompt_sets"] is None
     else config["generation"]["prompt_sets"]
 )
-for prompt_set in GENERATED_SETS:
-    if prompt_set not in PROMPT_SETS:
-        raise WorkflowError(
-            f"generation.prompt_sets: unknown prompt set {prompt_set!r}; prompt sets: {sorted(PROMPT_SETS)}"
-        )
+require_known("generation.prompt_sets", GENERATED_SETS, PROMPT_SETS, "prompt set")
 # What a generation depends on: which prompt sets are generated for every model is not part of it.
 GENERATION = {k: v for k, v in config["generation"].items() if k != "prompt_sets"}
 COMPARISON = config["comparison"]
-for prompt_set in COMPARISON["prompt_sets"] or []:
-    if prompt_set not in PROMPT_SETS:
-        raise WorkflowError(
-            f"comparison.prompt_sets: unknown prompt set {prompt_set!r}; prompt sets: {sorted(PROMPT_SETS)}"
-        )
+require_known(
+    "comparison.prompt_sets", COMPARISON["prompt_sets"] or [], PROMPT_SETS, "prompt set"
+)
 COMPARED_SETS = (
     GENERATED_SETS if COMPARISON["prompt_sets"] is None else COMPARISON["prompt_sets"]
 )
@@ -157,18 +157,14 @@ INTERNALS = config["internals"]
 def check_internals():
     """Names in the internals section must exist; filler figures need derived sets."""
     models = INTERNALS.get("models") or list(MODELS)
-    for model in models:
-        if model not in MODELS:
-            raise WorkflowError(
-                f"internals.models: unknown model {model!r}; models: {sorted(MODELS)}"
-            )
+    require_known("internals.models", models, MODELS, "model")
     for analysis in ("marker_attention", "attention_positions", "depth"):
-        for prompt_set in INTERNALS[analysis]["prompt_sets"]:
-            if prompt_set not in PROMPT_SETS:
-                raise WorkflowError(
-                    f"internals.{analysis}.prompt_sets: unknown prompt set {prompt_set!r}; "
-                    f"prompt sets: {sorted(PROMPT_SETS)}"
-                )
+        require_known(
+            f"internals.{analysis}.prompt_sets",
+            INTERNALS[analysis]["prompt_sets"],
+            PROMPT_SETS,
+            "prompt set",
+        )
     for prompt_set in INTERNALS["attention_positions"]["prompt_sets"]:
         if PROMPT_SOURCES[prompt_set][1] is None:
             raise WorkflowError(

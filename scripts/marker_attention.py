@@ -15,7 +15,7 @@ def main(smk):
         model,
         tokenizer,
         pd.read_parquet(smk.input.generations),
-        pd.read_parquet(smk.input.tokens, columns=["prompt_id", "sample", "step", "entropy"]),
+        pd.read_parquet(smk.input.tokens, columns=["prompt_id", "sample", "step", "position", "token", "entropy"]),
         model_name=smk.wildcards.model,
         prompt_set=smk.wildcards.prompt_set,
         markers=settings["markers"],

@@ -77,12 +77,12 @@ def compare_group(
     kl = bootstrap_summary(pairs, ["kl_a_b", "kl_b_a", "logprob_diff"], unit_columns=UNIT, group_columns=["model_b"], **boot)
     kl = kl.rename(columns={"model_b": "model"})
     kl.insert(0, "tokens", "base's generations")
+    on_base_text = base_text_tokens(pairs, models)
     tests = []
-    for label, frame in (("own generations", own_tokens), ("base's generations", base_text_tokens(pairs, models))):
+    for label, frame in (("own generations", own_tokens), ("base's generations", on_base_text)):
         table = paired_tests(per_unit_means(frame, "entropy", unit_columns=UNIT), models[0], list(models[1:]),
                              n_perm=options.n_perm, alpha=options.alpha, correction=options.correction, **boot)  # type: ignore[arg-type]
         tests.append(table.assign(metric="mean entropy per prompt", tokens=label))
-    on_base_text = base_text_tokens(pairs, models)
     trends = pd.concat([
         checkpoint_trends(own_tokens, list(models), overlap=False, unit_columns=UNIT, **boot).assign(tokens="own generations"),
         checkpoint_trends(on_base_text, list(models), pairs=pairs, overlap=True, unit_columns=UNIT, **boot).assign(

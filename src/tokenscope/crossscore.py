@@ -22,20 +22,13 @@ from tokenscope.compare import TokenizerMismatchError
 from tokenscope.metrics import Unembedding, backbone
 from tokenscope.models import tokenizer_fingerprint
 from tokenscope.score import ScoringLayout
-from tokenscope.tables import SCHEMA_VERSION, ScoredPositions, ScoredSequence, constant_column
+from tokenscope.tables import SCHEMA_VERSION, SCORED_TOKEN_KEYS, ScoredPositions, ScoredSequence, constant_column
 
 PAIR_SCHEMA = pa.schema(
     [
         ("model_a", pa.string()),
         ("model_b", pa.string()),
-        ("source", pa.string()),
-        ("prompt_set", pa.string()),
-        ("prompt_id", pa.string()),
-        ("sample", pa.int32()),
-        ("step", pa.int32()),
-        ("position", pa.int32()),
-        ("segment", pa.string()),
-        ("context_token_id", pa.int32()),
+        *SCORED_TOKEN_KEYS,
         ("token_id", pa.int32()),
         ("logprob_a", pa.float32()),
         ("logprob_b", pa.float32()),

@@ -10,6 +10,7 @@ them.
 
 from __future__ import annotations
 
+import weakref
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -94,7 +95,17 @@ class Anatomy:
         return hidden
 
 
+_ANATOMIES: weakref.WeakKeyDictionary[nn.Module, Anatomy] = weakref.WeakKeyDictionary()
+
+
 def model_anatomy(model: nn.Module) -> Anatomy:
+    """The model's Anatomy, found once per model object (every analysis of every prompt asks)."""
+    if model not in _ANATOMIES:
+        _ANATOMIES[model] = _find_anatomy(model)
+    return _ANATOMIES[model]
+
+
+def _find_anatomy(model: nn.Module) -> Anatomy:
     """Find layers, attention modules and the final norm, and check them against the model's output."""
     layers, layer_index = _find_modules(model, "hidden_states")
     if not layers:

@@ -99,6 +99,10 @@ def _strings(vocab: TokenTable, ids: np.ndarray) -> list[str]:
     return vocab.readable(ids, np.array([0])).to_pylist()
 
 
+def _flat(parts: Sequence[np.ndarray], dtype: Any) -> np.ndarray:
+    return np.concatenate(parts).astype(dtype) if len(parts) else np.zeros(0, dtype)
+
+
 def _standalone_strings(vocab: TokenTable, ids: np.ndarray) -> np.ndarray:
     """Each token decoded on its own; the raw piece where that is a partial UTF-8 character."""
     readable = np.asarray(vocab.readable(ids, np.arange(ids.size)).to_pylist(), dtype=object)
@@ -128,31 +132,28 @@ def run_marker_attention(
     vocab = TokenTable.from_tokenizer(tokenizer)
     sequences = [np.concatenate([np.asarray(p, np.int64), np.asarray(t, np.int64)])
                  for p, t in zip(generations["prompt_token_ids"], generations["token_ids"])]
+    lengths = np.array([len(s) for s in sequences], dtype=np.int64)
+    offsets = np.cumsum(lengths) - lengths
+    strings = vocab.readable(_flat(sequences, np.int64), offsets).to_pylist()
+    masks = [marker_mask(strings[o : o + n], markers) for o, n in zip(offsets, lengths)]
     prompt_lengths = generations["prompt_token_ids"].map(len).to_numpy()
-    strings = [_strings(vocab, ids) for ids in sequences]
-    masks = [marker_mask(s, markers) for s in strings]
+    counts = lengths - prompt_lengths
     shares = marker_attention(
         model, sequences, masks, list(prompt_lengths - 1), layers=layers, batch_size=batch_size,
         pad_id=tokenizer.pad_token_id or 0, show_progress=show_progress,
     )
-    # Query p - 1 produced token p: drop the last query (it produced nothing).
-    counts = generations["token_ids"].map(len).to_numpy()
+    # Query p - 1 produced token p: the last query produced nothing and is dropped.
+    keys = ["prompt_id", "sample", "step"]
     frame = pd.DataFrame({
-        "model": model_name,
-        "prompt_set": prompt_set,
         "prompt_id": np.repeat(generations["prompt_id"].to_numpy(), counts),
         "sample": np.repeat(generations["sample"].to_numpy(), counts).astype(np.int32),
-        "step": np.concatenate([np.arange(c) for c in counts]).astype(np.int32) if len(counts) else np.zeros(0, np.int32),
-        "position": np.concatenate([np.arange(p, p + c) for p, c in zip(prompt_lengths, counts)]).astype(np.int32)
-        if len(counts) else np.zeros(0, np.int32),
-        "token": np.concatenate([np.asarray(s[p:], dtype=object) for s, p in zip(strings, prompt_lengths)])
-        if len(counts) else np.zeros(0, object),
-        "marker_share": np.concatenate([s[:c] for s, c in zip(shares, counts)]) if len(counts) else np.zeros(0, np.float32),
-        "n_marker_tokens": np.concatenate([np.cumsum(m)[p - 1 : p - 1 + c] for m, p, c in zip(masks, prompt_lengths, counts)]).astype(np.int32)
-        if len(counts) else np.zeros(0, np.int32),
+        "step": (np.arange(counts.sum()) - np.repeat(np.cumsum(counts) - counts, counts)).astype(np.int32),
+        "marker_share": _flat([s[:c] for s, c in zip(shares, counts)], np.float32),
+        "n_marker_tokens": _flat([np.cumsum(m)[p - 1 : p - 1 + c] for m, p, c in zip(masks, prompt_lengths, counts)], np.int32),
     })
-    entropy = tokens[["prompt_id", "sample", "step", "entropy"]]
-    frame = frame.merge(entropy, on=["prompt_id", "sample", "step"], how="left", validate="one_to_one")
+    # Position, token string and entropy of each generated token come from the per-token table.
+    frame = frame.merge(tokens[[*keys, "position", "token", "entropy"]], on=keys, how="left", validate="one_to_one")
+    frame = frame.assign(model=model_name, prompt_set=prompt_set)
     return pa.Table.from_pandas(frame[MARKER_ATTENTION_SCHEMA.names], schema=MARKER_ATTENTION_SCHEMA, preserve_index=False)
 
 

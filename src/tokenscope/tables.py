@@ -14,17 +14,22 @@ from tokenscope.token_text import TokenTable
 
 SCHEMA_VERSION = "1"
 
+# Where a scored token is (ScoredPositions.key_columns): shared by the token and pair tables.
+SCORED_TOKEN_KEYS = [
+    ("source", pa.string()),
+    ("prompt_set", pa.string()),
+    ("prompt_id", pa.string()),
+    ("sample", pa.int32()),
+    ("step", pa.int32()),
+    ("position", pa.int32()),
+    ("segment", pa.string()),
+    ("context_token_id", pa.int32()),
+]
+
 TOKEN_SCHEMA = pa.schema(
     [
         ("model", pa.string()),
-        ("source", pa.string()),
-        ("prompt_set", pa.string()),
-        ("prompt_id", pa.string()),
-        ("sample", pa.int32()),
-        ("step", pa.int32()),
-        ("position", pa.int32()),
-        ("segment", pa.string()),
-        ("context_token_id", pa.int32()),
+        *SCORED_TOKEN_KEYS,
         ("context_token", pa.string()),
         ("context_piece", pa.string()),
         ("token_id", pa.int32()),
