@@ -17,6 +17,7 @@ include: "rules/analysis.smk"
 include: "rules/figures.smk"
 include: "rules/internals.smk"
 include: "rules/compare.smk"
+include: "rules/report.smk"
 include: "rules/gallery.smk"
 
 

@@ -3,15 +3,15 @@ rule analyze_tokens:
     input:
         "results/tokens/{prompt_set}/{scorer}/{source}.parquet",
     output:
-        describe="results/analysis/{prompt_set}/{scorer}/{source}/describe.csv",
-        describe_per_prompt="results/analysis/{prompt_set}/{scorer}/{source}/describe_per_prompt.csv",
-        qcut_bins="results/analysis/{prompt_set}/{scorer}/{source}/qcut_bins.csv",
+        describe=analysis_table("describe", "entropy statistics"),
+        describe_per_prompt=analysis_table("describe_per_prompt", "entropy per prompt"),
+        qcut_bins=analysis_table("qcut_bins", "quantile bins"),
         qcut_bins_md="results/analysis/{prompt_set}/{scorer}/{source}/qcut_bins.md",
-        qcut_samples="results/analysis/{prompt_set}/{scorer}/{source}/qcut_samples.csv",
+        qcut_samples=analysis_table("qcut_samples", "bin samples"),
         qcut_samples_md="results/analysis/{prompt_set}/{scorer}/{source}/qcut_samples.md",
-        by_context_token="results/analysis/{prompt_set}/{scorer}/{source}/by_context_token.csv",
+        by_context_token=analysis_table("by_context_token", "by context token"),
         by_context_token_md="results/analysis/{prompt_set}/{scorer}/{source}/by_context_token.md",
-        by_token="results/analysis/{prompt_set}/{scorer}/{source}/by_token.csv",
+        by_token=analysis_table("by_token", "by token"),
         by_token_md="results/analysis/{prompt_set}/{scorer}/{source}/by_token.md",
     log:
         "logs/analyze_tokens/{prompt_set}/{scorer}/{source}.log",
@@ -46,7 +46,17 @@ rule summarize_group:
             },
         ),
         describe_md="results/summary/{prompt_set}/{group}/{view}/describe.md",
-        describe_per_prompt="results/summary/{prompt_set}/{group}/{view}/describe_per_prompt.csv",
+        describe_per_prompt=report(
+            "results/summary/{prompt_set}/{group}/{view}/describe_per_prompt.csv",
+            caption="../report/describe.rst",
+            category="Entropy statistics",
+            labels={
+                "prompt set": "{prompt_set}",
+                "group": "{group}",
+                "tokens": "{view}",
+                "table": "per prompt",
+            },
+        ),
     log:
         "logs/summarize_group/{prompt_set}/{group}/{view}.log",
     conda:

@@ -1,4 +1,5 @@
 # Config validation, names and target lists shared by all rules.
+import json
 import sys
 from pathlib import Path
 
@@ -147,6 +148,47 @@ def comparison_targets():
     return targets
 
 
+def scoring_pairs(prompt_set, model, source):
+    """Pair tables in which `model` scored the tokens of `source` together with another model."""
+    found = []
+    if prompt_set not in COMPARED_SETS:
+        return found
+    for group, models in GROUPS.items():
+        if len(models) < 2:
+            continue
+        for a, b in group_pairs(group):
+            if model in (a, b) and source in pair_sources(prompt_set, a, b):
+                path = pair_file(prompt_set, a, b, source)
+                if path not in found:
+                    found.append(path)
+    return found
+
+
+TOKEN_VIEW = config["token_view"]
+TOKEN_VIEW_SETS = (
+    GENERATED_SETS if TOKEN_VIEW["prompt_sets"] is None else TOKEN_VIEW["prompt_sets"]
+)
+require_known(
+    "token_view.prompt_sets", TOKEN_VIEW_SETS, GENERATED_SETS, "generated prompt set"
+)
+
+
+def token_view_targets():
+    return [
+        f"results/token_view/{prompt_set}/{model}/{model if view == 'generated' else 'reference'}"
+        for prompt_set in TOKEN_VIEW_SETS
+        for view in views(prompt_set)
+        for model in MODELS
+    ]
+
+
+RUN_RECORD = "results/run/record.json"
+# The report's front page (report/workflow.rst) is rendered with only `snakemake.config` in
+# scope; the record of the run (rule run_record) reaches it there, under a key the schema does
+# not allow in a config file.
+if Path(RUN_RECORD).exists():
+    config["_run_record"] = json.loads(Path(RUN_RECORD).read_text())
+
 RUNTIME = config["runtime"]
 # How models are loaded: a model job's params (its threads, memory and time limits are not).
 LOAD_OPTIONS = {key: RUNTIME[key] for key in ("device", "dtype", "device_map")}
@@ -269,4 +311,21 @@ def final_targets():
                 targets.append(
                     f"results/summary/{prompt_set}/{group}/{view}/describe.csv"
                 )
-    return targets + internals_targets() + comparison_targets()
+    return (
+        targets
+        + internals_targets()
+        + comparison_targets()
+        + token_view_targets()
+        + [RUN_RECORD]
+    )
+
+
+def analysis_table(name, table):
+    """A table of rule analyze_tokens, registered in the report under "Token analysis"."""
+    return report(
+        f"results/analysis/{{prompt_set}}/{{scorer}}/{{source}}/{name}.csv",
+        caption="../report/token_analysis.rst",
+        category="Token analysis",
+        subcategory="{prompt_set}",
+        labels={"model": "{scorer}", "tokens": "{source}", "table": table},
+    )

@@ -74,7 +74,17 @@ rule compare_group:
         ],
         tokenizers="results/comparisons/{group}/tokenizers.json",
     output:
-        tables=directory("results/comparison/{prompt_set}/{group}/tables"),
+        tables=report(
+            directory("results/comparison/{prompt_set}/{group}/tables"),
+            patterns=["{table}.csv"],
+            caption="../report/comparison_tables.rst",
+            category="Checkpoint comparison",
+            labels={
+                "prompt set": "{prompt_set}",
+                "group": "{group}",
+                "table": "{table}",
+            },
+        ),
         png=report(
             "results/comparison/{prompt_set}/{group}/trends.png",
             caption="../report/trends.rst",

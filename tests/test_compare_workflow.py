@@ -3,13 +3,17 @@ Llama, cross-scoring, statistics over prompts; adding a checkpoint reruns only w
 
 from __future__ import annotations
 
+import json
+import re
+import zipfile
+from importlib import metadata
 from pathlib import Path
 
 import pandas as pd
 import pytest
 import yaml
-
 from conftest import save_tiny_checkpoint
+from test_token_view import page_data
 from workflow_utils import REPO, copy_prompts, planned_jobs, snakemake
 
 pytestmark = pytest.mark.slow
@@ -73,8 +77,76 @@ def test_added_checkpoint_plans_only_its_jobs(compare_run, tmp_path):
     assert "finetune" not in rules and {"prepare_model", "generate", "cross_score", "compare_group"} <= rules
     for rule, wildcards in jobs:
         models = {wildcards.get(k) for k in ("model", "scorer", "model_a", "model_b")} - {None}
+        if rule == "token_view":  # checked below
+            continue
         if models:  # every per-model job is step2's; the others are the group's aggregates
             assert "step2" in models, (rule, wildcards)
         else:
             assert rule in {"check_tokenizers", "compare_group", "summarize_group", "plot_prompt_figures",
-                            "plot_entropy_hist", "all"}, (rule, wildcards)
+                            "plot_entropy_hist", "run_record", "all"}, (rule, wildcards)
+    # Every model's pages gain a KL against step2 (comparison.pairs: all scores each model's
+    # generations and the reference answers with step2), so every token view is rebuilt.
+    views = {(w["model"], w["source"]) for rule, w in jobs if rule == "token_view"}
+    models = ["base", "step1", *CHECKPOINTS, "step2"]
+    assert views == {(m, source) for m in models for source in (m, "reference")}
+
+
+def test_token_view_pages_carry_each_pair_kl(compare_run):
+    results = compare_run / "results"
+    models = ["base", "step1", *CHECKPOINTS]
+    for model in models:
+        for source in (model, "reference"):
+            tokens = pd.read_parquet(results / "tokens" / "tiny_a" / model / f"{source}.parquet")
+            pages = sorted((results / "token_view" / "tiny_a" / model / source).glob("*.html"))
+            expected = tokens[["prompt_id", "sample"]].drop_duplicates()
+            assert len(pages) == len(expected), (model, source)
+    # base's own generations were scored by every pair (base, other): one KL metric per other model.
+    data = page_data(results / "token_view" / "tiny_a" / "base" / "base" / "add-1.html")
+    assert [m["key"] for m in data["metrics"]] == ["entropy", "surprisal", *(f"kl:{m}" for m in models[1:])]
+    pairs = pd.read_parquet(results / "pairs" / "tiny_a" / "base" / "step1" / "base.parquet")
+    pairs = pairs[(pairs.prompt_id == "add") & (pairs["sample"] == 1)].sort_values("step")
+    kl = next(m for m in data["metrics"] if m["key"] == "kl:step1")
+    assert kl["values"] == pytest.approx(pairs["kl_a_b"].tolist(), rel=1e-5, abs=1e-9)
+
+
+def report_contents(path: Path) -> tuple[dict, str]:
+    """The categories (category -> subcategory -> result paths) and front page of a report zip."""
+    with zipfile.ZipFile(path) as archive:
+        page = archive.read("report/report.html").decode("utf-8")
+    categories = json.loads(re.search(r"var categories = (\{.*?\});\n", page).group(1))
+    front_page = json.loads(re.search(r"var workflow_desc = (\".*?\");\n", page).group(1))
+    return categories, front_page
+
+
+def test_report_registers_every_output_and_names_the_run(compare_run):
+    snakemake(compare_run, "compare.yaml", "--report", "report.zip")
+    categories, front_page = report_contents(compare_run / "report.zip")
+    entries = {path: category for category, subs in categories.items() for paths in subs.values() for path in paths}
+    results = compare_run / "results"
+    # Every figure and table the run made is in the report, under the category of its analysis.
+    expected = {
+        "Token view": results.glob("token_view/**/*.html"),
+        "Token analysis": results.glob("analysis/**/*.csv"),
+        "Entropy statistics": results.glob("summary/**/*.csv"),
+        "Entropy distribution": results.glob("figures/*/*/*/entropy_hist_all.png"),
+        "Per-prompt entropy": results.glob("figures/*/*/*/per_prompt/*.png"),
+        "Checkpoint comparison": [*results.glob("comparison/**/*.csv"), *results.glob("comparison/**/*.png")],
+    }
+    for category, paths in expected.items():
+        paths = [str(p.relative_to(compare_run)) for p in paths]
+        assert paths, category
+        assert {entries.get(p) for p in paths} == {category}, category
+    made = {str(p.relative_to(compare_run)) for p in results.rglob("*") if p.suffix in {".png", ".csv", ".html"}}
+    assert made <= set(entries)
+    # The front page names the config, each model with its manifest hashes, and the package versions.
+    record = json.loads((results / "run" / "record.json").read_text())
+    assert "compare.yaml" in front_page
+    for name in ["base", "step1", *CHECKPOINTS]:
+        manifest = json.loads((results / "models" / name / "manifest.json").read_text())
+        assert f"<strong>{name}</strong>" in front_page
+        assert manifest["tokenizer_sha256"] in front_page
+        for sha in manifest["weights"].values():
+            assert sha in front_page
+    assert record["packages"]["torch"] == metadata.version("torch")  # the jobs ran in this environment
+    for package in ("torch", "transformers", "snakemake", "tokenscope"):
+        assert f"{package}</tt> {record['packages'][package]}" in front_page

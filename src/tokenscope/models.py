@@ -282,17 +282,33 @@ class LoadOptions:
         return asdict(self)
 
 
-def load_prepared(model_dir: str | Path, options: LoadOptions = LoadOptions()) -> tuple[Any, Any]:
-    """Load a prepared model folder (safetensors only) and its tokenizer, in eval mode."""
-    from transformers import AutoModelForCausalLM, AutoTokenizer
+def _prepared_manifest(model_dir: Path) -> dict[str, Any]:
     import json
 
-    model_dir = Path(model_dir)
     manifest_path = model_dir / MANIFEST
     if not manifest_path.exists():
         raise ModelSourceError(f"{model_dir}: not a prepared model folder (no {MANIFEST})")
-    manifest = json.loads(manifest_path.read_text())
-    trust = bool(manifest.get("trust_remote_code", False))
+    return json.loads(manifest_path.read_text())
+
+
+def load_prepared_tokenizer(model_dir: str | Path) -> Any:
+    """The tokenizer of a prepared model folder (remote code only where its manifest allows it)."""
+    from transformers import AutoTokenizer
+
+    model_dir = Path(model_dir)
+    trust = bool(_prepared_manifest(model_dir).get("trust_remote_code", False))
+    tokenizer = AutoTokenizer.from_pretrained(model_dir, trust_remote_code=trust)
+    if tokenizer.pad_token_id is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    return tokenizer
+
+
+def load_prepared(model_dir: str | Path, options: LoadOptions = LoadOptions()) -> tuple[Any, Any]:
+    """Load a prepared model folder (safetensors only) and its tokenizer, in eval mode."""
+    from transformers import AutoModelForCausalLM
+
+    model_dir = Path(model_dir)
+    trust = bool(_prepared_manifest(model_dir).get("trust_remote_code", False))
     device = resolve_device(options.device)
     dtype = resolve_dtype(options.dtype, device)
     kwargs: dict[str, Any] = {"dtype": dtype, "use_safetensors": True, "trust_remote_code": trust}
@@ -304,7 +320,4 @@ def load_prepared(model_dir: str | Path, options: LoadOptions = LoadOptions()) -
     if not options.device_map:
         model = model.to(device)
     model.eval()
-    tokenizer = AutoTokenizer.from_pretrained(model_dir, trust_remote_code=trust)
-    if tokenizer.pad_token_id is None:
-        tokenizer.pad_token = tokenizer.eos_token
-    return model, tokenizer
+    return model, load_prepared_tokenizer(model_dir)

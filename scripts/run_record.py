@@ -1,0 +1,14 @@
+import sys
+
+sys.path.insert(0, f"{snakemake.scriptdir}/../src")
+
+from tokenscope.io import write_json
+from tokenscope.run_record import build_run_record
+from tokenscope.workflow import run_script
+
+
+def main(smk):
+    write_json(build_run_record(list(smk.input), smk.params.config_files), smk.output[0])
+
+
+run_script(snakemake, main)

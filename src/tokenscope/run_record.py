@@ -1,0 +1,74 @@
+"""The run record: what a report's front page names (config files, models, package versions).
+
+Written by the workflow's `run_record` job, in the environment the jobs run in (a conda env under
+`--use-conda`), so its versions are those that computed the results, not those of the shell that
+built the report.
+"""
+
+from __future__ import annotations
+
+import json
+import platform
+import sys
+from collections.abc import Sequence
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+from tokenscope import __version__
+
+PACKAGES = (
+    "torch", "transformers", "tokenizers", "accelerate", "safetensors", "gguf", "numpy", "pandas",
+    "pyarrow", "scipy", "matplotlib", "seaborn", "snakemake",
+)
+
+
+def package_versions(names: Sequence[str] = PACKAGES) -> dict[str, str]:
+    """Installed version of each package, tokenscope's own first; 'not installed' where absent."""
+    versions = {"tokenscope": __version__}
+    for name in names:
+        try:
+            versions[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            versions[name] = "not installed"
+    return versions
+
+
+def model_entry(manifest: dict[str, Any]) -> dict[str, Any]:
+    """The identity of a prepared model, from its manifest."""
+    return {
+        "name": manifest["model"],
+        "source": manifest["source"],
+        "resolved_revision": manifest.get("resolved_revision"),
+        "weights": manifest["weights"],
+        "tokenizer_sha256": manifest["tokenizer_sha256"],
+        "trust_remote_code": manifest.get("trust_remote_code", False),
+    }
+
+
+def describe_source(source: dict[str, Any]) -> str:
+    """A model source as one line: 'hub Qwen/Qwen2.5-1.5B-Instruct', 'path /data/ckpt', …"""
+    text = f"{source.get('kind', '?')} {source.get('location', '')}".strip()
+    return f"{text} @ {source['revision']}" if source.get("revision") else text
+
+
+def build_run_record(manifest_paths: Sequence[str | Path], config_files: Sequence[str | Path]) -> dict[str, Any]:
+    models = [model_entry(json.loads(Path(path).read_text())) for path in manifest_paths]
+    for model in models:
+        model["source_text"] = describe_source(model["source"])
+    device = "cpu"
+    try:
+        import torch
+
+        if torch.cuda.is_available():
+            device = f"cuda ({torch.cuda.get_device_name(0)}, {torch.cuda.device_count()} visible)"
+    except ImportError:
+        pass
+    return {
+        "config_files": [str(path) for path in config_files],
+        "models": models,
+        "packages": package_versions(),
+        "python": sys.version.split()[0],
+        "platform": platform.platform(),
+        "job_device": device,
+    }

@@ -1,0 +1,226 @@
+"""The token view: pages built from real per-token and pair tables of tiny models, their embedded
+data checked against the tables, and the page driven in headless Chromium (Debian's chromium and
+chromium-driver, installed by .ci/run): hover a token, read the tooltip, switch the metric.
+
+Where Chromium or selenium is missing the browser tests skip and say so; with
+TOKENSCOPE_REQUIRE_BROWSER=1 (set by .ci/run once the packages are in) they fail instead.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import os
+import re
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pytest
+import torch
+
+from tokenscope.crossscore import score_pair
+from tokenscope.pipeline import reference_sequences, run_teacher_forcing
+from tokenscope.prompts import load_prompt_set
+from tokenscope.token_text import TokenTable
+from tokenscope.token_view import (
+    PageContext,
+    PairScores,
+    page_file_name,
+    write_token_views,
+)
+
+DATA = Path(__file__).parent / "data"
+CHROMIUM = os.environ.get("TOKENSCOPE_CHROMIUM", "/usr/bin/chromium")
+CHROMEDRIVER = os.environ.get("TOKENSCOPE_CHROMEDRIVER", "/usr/bin/chromedriver")
+
+
+def page_data(path: Path) -> dict:
+    """The DATA object a page embeds (a JS expression: JSON, with Infinity, which json.loads reads)."""
+    text = path.read_text(encoding="utf-8")
+    match = re.search(r"const DATA = (.*?);\n", text)
+    assert match, "page has no DATA"
+    return json.loads(match.group(1))
+
+
+@pytest.fixture(scope="module")
+def scored(tiny_loaded, tmp_path_factory):
+    """Model 'a' (a tiny Llama) and 'b' (its copy with a perturbed output layer) on the reference
+    answers of tests/data/tiny_a.jsonl: b's per-token table, the (a, b) pair table, and b's pages."""
+    model_a, tokenizer = tiny_loaded("llama")
+    model_b = copy.deepcopy(model_a)
+    generator = torch.Generator().manual_seed(0)
+    with torch.no_grad():
+        head = model_b.get_output_embeddings().weight
+        head.add_(0.5 * torch.randn(head.shape, generator=generator))
+    prompts = load_prompt_set(DATA / "tiny_a.jsonl")
+    tokens = run_teacher_forcing(model_b, tokenizer, prompts, model_name="b", prompt_set="tiny_a", top_k=4,
+                                 show_progress=False)
+    pairs = score_pair(model_a, tokenizer, model_b, tokenizer, reference_sequences(tokenizer, prompts),
+                       model_a_name="a", model_b_name="b", source="reference", prompt_set="tiny_a",
+                       show_progress=False)
+    frame = tokens.drop(["topk_ids", "topk_pieces", "topk_probs"]).to_pandas()
+    out = tmp_path_factory.mktemp("token-view")
+    paths = write_token_views(
+        frame, tokens.column("topk_ids").combine_chunks(), tokens.column("topk_probs").combine_chunks(),
+        TokenTable.from_tokenizer(tokenizer), out, PageContext(model="b", prompt_set="tiny_a", source="reference"),
+        pair_scores=[PairScores.of(pairs.to_pandas(), "b")], prompts={p.id: p for p in prompts},
+    )
+    return {"tokens": tokens.to_pandas(), "pairs": pairs.to_pandas(), "paths": paths, "out": out,
+            "tokenizer": tokenizer}
+
+
+def test_one_page_per_sequence_with_the_tables_values(scored):
+    tokens, pairs = scored["tokens"], scored["pairs"]
+    sequences = tokens[["prompt_id", "sample"]].drop_duplicates()
+    assert sorted(p.name for p in scored["paths"]) == sorted(
+        page_file_name(r.prompt_id, r.sample) for r in sequences.itertuples())
+    for row in sequences.itertuples():
+        data = page_data(scored["out"] / page_file_name(row.prompt_id, row.sample))
+        rows = tokens[(tokens.prompt_id == row.prompt_id) & (tokens["sample"] == row.sample)].sort_values("step")
+        assert data["tokens"] == rows["token"].tolist() and data["rank"] == rows["rank"].tolist()
+        np.testing.assert_allclose(data["prob"], rows["prob"], rtol=1e-5)
+        metrics = {m["key"]: m for m in data["metrics"]}
+        assert list(metrics) == ["entropy", "surprisal", "kl:a"] and data["initial_metric"] == "entropy"
+        np.testing.assert_allclose(metrics["entropy"]["values"], rows["entropy"], rtol=1e-5)
+        np.testing.assert_allclose(metrics["surprisal"]["values"], -rows["logprob"], rtol=1e-5)
+        # The page's model is b, the pair's second model: its KL is KL(b || a).
+        kl = rows.merge(pairs, on=["prompt_id", "sample", "position"])["kl_b_a"]
+        np.testing.assert_allclose(metrics["kl:a"]["values"], kl, rtol=1e-5, atol=1e-9)
+        assert metrics["kl:a"]["label"] == "KL(b ‖ a)"
+        offsets = data["alternative_offsets"]
+        assert len(offsets) == len(rows) + 1 and all(e - s == 4 for s, e in zip(offsets[:-1], offsets[1:]))
+        np.testing.assert_allclose(data["alternative_probs"], np.concatenate(rows["topk_probs"].tolist()), rtol=1e-5)
+        first = scored["tokenizer"].decode([int(rows["topk_ids"].iat[0][0])])
+        assert data["alternatives"][0] == first
+
+
+def test_pages_are_self_contained(scored):
+    for path in scored["paths"]:
+        text = path.read_text(encoding="utf-8")
+        assert not re.search(r"(src|href)\s*=|https?://|@import|url\(", text), path
+
+
+def synthetic_tokens(texts: list[str]) -> tuple[pd.DataFrame, pa.ListArray, pa.ListArray]:
+    n = len(texts)
+    frame = pd.DataFrame({
+        "prompt_id": "p", "sample": 0, "step": np.arange(n), "position": np.arange(n) + 10,
+        "token": texts, "token_id": np.arange(n) + 1, "entropy": np.linspace(0.5, 2.0, n),
+        "logprob": -np.linspace(0.1, 1.0, n), "prob": np.exp(-np.linspace(0.1, 1.0, n)), "rank": 1,
+    })
+    ids = pa.array([[i + 1, 0] for i in range(n)], type=pa.list_(pa.int32()))
+    probs = pa.array([[0.5, 0.25]] * n, type=pa.list_(pa.float32()))
+    return frame, ids, probs
+
+
+def test_token_text_cannot_break_out_of_the_page(scored, tmp_path):
+    texts = ["</script><script>window.broken = 1</script>", " <b>bold</b>", "\n", "&amp;"]
+    frame, ids, probs = synthetic_tokens(texts)
+    pairs = frame[["prompt_id", "sample", "position"]].assign(
+        model_a="other", model_b="m", kl_a_b=0.0, kl_b_a=[0.1, np.inf, 0.2, 0.0])
+    [path] = write_token_views(frame, ids, probs, TokenTable.from_tokenizer(scored["tokenizer"]), tmp_path,
+                               PageContext("m", "set", "m"), [PairScores.of(pairs, "m")], initial_metric="kl")
+    text = path.read_text(encoding="utf-8")
+    assert text.count("</script>") == 1 and "<b>" not in text
+    data = page_data(path)
+    assert data["tokens"] == texts and data["initial_metric"] == "kl:other"
+    assert data["metrics"][2]["values"][1] == float("inf")
+
+
+# --- In a real browser ----------------------------------------------------------------------------
+
+
+def _unavailable(reason: str):
+    if os.environ.get("TOKENSCOPE_REQUIRE_BROWSER") == "1":
+        pytest.fail(f"TOKENSCOPE_REQUIRE_BROWSER=1 but {reason}")
+    pytest.skip(reason)
+
+
+@pytest.fixture(scope="module")
+def browser():
+    try:
+        from selenium import webdriver
+        from selenium.webdriver.chrome.service import Service
+    except ImportError:
+        _unavailable("selenium is not installed (pip install -e '.[test]')")
+    if not (Path(CHROMIUM).exists() and Path(CHROMEDRIVER).exists() and shutil.which(CHROMEDRIVER)):
+        _unavailable(f"{CHROMIUM} or {CHROMEDRIVER} is missing (apt-get install chromium chromium-driver)")
+    options = webdriver.ChromeOptions()
+    options.binary_location = CHROMIUM
+    for argument in ("--headless=new", "--no-sandbox", "--disable-dev-shm-usage", "--window-size=1200,900",
+                     "--disable-gpu"):
+        options.add_argument(argument)
+    driver = webdriver.Chrome(service=Service(CHROMEDRIVER), options=options)
+    try:
+        yield driver
+    finally:
+        driver.quit()
+
+
+def _number(text: str, field: str) -> float:
+    match = re.search(rf"^{re.escape(field)} (\S+)$", text, re.MULTILINE)
+    assert match, f"no {field!r} line in:\n{text}"
+    return float(match.group(1).replace("∞", "inf"))
+
+
+def test_hovering_a_token_shows_its_numbers_and_alternatives(scored, browser):
+    from selenium.webdriver.common.action_chains import ActionChains
+    from selenium.webdriver.common.by import By
+
+    tokens = scored["tokens"]
+    row = tokens[tokens.prompt_id == "add"].sort_values("step").iloc[3]
+    browser.get((scored["out"] / page_file_name("add", 0)).as_uri())
+    spans = browser.find_elements(By.CSS_SELECTOR, "#text .tok")
+    assert [s.get_attribute("textContent") for s in spans] == tokens[tokens.prompt_id == "add"].sort_values("step")["token"].tolist()
+    tooltip = browser.find_element(By.ID, "tooltip")
+    assert not tooltip.is_displayed()
+    ActionChains(browser).move_to_element(spans[3]).perform()
+    assert tooltip.is_displayed()
+    shown = tooltip.text
+    assert f"token {json.dumps(row['token'], ensure_ascii=False)} (id {row['token_id']})" in shown
+    assert f"step 3 (position {row['position']})" in shown
+    assert _number(shown, "prob") == pytest.approx(row["prob"], rel=1e-3, abs=1e-4)
+    assert _number(shown, "logprob") == pytest.approx(row["logprob"], rel=1e-3, abs=1e-4)
+    assert _number(shown, "rank") == row["rank"]
+    assert _number(shown, "entropy") == pytest.approx(row["entropy"], rel=1e-3, abs=1e-4)
+    pair = scored["pairs"].set_index(["prompt_id", "sample", "position"]).loc[("add", 0, row["position"])]
+    assert _number(shown, "KL(b ‖ a)") == pytest.approx(pair["kl_b_a"], rel=1e-3, abs=1e-4)
+    # The top-k alternatives, most probable first, with their probabilities.
+    lines = shown.split("top 4\n", 1)[1].splitlines()
+    decode = scored["tokenizer"].decode
+    for line, token_id, prob in zip(lines, row["topk_ids"], row["topk_probs"]):
+        text, value = line.rsplit(" ", 1)
+        assert json.loads(text) in (decode([int(token_id)]), scored["tokenizer"].convert_ids_to_tokens(int(token_id)))
+        assert float(value) == pytest.approx(prob, rel=1e-3, abs=1e-4)
+    ActionChains(browser).move_by_offset(0, 400).perform()
+    assert not tooltip.is_displayed()
+
+
+def _alpha(span) -> float:
+    colour = span.value_of_css_property("background-color")
+    parts = re.findall(r"[\d.]+", colour)
+    return float(parts[3]) if len(parts) == 4 else (1.0 if parts and colour.startswith("rgb(") else 0.0)
+
+
+def test_the_metric_toggle_recolours_the_tokens(scored, browser):
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import Select
+
+    browser.get((scored["out"] / page_file_name("add", 0)).as_uri())
+    spans = browser.find_elements(By.CSS_SELECTOR, "#text .tok")
+    text = browser.find_element(By.ID, "text")
+    data = page_data(scored["out"] / page_file_name("add", 0))
+    select = Select(browser.find_element(By.ID, "metric"))
+    assert [o.text for o in select.options] == ["entropy", "surprisal", "KL(b ‖ a)"]
+    for key in ("entropy", "kl:a", "surprisal"):
+        select.select_by_value(key)
+        assert text.get_attribute("data-metric") == key
+        metric = next(m for m in data["metrics"] if m["key"] == key)
+        expected = np.minimum(np.asarray(metric["values"]) / metric["scale_max"], 1.0) * 0.85
+        shown = np.array([_alpha(s) for s in spans])
+        # Chromium keeps alpha in 8 bits and prints it with 2 decimals where that round-trips.
+        np.testing.assert_allclose(shown, expected, atol=0.006)
+    legend = browser.find_element(By.ID, "legend-max").text
+    assert legend.endswith("nats")
