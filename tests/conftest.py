@@ -1,7 +1,10 @@
-"""Shared fixtures: tiny random models built from a config and saved locally (no network)."""
+"""Shared fixtures: tiny random models built from a config and saved locally (no network), and a
+headless browser."""
 
 from __future__ import annotations
 
+import os
+import shutil
 from pathlib import Path
 
 import pytest
@@ -108,3 +111,37 @@ def embedded_prepared(tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("embedded") / "smollm2"
     prepare_model(ModelSource(name="smollm2", kind="embedded", location="SmolLM2-135M-Instruct"), out)
     return out
+
+
+# --- A real browser: Debian's chromium and chromium-driver (installed by .ci/run) -------------------
+
+CHROMIUM = os.environ.get("TOKENSCOPE_CHROMIUM", "/usr/bin/chromium")
+CHROMEDRIVER = os.environ.get("TOKENSCOPE_CHROMEDRIVER", "/usr/bin/chromedriver")
+
+
+def _unavailable(reason: str):
+    if os.environ.get("TOKENSCOPE_REQUIRE_BROWSER") == "1":
+        pytest.fail(f"TOKENSCOPE_REQUIRE_BROWSER=1 but {reason}")
+    pytest.skip(reason)
+
+
+@pytest.fixture(scope="session")
+def browser():
+    """Headless Chromium driven by selenium; skips (or fails with TOKENSCOPE_REQUIRE_BROWSER=1) where absent."""
+    try:
+        from selenium import webdriver
+        from selenium.webdriver.chrome.service import Service
+    except ImportError:
+        _unavailable("selenium is not installed (pip install -e '.[test]')")
+    if not (Path(CHROMIUM).exists() and Path(CHROMEDRIVER).exists() and shutil.which(CHROMEDRIVER)):
+        _unavailable(f"{CHROMIUM} or {CHROMEDRIVER} is missing (apt-get install chromium chromium-driver)")
+    options = webdriver.ChromeOptions()
+    options.binary_location = CHROMIUM
+    for argument in ("--headless=new", "--no-sandbox", "--disable-dev-shm-usage", "--window-size=1200,900",
+                     "--disable-gpu"):
+        options.add_argument(argument)
+    driver = webdriver.Chrome(service=Service(CHROMEDRIVER), options=options)
+    try:
+        yield driver
+    finally:
+        driver.quit()

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import re
-import zipfile
 from importlib import metadata
 from pathlib import Path
 
@@ -110,17 +109,21 @@ def test_token_view_pages_carry_each_pair_kl(compare_run):
 
 
 def report_contents(path: Path) -> tuple[dict, str]:
-    """The categories (category -> subcategory -> result paths) and front page of a report zip."""
-    with zipfile.ZipFile(path) as archive:
-        page = archive.read("report/report.html").decode("utf-8")
+    """The categories (category -> subcategory -> result paths) and front page of an HTML report."""
+    page = path.read_text(encoding="utf-8")
     categories = json.loads(re.search(r"var categories = (\{.*?\});\n", page).group(1))
     front_page = json.loads(re.search(r"var workflow_desc = (\".*?\");\n", page).group(1))
     return categories, front_page
 
 
-def test_report_registers_every_output_and_names_the_run(compare_run):
-    snakemake(compare_run, "compare.yaml", "--report", "report.zip")
-    categories, front_page = report_contents(compare_run / "report.zip")
+@pytest.fixture(scope="module")
+def report(compare_run) -> Path:
+    snakemake(compare_run, "compare.yaml", "--report", "report.html")
+    return compare_run / "report.html"
+
+
+def test_report_registers_every_output_and_names_the_run(compare_run, report):
+    categories, front_page = report_contents(report)
     entries = {path: category for category, subs in categories.items() for paths in subs.values() for path in paths}
     results = compare_run / "results"
     # Every figure and table the run made is in the report, under the category of its analysis.
@@ -150,3 +153,29 @@ def test_report_registers_every_output_and_names_the_run(compare_run):
     assert record["packages"]["torch"] == metadata.version("torch")  # the jobs ran in this environment
     for package in ("torch", "transformers", "snakemake", "tokenscope"):
         assert f"{package}</tt> {record['packages'][package]}" in front_page
+
+
+def test_token_view_works_inside_the_report(compare_run, report, browser):
+    from selenium.webdriver.common.action_chains import ActionChains
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    browser.get(report.as_uri())
+    wait = WebDriverWait(browser, 20)
+    wait.until(lambda d: d.find_elements(By.XPATH, "//a[contains(., 'Token view')]"))[0].click()
+    # The entry of base's own generation for prompt "add", sample 1: its row of labels, then its view button.
+    row = wait.until(lambda d: [r for r in d.find_elements(By.CSS_SELECTOR, "tr")
+                                if [c.text for c in r.find_elements(By.TAG_NAME, "td")][:4] == ["base", "base", "add", "1"]])
+    row[0].find_element(By.TAG_NAME, "a").click()
+    browser.switch_to.frame(wait.until(lambda d: d.find_elements(By.TAG_NAME, "iframe"))[0])
+    try:
+        data = page_data(compare_run / "results" / "token_view" / "tiny_a" / "base" / "base" / "add-1.html")
+        spans = wait.until(lambda d: d.find_elements(By.CSS_SELECTOR, "#text .tok"))
+        assert len(spans) == len(data["tokens"])
+        i = next(i for i, token in enumerate(data["tokens"]) if token.strip())
+        ActionChains(browser).move_to_element(spans[i]).perform()
+        shown = browser.find_element(By.ID, "tooltip").text
+        assert f"token {json.dumps(data['tokens'][i], ensure_ascii=False)} (id {data['token_ids'][i]})" in shown
+        assert f"rank {data['rank'][i]}" in shown and "KL(base ‖ step1)" in shown
+    finally:
+        browser.switch_to.default_content()

@@ -50,6 +50,10 @@ def _write(workdir, text):
         ("finetune:\n  base: base\n  steps: 0\n", "invalid config at finetune.steps"),
         ("comparison:\n  prompt_sets: [nope]\n", "comparison.prompt_sets: unknown prompt set 'nope'"),
         ("comparison:\n  sources: [c]\n", "invalid config at comparison.sources"),
+        ("token_view:\n  prompt_sets: [nope]\n", "token_view.prompt_sets: unknown generated prompt set 'nope'"),
+        ("token_view:\n  metric: kl_divergence\n", "invalid config at token_view.metric"),
+        # The report front page's run record travels in config; a config file cannot set it.
+        ("_run_record: {}\n", "invalid config: unknown key _run_record"),
     ],
 )
 def test_config_errors_name_the_key(workdir, extra, expected):

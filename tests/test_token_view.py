@@ -3,16 +3,15 @@ data checked against the tables, and the page driven in headless Chromium (Debia
 chromium-driver, installed by .ci/run): hover a token, read the tooltip, switch the metric.
 
 Where Chromium or selenium is missing the browser tests skip and say so; with
-TOKENSCOPE_REQUIRE_BROWSER=1 (set by .ci/run once the packages are in) they fail instead.
+TOKENSCOPE_REQUIRE_BROWSER=1 (set by .ci/run once the packages are in) they fail instead (the
+`browser` fixture, tests/conftest.py).
 """
 
 from __future__ import annotations
 
 import copy
 import json
-import os
 import re
-import shutil
 from pathlib import Path
 
 import numpy as np
@@ -33,8 +32,6 @@ from tokenscope.token_view import (
 )
 
 DATA = Path(__file__).parent / "data"
-CHROMIUM = os.environ.get("TOKENSCOPE_CHROMIUM", "/usr/bin/chromium")
-CHROMEDRIVER = os.environ.get("TOKENSCOPE_CHROMEDRIVER", "/usr/bin/chromedriver")
 
 
 def page_data(path: Path) -> dict:
@@ -132,33 +129,6 @@ def test_token_text_cannot_break_out_of_the_page(scored, tmp_path):
 # --- In a real browser ----------------------------------------------------------------------------
 
 
-def _unavailable(reason: str):
-    if os.environ.get("TOKENSCOPE_REQUIRE_BROWSER") == "1":
-        pytest.fail(f"TOKENSCOPE_REQUIRE_BROWSER=1 but {reason}")
-    pytest.skip(reason)
-
-
-@pytest.fixture(scope="module")
-def browser():
-    try:
-        from selenium import webdriver
-        from selenium.webdriver.chrome.service import Service
-    except ImportError:
-        _unavailable("selenium is not installed (pip install -e '.[test]')")
-    if not (Path(CHROMIUM).exists() and Path(CHROMEDRIVER).exists() and shutil.which(CHROMEDRIVER)):
-        _unavailable(f"{CHROMIUM} or {CHROMEDRIVER} is missing (apt-get install chromium chromium-driver)")
-    options = webdriver.ChromeOptions()
-    options.binary_location = CHROMIUM
-    for argument in ("--headless=new", "--no-sandbox", "--disable-dev-shm-usage", "--window-size=1200,900",
-                     "--disable-gpu"):
-        options.add_argument(argument)
-    driver = webdriver.Chrome(service=Service(CHROMEDRIVER), options=options)
-    try:
-        yield driver
-    finally:
-        driver.quit()
-
-
 def _number(text: str, field: str) -> float:
     match = re.search(rf"^{re.escape(field)} (\S+)$", text, re.MULTILINE)
     assert match, f"no {field!r} line in:\n{text}"
@@ -173,7 +143,8 @@ def test_hovering_a_token_shows_its_numbers_and_alternatives(scored, browser):
     row = tokens[tokens.prompt_id == "add"].sort_values("step").iloc[3]
     browser.get((scored["out"] / page_file_name("add", 0)).as_uri())
     spans = browser.find_elements(By.CSS_SELECTOR, "#text .tok")
-    assert [s.get_attribute("textContent") for s in spans] == tokens[tokens.prompt_id == "add"].sort_values("step")["token"].tolist()
+    texts = tokens[tokens.prompt_id == "add"].sort_values("step")["token"].str.replace("\n", "↵\n")
+    assert [s.get_attribute("textContent") for s in spans] == texts.tolist()
     tooltip = browser.find_element(By.ID, "tooltip")
     assert not tooltip.is_displayed()
     ActionChains(browser).move_to_element(spans[3]).perform()

@@ -315,7 +315,8 @@ const spans = DATA.tokens.map((token, i) => {
   const span = document.createElement("span");
   span.className = "tok";
   span.dataset.index = i;
-  span.textContent = token;
+  // A newline gets a visible mark, so that it can be seen and hovered like any other token.
+  span.textContent = token.replaceAll("\\n", "↵\\n");
   span.addEventListener("mouseenter", (event) => show(i, event));
   span.addEventListener("mousemove", (event) => place(event));
   span.addEventListener("mouseleave", hide);
