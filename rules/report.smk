@@ -63,5 +63,6 @@ rule run_record:
         runtime=5,
     params:
         config_files=[str(path) for path in workflow.configfiles],
+        runtime=LOAD_OPTIONS,
     script:
         "../scripts/run_record.py"

@@ -8,7 +8,7 @@ from tokenscope.workflow import run_script
 
 
 def main(smk):
-    write_json(build_run_record(list(smk.input), smk.params.config_files), smk.output[0])
+    write_json(build_run_record(list(smk.input), smk.params.config_files, smk.params.runtime), smk.output[0])
 
 
 run_script(snakemake, main)

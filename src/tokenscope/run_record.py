@@ -52,23 +52,18 @@ def describe_source(source: dict[str, Any]) -> str:
     return f"{text} @ {source['revision']}" if source.get("revision") else text
 
 
-def build_run_record(manifest_paths: Sequence[str | Path], config_files: Sequence[str | Path]) -> dict[str, Any]:
+def build_run_record(
+    manifest_paths: Sequence[str | Path], config_files: Sequence[str | Path], runtime: dict[str, Any]
+) -> dict[str, Any]:
+    """The record: `runtime` is the config's model-loading settings (device, dtype, device_map)."""
     models = [model_entry(json.loads(Path(path).read_text())) for path in manifest_paths]
     for model in models:
         model["source_text"] = describe_source(model["source"])
-    device = "cpu"
-    try:
-        import torch
-
-        if torch.cuda.is_available():
-            device = f"cuda ({torch.cuda.get_device_name(0)}, {torch.cuda.device_count()} visible)"
-    except ImportError:
-        pass
     return {
         "config_files": [str(path) for path in config_files],
         "models": models,
         "packages": package_versions(),
         "python": sys.version.split()[0],
         "platform": platform.platform(),
-        "job_device": device,
+        "runtime": dict(runtime),
     }
