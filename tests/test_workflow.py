@@ -71,10 +71,11 @@ def test_new_weights_rerun_only_that_model(tiny_run):
     per_model = {(rule, w.get("model") or w.get("scorer")) for rule, w in jobs}
     assert ("prepare_model", "finetune") in per_model
     assert ("generate", "finetune") in per_model and ("teacher_force", "finetune") in per_model
-    assert not any(model == "base" for _, model in per_model)
+    # base's own jobs stay, except its token view: its pages carry the KL against finetune, rescored.
+    assert not any(model == "base" for rule, model in per_model if rule != "token_view")
     rules = {rule for rule, _ in jobs}
     # the aggregates that include the finetune are planned too
-    assert {"check_tokenizers", "summarize_group", "plot_prompt_figures", "plot_entropy_hist"} <= rules
+    assert {"check_tokenizers", "summarize_group", "plot_prompt_figures", "plot_entropy_hist", "cross_score", "run_record"} <= rules
 
 
 def test_edited_prompt_set_reruns_only_its_jobs(tiny_run):
@@ -111,6 +112,11 @@ def test_different_tokenizers_are_refused(tmp_path):
     copy_prompts(tmp_path, "tiny_b.jsonl")
     result = snakemake(tmp_path, "mismatch.yaml", "--cores", "2", check=False)
     assert result.returncode != 0
-    log = (tmp_path / "logs" / "check_tokenizers" / "all.log").read_text()
-    assert "models 'base' and 'other' have different tokenizers" in log
-    assert "Traceback" not in log
+    # Whichever job meets the mismatch first (check_tokenizers, or cross_score of the pair) fails
+    # with one line naming both models, shown by --show-failed-logs.
+    shown = result.stdout + result.stderr
+    assert "tokenscope error in rule" in shown
+    assert "models 'base' and 'other' have different tokenizers" in shown
+    logs = [p.read_text() for p in (tmp_path / "logs").rglob("*.log")]
+    failed = [log for log in logs if "have different tokenizers" in log]
+    assert failed and not any("Traceback" in log for log in failed)
