@@ -133,35 +133,38 @@ def pair_tokens(wildcards):
     return f"results/generations/{wildcards.prompt_set}/{wildcards.source}.parquet"
 
 
-def comparison_targets():
-    targets = []
+def compared_groups():
+    """Groups with something to compare (two models or more)."""
+    return [group for group, models in GROUPS.items() if len(models) >= 2]
+
+
+def pair_tables():
+    """(prompt_set, a, b, source) of every pair table the comparison makes, once each."""
+    tables = []
     for prompt_set in COMPARED_SETS:
-        for group, models in GROUPS.items():
-            if len(models) < 2:
-                continue
+        for group in compared_groups():
             for a, b in group_pairs(group):
-                targets += [
-                    pair_file(prompt_set, a, b, s)
-                    for s in pair_sources(prompt_set, a, b)
-                ]
-            targets.append(f"results/comparison/{prompt_set}/{group}/trends.png")
-    return targets
+                for source in pair_sources(prompt_set, a, b):
+                    if (prompt_set, a, b, source) not in tables:
+                        tables.append((prompt_set, a, b, source))
+    return tables
+
+
+def comparison_targets():
+    return [pair_file(*table) for table in pair_tables()] + [
+        f"results/comparison/{prompt_set}/{group}/trends.png"
+        for prompt_set in COMPARED_SETS
+        for group in compared_groups()
+    ]
 
 
 def scoring_pairs(prompt_set, model, source):
     """Pair tables in which `model` scored the tokens of `source` together with another model."""
-    found = []
-    if prompt_set not in COMPARED_SETS:
-        return found
-    for group, models in GROUPS.items():
-        if len(models) < 2:
-            continue
-        for a, b in group_pairs(group):
-            if model in (a, b) and source in pair_sources(prompt_set, a, b):
-                path = pair_file(prompt_set, a, b, source)
-                if path not in found:
-                    found.append(path)
-    return found
+    return [
+        pair_file(*table)
+        for table in pair_tables()
+        if table[0] == prompt_set and model in table[1:3] and table[3] == source
+    ]
 
 
 TOKEN_VIEW = config["token_view"]
@@ -175,7 +178,7 @@ require_known(
 
 def token_view_targets():
     return [
-        f"results/token_view/{prompt_set}/{model}/{model if view == 'generated' else 'reference'}"
+        f"results/token_view/{prompt_set}/{model}/{view_source(model, view)}"
         for prompt_set in TOKEN_VIEW_SETS
         for view in views(prompt_set)
         for model in MODELS
@@ -247,9 +250,13 @@ def views(prompt_set):
     return scored
 
 
+def view_source(scorer, view):
+    """Whose tokens a view scores: the scorer's own generations, or the reference answers."""
+    return scorer if view == "generated" else "reference"
+
+
 def token_file(prompt_set, scorer, view):
-    source = scorer if view == "generated" else "reference"
-    return f"results/tokens/{prompt_set}/{scorer}/{source}.parquet"
+    return f"results/tokens/{prompt_set}/{scorer}/{view_source(scorer, view)}.parquet"
 
 
 def manifest(wildcards):
@@ -300,10 +307,9 @@ def final_targets():
     for prompt_set in GENERATED_SETS:
         for view in views(prompt_set):
             for model in MODELS:
-                source = model if view == "generated" else "reference"
                 targets.append(token_file(prompt_set, model, view))
                 targets.append(
-                    f"results/analysis/{prompt_set}/{model}/{source}/describe.csv"
+                    f"results/analysis/{prompt_set}/{model}/{view_source(model, view)}/describe.csv"
                 )
             for group in GROUPS:
                 base = f"results/figures/{prompt_set}/{group}/{view}"

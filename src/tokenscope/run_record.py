@@ -39,6 +39,7 @@ def model_entry(manifest: dict[str, Any]) -> dict[str, Any]:
     return {
         "name": manifest["model"],
         "source": manifest["source"],
+        "source_text": describe_source(manifest["source"]),
         "resolved_revision": manifest.get("resolved_revision"),
         "weights": manifest["weights"],
         "tokenizer_sha256": manifest["tokenizer_sha256"],
@@ -56,12 +57,9 @@ def build_run_record(
     manifest_paths: Sequence[str | Path], config_files: Sequence[str | Path], runtime: dict[str, Any]
 ) -> dict[str, Any]:
     """The record: `runtime` is the config's model-loading settings (device, dtype, device_map)."""
-    models = [model_entry(json.loads(Path(path).read_text())) for path in manifest_paths]
-    for model in models:
-        model["source_text"] = describe_source(model["source"])
     return {
         "config_files": [str(path) for path in config_files],
-        "models": models,
+        "models": [model_entry(json.loads(Path(path).read_text())) for path in manifest_paths],
         "packages": package_versions(),
         "python": sys.version.split()[0],
         "platform": platform.platform(),

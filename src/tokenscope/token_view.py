@@ -14,7 +14,7 @@ from __future__ import annotations
 import html
 import json
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -140,7 +140,7 @@ class PageContext:
 
 def page_data(context: PageContext, tokens: pd.DataFrame, metrics: Sequence[Metric], alternatives: Alternatives,
               scales: Mapping[str, float], initial_metric: str) -> dict[str, Any]:
-    """The data one page carries: the rows of one sequence, in step order."""
+    """The data one page carries: the rows of one sequence, in step order; `initial_metric` is a metric key."""
     prompt = context.prompt
     insertion = prompt.insertion if prompt else None
     return {
@@ -170,7 +170,7 @@ def page_data(context: PageContext, tokens: pd.DataFrame, metrics: Sequence[Metr
              "values": _rounded(m.values)}
             for m in metrics
         ],
-        "initial_metric": initial_metric if any(m.key == initial_metric for m in metrics) else metrics[0].key,
+        "initial_metric": initial_metric,
     }
 
 
@@ -226,9 +226,8 @@ def write_token_views(
     for start, end in zip(starts.tolist(), ends.tolist()):  # one iteration per page
         rows = tokens.iloc[start:end]
         prompt_id, sample = str(rows["prompt_id"].iat[0]), int(rows["sample"].iat[0])
-        page_context = PageContext(
-            model=context.model, prompt_set=context.prompt_set, source=context.source,
-            prompt=(prompts or {}).get(prompt_id), finish_reason=(finish_reasons or {}).get((prompt_id, sample)),
+        page_context = replace(
+            context, prompt=(prompts or {}).get(prompt_id), finish_reason=(finish_reasons or {}).get((prompt_id, sample))
         )
         page_metrics = [Metric(m.key, m.label, m.description, m.values[start:end]) for m in metrics]
         data = page_data(page_context, rows, page_metrics, alternatives.rows(start, end), scales, opening)
