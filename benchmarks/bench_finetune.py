@@ -51,16 +51,11 @@ def peak_rss_mib() -> float:
 
 
 def prepared_embedded() -> Path:
-    from tokenscope.models import (
-        MANIFEST,
-        ModelSource,
-        default_cache_dir,
-        prepare_model,
-    )
+    from tokenscope.model.sources import MANIFEST, ModelSpec, default_cache_dir, prepare_model
 
     out_dir = default_cache_dir() / "benchmarks" / EMBEDDED
     if not (out_dir / MANIFEST).exists():
-        prepare_model(ModelSource(name="smollm2", kind="embedded", location=EMBEDDED), out_dir)
+        prepare_model(ModelSpec(name="smollm2", kind="embedded", location=EMBEDDED), out_dir)
     return out_dir
 
 
@@ -78,11 +73,12 @@ def format_shares(texts: list[str], n_tokens: list[int], finish: list[str]) -> d
 
 
 def measure_model(name: str, prepared_dir: Path, args: argparse.Namespace) -> dict[str, Any]:
-    from tokenscope.models import LoadOptions
-    from tokenscope.pipeline import load_checked, run_generation
-    from tokenscope.prompts import load_prompt_set
+    from tokenscope.model.loading import LoadOptions
+    from tokenscope.model.loading import load_model
+    from tokenscope.generation.run import run_generation
+    from tokenscope.inputs.prompts import load_prompt_set
 
-    model, tokenizer = load_checked(prepared_dir, LoadOptions(device="cpu", dtype="float32"))
+    model, tokenizer = load_model(prepared_dir, LoadOptions(device="cpu", dtype="float32"))
     started, cpu = time.perf_counter(), cpu_seconds()
     generations, _ = run_generation(
         model, tokenizer, load_prompt_set(args.prompts), model_name=name, prompt_set="math24",
@@ -131,13 +127,8 @@ def main(argv: list[str] | None = None) -> None:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", stream=sys.stderr)
     import torch
 
-    from tokenscope.finetune import (
-        FinetuneConfig,
-        checkpoint_name,
-        finetune,
-        read_training_log,
-    )
-    from tokenscope.models import ModelSource, prepare_model
+    from tokenscope.finetune.training import FinetuneConfig, checkpoint_name, finetune, read_training_log
+    from tokenscope.model.sources import ModelSpec, prepare_model
 
     torch.set_num_threads(args.threads)
     config = replace(FinetuneConfig(), threads=args.threads, **parse_overrides(args.set))
@@ -175,7 +166,7 @@ def main(argv: list[str] | None = None) -> None:
         else:
             name = checkpoint_name(int(item), config.n_checkpoints)
             prepared = Path(scratch.name) / "prepared" / name
-            prepare_model(ModelSource(name=name, kind="path", location=str(output_dir / name)), prepared)
+            prepare_model(ModelSpec(name=name, kind="path", location=str(output_dir / name)), prepared)
         shares = results[name] = measure_model(name, prepared, args)
         print(f"    {name:<22} {shares['opens_think']:>8.2f} {shares['closes_think']:>9.2f} {shares['boxed']:>7.2f} "
               f"{shares['boxed_after_think']:>12.2f} {shares['eos']:>6.2f} {shares['mean_tokens']:>9.1f} "

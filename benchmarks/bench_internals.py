@@ -28,7 +28,7 @@ ROLES = ("baseline", "marker_attention", "attention_positions", "depth_convergen
 
 def long_sequence(tokenizer, n_tokens: int) -> list[int]:
     """The math24 prompts' text, repeated until it has n_tokens tokens."""
-    from tokenscope.prompts import load_prompt_set
+    from tokenscope.inputs.prompts import load_prompt_set
 
     text = " ".join(p.messages[-1]["content"] for p in load_prompt_set(REPO / "config" / "prompts" / "math24.jsonl"))
     ids: list[int] = []
@@ -41,9 +41,9 @@ def run_role(role: str, model_dir: str, n_tokens: int, threads: int) -> dict[str
     import numpy as np
     import torch
 
-    from tokenscope.internals import attention_received, convergence_distances, depth_states, logit_lens, marker_attention
-    from tokenscope.models import LoadOptions, load_prepared
-    from tokenscope.workflow import return_freed_memory
+    from tokenscope.internals.measures import attention_received, convergence_distances, depth_states, logit_lens, marker_attention
+    from tokenscope.model.loading import LoadOptions, load_prepared
+    from tokenscope.workflow.jobs import return_freed_memory
 
     return_freed_memory()  # as the workflow's rule scripts do
     torch.set_num_threads(threads)
@@ -79,11 +79,11 @@ def main() -> None:
         print(json.dumps(run_role(args.role, args.model_dir, args.tokens, args.threads)))
         return
     if not args.model_dir:
-        from tokenscope.models import ModelSource, default_cache_dir, prepare_model
+        from tokenscope.model.sources import ModelSpec, default_cache_dir, prepare_model
 
         out = default_cache_dir() / "benchmarks" / "SmolLM2-135M-Instruct"
         if not (out / "manifest.json").exists():
-            prepare_model(ModelSource(name="smollm2", kind="embedded", location="SmolLM2-135M-Instruct"), out)
+            prepare_model(ModelSpec(name="smollm2", kind="embedded", location="SmolLM2-135M-Instruct"), out)
         args.model_dir = str(out)
     from transformers import AutoConfig
 

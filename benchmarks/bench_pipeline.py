@@ -179,13 +179,13 @@ def _setup(config: dict[str, Any]):
     """Threads, model and prompts of a worker process."""
     import torch
 
-    from tokenscope.models import LoadOptions, resolve_device
-    from tokenscope.pipeline import load_checked
-    from tokenscope.prompts import load_prompt_set
+    from tokenscope.model.loading import LoadOptions, resolve_device
+    from tokenscope.model.loading import load_model
+    from tokenscope.inputs.prompts import load_prompt_set
 
     torch.set_num_threads(config["threads"])
     device = resolve_device(config["device"])
-    model, tokenizer = load_checked(config["model_dir"], LoadOptions(device=config["device"], dtype=config["dtype"]))
+    model, tokenizer = load_model(config["model_dir"], LoadOptions(device=config["device"], dtype=config["dtype"]))
     prompts = load_prompt_set(config["prompts"])
     return torch, device, model, tokenizer, prompts
 
@@ -230,7 +230,7 @@ def role_seed(config: dict[str, Any]) -> dict[str, Any]:
 
 def _padded_batches(sequences, batch_size: int, pad_id: int, device):
     """score_sequences' batching: sorted by length (longest first), right padding."""
-    from tokenscope.batching import length_sorted_batches, pad
+    from tokenscope.inputs.batching import length_sorted_batches, pad
 
     for rows in length_sorted_batches([len(s) for s in sequences], batch_size):
         yield pad([sequences[i] for i in rows], pad_id, "right", device)
@@ -239,11 +239,12 @@ def _padded_batches(sequences, batch_size: int, pad_id: int, device):
 def role_tokenscope(config: dict[str, Any]) -> dict[str, Any]:
     import numpy as np
 
-    from tokenscope.generate import generate
-    from tokenscope.metrics import backbone
-    from tokenscope.pipeline import generation_requests, run_generation, score_token_sequences
-    from tokenscope.sampling import SamplingParams
-    from tokenscope.tables import ScoredSequence
+    from tokenscope.generation.decode import generate
+    from tokenscope.model.anatomy import backbone
+    from tokenscope.generation.run import generation_requests, run_generation
+    from tokenscope.scoring.teacher_forcing import score_token_sequences
+    from tokenscope.generation.sampling import SamplingParams
+    from tokenscope.inputs.sequences import ScoredSequence
 
     torch, device, model, tokenizer, prompts = _setup(config)
     ts_prompts = prompts[: config["ts_prompts"]]
@@ -347,7 +348,7 @@ def resolve_model_dir(args: argparse.Namespace) -> Path:
     """A prepared model folder: --model-dir as given, or --model prepared once into the cache."""
     if args.model_dir:
         return Path(args.model_dir)
-    from tokenscope.models import ModelSource, default_cache_dir, prepare_model
+    from tokenscope.model.sources import ModelSpec, default_cache_dir, prepare_model
 
     kind, _, location = args.model.partition(":")
     if kind not in ("embedded", "hub", "path") or not location:
@@ -356,7 +357,7 @@ def resolve_model_dir(args: argparse.Namespace) -> Path:
     out_dir = default_cache_dir() / "benchmarks" / name
     if not (out_dir / "manifest.json").exists():
         print(f"# preparing {args.model} into {out_dir} (once)", flush=True)
-        prepare_model(ModelSource(name=name, kind=kind, location=location), out_dir)  # type: ignore[arg-type]
+        prepare_model(ModelSpec(name=name, kind=kind, location=location), out_dir)  # type: ignore[arg-type]
     return out_dir
 
 
@@ -455,8 +456,8 @@ def main(argv: list[str] | None = None) -> None:
 
     import torch
 
-    from tokenscope.models import resolve_device, resolve_dtype
-    from tokenscope.prompts import load_prompt_set
+    from tokenscope.model.loading import resolve_device, resolve_dtype
+    from tokenscope.inputs.prompts import load_prompt_set
 
     model_dir = resolve_model_dir(args)
     device = resolve_device(args.device)

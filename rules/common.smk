@@ -10,10 +10,12 @@ from snakemake.utils import validate
 # installing the package into the environment that runs Snakemake.
 sys.path.insert(0, str(Path(workflow.basedir) / "src"))
 
-from tokenscope.prompts import PromptSetError, load_prompt_set, resolve_prompt_sets
-from tokenscope.models import ModelSource, ModelSourceError, source_files
-from tokenscope.workflow import config_error_message
-from tokenscope.finetune import FinetuneConfig, checkpoint_name
+from tokenscope.errors import PromptSetError
+from tokenscope.inputs.prompts import load_prompt_set, resolve_prompt_sets
+from tokenscope.model.sources import ModelSpec, model_input_files
+from tokenscope.errors import ModelError
+from tokenscope.workflow.config import config_error_message
+from tokenscope.finetune.config import FinetuneConfig, checkpoint_name
 
 try:
     validate(config, schema="../schemas/config.schema.yaml", set_default=True)
@@ -51,7 +53,7 @@ if FINETUNE:
 
 try:
     MODELS = {
-        name: ModelSource.from_config(name, entry)
+        name: ModelSpec.from_config(name, entry)
         for name, entry in config["models"].items()
     }
     # Finetuned checkpoints do not exist when the DAG is built: they come from the finetune rule.
@@ -59,7 +61,7 @@ try:
         name: (
             [f"results/finetune/{FINETUNED[name]}"]
             if name in FINETUNED
-            else source_files(source)
+            else model_input_files(source)
         )
         for name, source in MODELS.items()
     }
@@ -69,7 +71,7 @@ try:
         name: load_prompt_set(path, insertion)
         for name, (path, insertion) in PROMPT_SOURCES.items()
     }
-except (ModelSourceError, PromptSetError) as error:
+except (ModelError, PromptSetError) as error:
     raise WorkflowError(str(error)) from None
 
 

@@ -3,8 +3,8 @@ import sys
 sys.path.insert(0, f"{snakemake.scriptdir}/../src")
 import pandas as pd
 
-from tokenscope.analysis import describe_metric, qcut_bins, token_groups, write_table
-from tokenscope.workflow import run_script
+from tokenscope.analysis.tokens import describe_metric, qcut_bins, token_groups, write_table
+from tokenscope.workflow.jobs import run_script
 
 
 def main(smk):

@@ -5,10 +5,11 @@ from pathlib import Path
 
 import pandas as pd
 
-from tokenscope.analysis import write_table
-from tokenscope.comparison import StatsOptions, compare_group, plot_trends
-from tokenscope.plots import save_figure
-from tokenscope.workflow import run_script
+from tokenscope.analysis.tokens import write_table
+from tokenscope.analysis.comparison import StatsOptions, compare_group
+from tokenscope.figures.comparison import plot_trends
+from tokenscope.figures.style import save_figure
+from tokenscope.workflow.jobs import run_script
 
 
 def main(smk):

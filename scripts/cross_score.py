@@ -5,24 +5,25 @@ from pathlib import Path
 
 import pandas as pd
 
-from tokenscope.comparison import generation_sequences
-from tokenscope.crossscore import score_pair
+from tokenscope.inputs.sequences import generation_table_sequences
+from tokenscope.scoring.cross_scoring import score_pair
 from tokenscope.io import write_parquet
-from tokenscope.pipeline import load_checked, reference_sequences
-from tokenscope.prompts import load_prompt_set
-from tokenscope.workflow import run_script, runtime_load_options
+from tokenscope.model.loading import load_model
+from tokenscope.inputs.sequences import reference_sequences
+from tokenscope.inputs.prompts import load_prompt_set
+from tokenscope.workflow.jobs import run_script, runtime_load_options
 
 
 def main(smk):
     runtime, scoring = smk.params.runtime, smk.params.scoring
     options = runtime_load_options(runtime)
-    model_a, tokenizer_a = load_checked(Path(smk.input.manifest_a).parent, options)
-    model_b, tokenizer_b = load_checked(Path(smk.input.manifest_b).parent, options)
+    model_a, tokenizer_a = load_model(Path(smk.input.manifest_a).parent, options)
+    model_b, tokenizer_b = load_model(Path(smk.input.manifest_b).parent, options)
     if smk.wildcards.source == "reference":
         prompts = load_prompt_set(smk.input.tokens, smk.params.insertion)
         sequences = reference_sequences(tokenizer_a, prompts, scoring["score_span"])
     else:
-        sequences = generation_sequences(pd.read_parquet(smk.input.tokens))
+        sequences = generation_table_sequences(pd.read_parquet(smk.input.tokens))
     table = score_pair(
         model_a,
         tokenizer_a,

@@ -4,8 +4,8 @@ sys.path.insert(0, f"{snakemake.scriptdir}/../src")
 from dataclasses import replace
 from pathlib import Path
 
-from tokenscope.finetune import FinetuneConfig, finetune
-from tokenscope.workflow import run_script
+from tokenscope.finetune.training import FinetuneConfig, finetune
+from tokenscope.workflow.jobs import run_script
 
 
 def main(smk):

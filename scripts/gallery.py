@@ -3,7 +3,7 @@ import sys
 sys.path.insert(0, f"{snakemake.scriptdir}/../src")
 import shutil
 
-from tokenscope.workflow import run_script
+from tokenscope.workflow.jobs import run_script
 
 
 def main(smk):

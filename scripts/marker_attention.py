@@ -4,8 +4,8 @@ sys.path.insert(0, f"{snakemake.scriptdir}/../src")
 import pandas as pd
 
 from tokenscope.io import write_parquet
-from tokenscope.probes import run_marker_attention
-from tokenscope.workflow import load_rule_model, run_script
+from tokenscope.internals.tables import run_marker_attention
+from tokenscope.workflow.jobs import load_rule_model, run_script
 
 
 def main(smk):

@@ -5,10 +5,10 @@ from pathlib import Path
 
 import pandas as pd
 
-from tokenscope.internals_plots import plot_attention_positions
-from tokenscope.plots import save_figure
+from tokenscope.figures.internals import plot_attention_positions
+from tokenscope.figures.style import save_figure
 from tokenscope.io import safe_file_name
-from tokenscope.workflow import run_script
+from tokenscope.workflow.jobs import run_script
 
 
 def main(smk):

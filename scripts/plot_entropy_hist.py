@@ -3,8 +3,9 @@ import sys
 sys.path.insert(0, f"{snakemake.scriptdir}/../src")
 import pandas as pd
 
-from tokenscope.plots import plot_entropy_hist, save_figure
-from tokenscope.workflow import run_script
+from tokenscope.figures.entropy import plot_entropy_hist
+from tokenscope.figures.style import save_figure
+from tokenscope.workflow.jobs import run_script
 
 
 def main(smk):

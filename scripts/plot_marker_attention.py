@@ -3,9 +3,9 @@ import sys
 sys.path.insert(0, f"{snakemake.scriptdir}/../src")
 import pandas as pd
 
-from tokenscope.internals_plots import plot_marker_attention
-from tokenscope.plots import save_figure
-from tokenscope.workflow import run_script
+from tokenscope.figures.internals import plot_marker_attention
+from tokenscope.figures.style import save_figure
+from tokenscope.workflow.jobs import run_script
 
 
 def main(smk):

@@ -5,9 +5,10 @@ from pathlib import Path
 
 import pandas as pd
 
-from tokenscope.plots import plot_entropy_hist, plot_entropy_per_step, save_figure
+from tokenscope.figures.entropy import plot_entropy_hist, plot_entropy_per_step
+from tokenscope.figures.style import save_figure
 from tokenscope.io import safe_file_name
-from tokenscope.workflow import run_script
+from tokenscope.workflow.jobs import run_script
 
 
 def main(smk):

@@ -3,8 +3,8 @@ import sys
 sys.path.insert(0, f"{snakemake.scriptdir}/../src")
 
 from tokenscope.io import write_json
-from tokenscope.run_record import build_run_record
-from tokenscope.workflow import run_script
+from tokenscope.report.run_record import build_run_record
+from tokenscope.workflow.jobs import run_script
 
 
 def main(smk):

@@ -2,9 +2,9 @@ import sys
 
 sys.path.insert(0, f"{snakemake.scriptdir}/../src")
 from tokenscope.io import write_parquet
-from tokenscope.pipeline import run_teacher_forcing
-from tokenscope.prompts import load_prompt_set
-from tokenscope.workflow import load_rule_model, run_script
+from tokenscope.scoring.teacher_forcing import run_teacher_forcing
+from tokenscope.inputs.prompts import load_prompt_set
+from tokenscope.workflow.jobs import load_rule_model, run_script
 
 
 def main(smk):

@@ -5,16 +5,11 @@ from pathlib import Path
 
 import pandas as pd
 
-from tokenscope.models import load_prepared_tokenizer
-from tokenscope.prompts import load_prompt_set
-from tokenscope.token_text import TokenTable
-from tokenscope.token_view import (
-    PageContext,
-    PairScores,
-    read_token_file,
-    write_token_views,
-)
-from tokenscope.workflow import run_script
+from tokenscope.model.loading import load_prepared_tokenizer
+from tokenscope.inputs.prompts import load_prompt_set
+from tokenscope.model.token_text import VocabularyStrings
+from tokenscope.report.token_view import PageContext, PairScores, read_token_file, write_token_views
+from tokenscope.workflow.jobs import run_script
 
 
 def main(smk):
@@ -28,7 +23,7 @@ def main(smk):
         finish_reasons = dict(zip(zip(generations["prompt_id"], generations["sample"].astype(int)), generations["finish_reason"]))
     pair_scores = [PairScores.of(pd.read_parquet(path), model) for path in smk.input.pairs]
     paths = write_token_views(
-        tokens, topk_ids, topk_probs, TokenTable.from_tokenizer(tokenizer), smk.output[0],
+        tokens, topk_ids, topk_probs, VocabularyStrings.from_tokenizer(tokenizer), smk.output[0],
         PageContext(model=model, prompt_set=smk.wildcards.prompt_set, source=source),
         pair_scores=pair_scores, prompts=prompts, finish_reasons=finish_reasons, initial_metric=smk.params.metric,
     )

@@ -10,7 +10,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from tokenscope.models import LoadOptions, ModelSource, load_prepared, prepare_model
+from tokenscope.model.loading import LoadOptions, load_prepared
+from tokenscope.model.sources import ModelSpec, prepare_model
 
 CHATML = (
     "{% for message in messages %}{{ '<|im_start|>' + message['role'] + '\n' + message['content'] + '<|im_end|>\n' }}"
@@ -86,7 +87,7 @@ def tiny_prepared(tmp_path_factory):
         if arch not in cache:
             root = tmp_path_factory.mktemp(f"tiny-{arch}")
             checkpoint = save_tiny_checkpoint(root / "checkpoint", arch)
-            prepare_model(ModelSource(name=arch, kind="path", location=str(checkpoint)), root / "prepared")
+            prepare_model(ModelSpec(name=arch, kind="path", location=str(checkpoint)), root / "prepared")
             cache[arch] = root / "prepared"
         return cache[arch]
 
@@ -109,7 +110,7 @@ def tiny_loaded(tiny_prepared):
 def embedded_prepared(tmp_path_factory) -> Path:
     """The embedded SmolLM2-135M-Instruct, prepared (its conversion is cached across runs)."""
     out = tmp_path_factory.mktemp("embedded") / "smollm2"
-    prepare_model(ModelSource(name="smollm2", kind="embedded", location="SmolLM2-135M-Instruct"), out)
+    prepare_model(ModelSpec(name="smollm2", kind="embedded", location="SmolLM2-135M-Instruct"), out)
     return out
 
 

@@ -6,14 +6,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from tokenscope.analysis import (
-    describe_metric,
-    displayed_bins,
-    qcut_bins,
-    to_markdown,
-    token_groups,
-    write_table,
-)
+from tokenscope.analysis.tokens import describe_metric, displayed_bins, qcut_bins, to_markdown, token_groups, write_table
 
 TOKENS = [" the", "\n\n", "a|b", "x", "'q'", "1.50", "\t", "é"]
 

@@ -8,9 +8,11 @@ import pytest
 import torch
 
 from reference import seed_stats
-from tokenscope.metrics import Unembedding, backbone, check_unembedding, metrics_from_logits
-from tokenscope.pipeline import run_generation, run_teacher_forcing
-from tokenscope.prompts import Prompt
+from tokenscope.model.anatomy import Unembedding, backbone, check_unembedding
+from tokenscope.scoring.formulas import metrics_from_logits
+from tokenscope.generation.run import run_generation
+from tokenscope.scoring.teacher_forcing import run_teacher_forcing
+from tokenscope.inputs.prompts import Prompt
 
 ARCHS = ["llama", "qwen2", "gpt2"]
 SAMPLING = {"do_sample": True, "temperature": 1.0, "top_k": 0, "top_p": 0.95, "max_new_tokens": 12}
@@ -46,7 +48,7 @@ def assert_matches_seed(model, tokenizer, frame: pd.DataFrame, sequences: dict, 
     assert checked == len(frame) > 0
 
 
-def generation_sequences(generations: pd.DataFrame) -> dict:
+def generation_table_sequences(generations: pd.DataFrame) -> dict:
     return {
         (r.prompt_id, r.sample): (list(r.prompt_token_ids) + list(r.token_ids), len(r.prompt_token_ids))
         for r in generations.itertuples()
@@ -65,7 +67,7 @@ def test_generation_metrics_match_seed_method(tiny_loaded, arch, batch_size):
     assert len(gen) == 8 and tok["step"].min() == 0
     assert (gen["n_tokens"] == gen["token_ids"].map(len)).all()
     assert set(gen["finish_reason"]) <= {"eos", "length"}
-    assert_matches_seed(model, tokenizer, tok, generation_sequences(gen))
+    assert_matches_seed(model, tokenizer, tok, generation_table_sequences(gen))
 
 
 @pytest.mark.parametrize("arch", ARCHS)
@@ -109,7 +111,7 @@ def test_teacher_forcing_matches_seed_method(tiny_loaded, arch, span, batch_size
     prompts = make_prompts()
     frame = run_teacher_forcing(model, tokenizer, prompts, model_name=arch, prompt_set="t", span=span,
                                 batch_size=batch_size, chunk_rows=5, show_progress=False).to_pandas()
-    from tokenscope.pipeline import reference_sequences
+    from tokenscope.inputs.sequences import reference_sequences
 
     sequences = {(s.prompt_id, s.sample): (s.token_ids.tolist(), s.score_start) for s in reference_sequences(tokenizer, prompts, span)}
     assert_matches_seed(model, tokenizer, frame, sequences)
@@ -173,9 +175,9 @@ def test_token_strings_read_back_the_text(tiny_loaded):
 def test_rows_leaving_the_batch_keep_exact_metrics(tiny_loaded, arch, batch_size):
     """Many end tokens make rows finish at different steps: with 12 slots the batch shrinks, with
     5 slots queued prompts take over finished rows' cache slots mid-generation."""
-    from tokenscope.generate import generate
-    from tokenscope.pipeline import generation_requests
-    from tokenscope.sampling import SamplingParams
+    from tokenscope.generation.decode import generate
+    from tokenscope.generation.run import generation_requests
+    from tokenscope.generation.sampling import SamplingParams
 
     model, tokenizer = tiny_loaded(arch)
     requests = generation_requests(tokenizer, make_prompts(), n_samples=3, seed=5)

@@ -8,18 +8,15 @@ import pytest
 import torch
 from conftest import build_tokenizer, save_tiny_checkpoint
 
-from tokenscope.compare import TokenizerMismatchError
-from tokenscope.crossscore import (
-    PAIR_SCHEMA,
-    PairMetrics,
-    ScoringLayout,
-    divergence_from_logits,
-    pair_divergence,
-    score_pair,
-)
-from tokenscope.models import LoadOptions, ModelSource, load_prepared, prepare_model
-from tokenscope.score import score_sequences
-from tokenscope.tables import ScoredSequence
+from tokenscope.errors import ModelError, TokenizerMismatchError
+from tokenscope.scoring.tables import PAIR_SCHEMA
+from tokenscope.scoring.formulas import PairMetrics, divergence_from_logits
+from tokenscope.scoring.teacher_forcing import ScoringLayout
+from tokenscope.scoring.cross_scoring import pair_divergence, score_pair
+from tokenscope.model.loading import LoadOptions, load_prepared
+from tokenscope.model.sources import ModelSpec, prepare_model
+from tokenscope.scoring.teacher_forcing import score_sequences
+from tokenscope.inputs.sequences import ScoredSequence
 
 ARCHS = ["llama", "qwen2", "gpt2"]
 
@@ -33,7 +30,7 @@ def other_seed(tmp_path_factory):
         if arch not in cache:
             root = tmp_path_factory.mktemp(f"tiny-{arch}-seed1")
             save_tiny_checkpoint(root / "checkpoint", arch, seed=1)
-            prepare_model(ModelSource(name=f"{arch}-b", kind="path", location=str(root / "checkpoint")), root / "prepared")
+            prepare_model(ModelSpec(name=f"{arch}-b", kind="path", location=str(root / "checkpoint")), root / "prepared")
             cache[arch] = load_prepared(root / "prepared", LoadOptions(device="cpu", dtype="float32"))
         return cache[arch]
 
@@ -209,5 +206,5 @@ def test_different_vocabulary_sizes_are_refused(tiny_loaded):
 
     model, tokenizer = tiny_loaded("llama")
     smaller = AutoModelForCausalLM.from_config(tiny_config("llama", len(tokenizer) - 8, 0, 0)).eval()
-    with pytest.raises(ValueError, match="'base' and 'small'.*vocabularies"):
+    with pytest.raises(ModelError, match="'base' and 'small'.*vocabularies"):
         pair_divergence(model, smaller, [[1, 2, 3]], [1], names=("base", "small"), show_progress=False)

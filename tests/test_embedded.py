@@ -7,16 +7,19 @@ import json
 import pandas as pd
 import pytest
 
-from test_core import assert_matches_seed, generation_sequences
-from tokenscope.models import LoadOptions
-from tokenscope.pipeline import load_checked, reference_sequences, run_generation, run_teacher_forcing
-from tokenscope.prompts import load_prompt_set
+from test_core import assert_matches_seed, generation_table_sequences
+from tokenscope.model.loading import LoadOptions
+from tokenscope.model.loading import load_model
+from tokenscope.inputs.sequences import reference_sequences
+from tokenscope.generation.run import run_generation
+from tokenscope.scoring.teacher_forcing import run_teacher_forcing
+from tokenscope.inputs.prompts import load_prompt_set
 from workflow_utils import REPO, copy_prompts, planned_jobs, snakemake
 
 
 @pytest.fixture(scope="module")
 def embedded(embedded_prepared):
-    return load_checked(embedded_prepared, LoadOptions(device="cpu", dtype="float32"))
+    return load_model(embedded_prepared, LoadOptions(device="cpu", dtype="float32"))
 
 
 @pytest.mark.parametrize("batch_size", [1, 3])
@@ -28,7 +31,7 @@ def test_embedded_generation_matches_seed_method(embedded, batch_size):
         sampling={"do_sample": True, "temperature": 0.7, "top_p": 0.9, "top_k": 50, "max_new_tokens": 20},
         batch_size=batch_size, show_progress=False,
     )
-    assert_matches_seed(model, tokenizer, tokens.to_pandas(), generation_sequences(generations.to_pandas()))
+    assert_matches_seed(model, tokenizer, tokens.to_pandas(), generation_table_sequences(generations.to_pandas()))
 
 
 def test_embedded_teacher_forcing_matches_seed_method(embedded):

@@ -7,7 +7,8 @@ import json
 import pytest
 
 from conftest import save_tiny_checkpoint
-from tokenscope.prompts import PromptSetError, load_prompt_set
+from tokenscope.errors import PromptSetError
+from tokenscope.inputs.prompts import load_prompt_set
 from workflow_utils import copy_prompts, snakemake
 
 

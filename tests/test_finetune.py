@@ -9,32 +9,16 @@ from itertools import pairwise
 from pathlib import Path
 
 import pytest
+
+from tokenscope.errors import ConfigError
 import torch
 from conftest import build_tokenizer
 from safetensors.torch import load_file
 
-from tokenscope.finetune import (
-    IGNORE_INDEX,
-    TRAINING_LOG,
-    TRAINING_STATE,
-    FinetuneConfig,
-    batch_order,
-    causal_lm_loss,
-    checkpoint_name,
-    checkpoint_steps,
-    collate,
-    finetune,
-    learning_rate_at,
-    read_training_log,
-    tokenize_chat,
-)
-from tokenscope.models import LoadOptions, ModelSource, load_prepared, prepare_model
-from tokenscope.reasoning_data import (
-    GENERATORS,
-    SYSTEM_PROMPT,
-    generate_chats,
-    generate_examples,
-)
+from tokenscope.finetune.training import IGNORE_INDEX, TRAINING_LOG, TRAINING_STATE, FinetuneConfig, batch_order, causal_lm_loss, checkpoint_name, checkpoint_steps, collate, finetune, learning_rate_at, read_training_log, tokenize_chat
+from tokenscope.model.loading import LoadOptions, load_prepared
+from tokenscope.model.sources import ModelSpec, prepare_model
+from tokenscope.finetune.data import GENERATORS, SYSTEM_PROMPT, generate_chats, generate_examples
 
 RESPONSE = re.compile(
     r"<think>\n(?P<reasoning>.+)\n</think>\n(?P<conclusion>[^\n]+) The final answer is \\boxed\{(?P<boxed>[^{}]+)\}\.",
@@ -209,11 +193,11 @@ def test_batch_order_and_schedule():
 
 def test_config_validation():
     assert FinetuneConfig.from_dict({"steps": 10, "n_checkpoints": 2}).steps == 10
-    with pytest.raises(ValueError, match="unknown finetune option"):
+    with pytest.raises(ConfigError, match="unknown finetune option"):
         FinetuneConfig.from_dict({"stpes": 10})
-    with pytest.raises(ValueError, match="n_checkpoints"):
+    with pytest.raises(ConfigError, match="n_checkpoints"):
         FinetuneConfig(steps=3, n_checkpoints=4)
-    with pytest.raises(ValueError, match="learning_rate"):
+    with pytest.raises(ConfigError, match="learning_rate"):
         FinetuneConfig(learning_rate=0)
 
 
@@ -241,7 +225,7 @@ def test_finetune_writes_k_preparable_checkpoints(tiny_run, tiny_prepared, tmp_p
         assert state["step"] == step and state["seed"] == config.seed and state["config"]["steps"] == config.steps
         assert len(state["loss_curve"]) == step
         prepared = tmp_path / path.name
-        manifest = prepare_model(ModelSource(name=path.name, kind="path", location=str(path)), prepared)
+        manifest = prepare_model(ModelSpec(name=path.name, kind="path", location=str(path)), prepared)
         assert list(manifest["weights"]) == ["model.safetensors"]
         model, tokenizer = load_prepared(prepared, LoadOptions(device="cpu", dtype="float32"))
         assert len(tokenizer) == len(load_prepared(tiny_prepared("llama"))[1])

@@ -4,26 +4,20 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+
+from tokenscope.errors import ConfigError
 import torch
 from torch import nn
 
 from conftest import build_tokenizer
-from tokenscope.chat import generation_prompt_ids
-from tokenscope.internals import (
-    RecurrentDepth,
-    attention_received,
-    convergence_distances,
-    depth_states,
-    logit_lens,
-    marker_attention,
-    marker_mask,
-    model_anatomy,
-)
-from tokenscope.metrics import metrics_from_logits
-from tokenscope.models import LoadOptions, load_prepared
-from tokenscope.probes import probe_sequences, run_attention_positions, run_depth, run_marker_attention
-from tokenscope.prompts import Insertion, Prompt, load_prompt_set
-from tokenscope.transforms import splice_insertion
+from tokenscope.inputs.chat import generation_prompt_ids
+from tokenscope.internals.measures import RecurrentDepth, attention_received, convergence_distances, depth_states, logit_lens, marker_attention, marker_mask
+from tokenscope.model.anatomy import model_anatomy
+from tokenscope.scoring.formulas import metrics_from_logits
+from tokenscope.model.loading import LoadOptions, load_prepared
+from tokenscope.internals.tables import probe_sequences, run_attention_positions, run_depth, run_marker_attention
+from tokenscope.inputs.prompts import Insertion, Prompt, load_prompt_set
+from tokenscope.inputs.transforms import splice_insertion
 from workflow_utils import REPO
 
 ARCHS = ["llama", "qwen2", "gpt2"]
@@ -138,7 +132,7 @@ def test_recurrent_depth_states_per_iteration():
     k = np.arange(1, 13)[:, None]
     expected = (0.5**k - 0.5**12) / (0.5 - 0.5**12)
     np.testing.assert_allclose(distances / distances[:1], np.broadcast_to(expected, distances.shape), rtol=1e-3, atol=1e-6)
-    with pytest.raises(ValueError, match="not a submodule"):
+    with pytest.raises(ConfigError, match="not a submodule"):
         depth_states(model, [1], RecurrentDepth(module="missing"))
 
 
@@ -167,7 +161,7 @@ def test_filler_moves_no_token_outside_its_span(embedded, which, place, filler):
 def test_unknown_filler_token_is_refused():
     tokenizer = build_tokenizer()
     messages = ({"role": "user", "content": "What is 2 + 2?"},)
-    with pytest.raises(ValueError, match="not one token"):
+    with pytest.raises(ConfigError, match="not one token"):
         splice_insertion(tokenizer, messages, Insertion(count=2, token="<pause>"), generation_prompt_ids(tokenizer, messages))
 
 
@@ -195,7 +189,7 @@ def test_probe_tables_on_a_derived_prompt_set(tiny_loaded):
 
 
 def test_marker_attention_table_aligns_with_generated_tokens(tiny_loaded):
-    from tokenscope.pipeline import run_generation
+    from tokenscope.generation.run import run_generation
 
     model, tokenizer = tiny_loaded("llama")
     prompts = [Prompt("p", ({"role": "user", "content": "<think> 17 + 25 </think> What is 2 + 2?"},))]

@@ -7,7 +7,8 @@ import pandas as pd
 import pytest
 from matplotlib.figure import Figure
 
-from tokenscope.plots import plot_entropy_hist, plot_entropy_per_step, save_figure
+from tokenscope.figures.entropy import plot_entropy_hist, plot_entropy_per_step
+from tokenscope.figures.style import save_figure
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 

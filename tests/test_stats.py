@@ -5,25 +5,11 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 import pytest
+
+from tokenscope.errors import ConfigError
 from scipy import stats as scipy_stats
 
-from tokenscope.stats import (
-    _resample_counts,
-    _statistics_of_resamples,
-    adjust_pvalues,
-    bootstrap_summary,
-    changed_tokens,
-    checkpoint_trends,
-    cluster_bootstrap,
-    high_entropy_overlap,
-    paired_tests,
-    per_unit_means,
-    rank_biserial,
-    share_above,
-    sign_flip_pvalue,
-    statistic_quantile,
-    token_changes,
-)
+from tokenscope.analysis.stats import _resample_counts, _statistics_of_resamples, adjust_pvalues, bootstrap_summary, changed_tokens, checkpoint_trends, cluster_bootstrap, high_entropy_overlap, paired_tests, per_unit_means, rank_biserial, share_above, sign_flip_pvalue, statistic_quantile, token_changes
 
 
 def clustered_values(rng: np.random.Generator, n_clusters: int, mean: float = 0.0, cluster_sd: float = 1.0,
@@ -93,7 +79,7 @@ def test_statistic_names():
     assert statistic_quantile("mean") is None
     assert statistic_quantile("median") == 0.5
     assert statistic_quantile("p99.9") == pytest.approx(0.999)
-    with pytest.raises(ValueError, match="unknown statistic"):
+    with pytest.raises(ConfigError, match="unknown statistic"):
         statistic_quantile("p120")
 
 
@@ -177,7 +163,7 @@ def test_holm_and_benjamini_hochberg_by_hand():
     np.testing.assert_allclose(adjust_pvalues([0.5, np.nan, 0.2], "holm"), [0.5, np.nan, 0.4])
     np.testing.assert_allclose(adjust_pvalues([0.6, 0.7], "holm"), [1.0, 1.0])
     np.testing.assert_allclose(adjust_pvalues(p, "none"), p)
-    with pytest.raises(ValueError, match="correction"):
+    with pytest.raises(ConfigError, match="correction"):
         adjust_pvalues(p, "bonferroni")  # type: ignore[arg-type]
 
 

@@ -20,16 +20,12 @@ import pyarrow as pa
 import pytest
 import torch
 
-from tokenscope.crossscore import score_pair
-from tokenscope.pipeline import reference_sequences, run_teacher_forcing
-from tokenscope.prompts import load_prompt_set
-from tokenscope.token_text import TokenTable
-from tokenscope.token_view import (
-    PageContext,
-    PairScores,
-    page_file_name,
-    write_token_views,
-)
+from tokenscope.scoring.cross_scoring import score_pair
+from tokenscope.inputs.sequences import reference_sequences
+from tokenscope.scoring.teacher_forcing import run_teacher_forcing
+from tokenscope.inputs.prompts import load_prompt_set
+from tokenscope.model.token_text import VocabularyStrings
+from tokenscope.report.token_view import PageContext, PairScores, page_file_name, write_token_views
 
 DATA = Path(__file__).parent / "data"
 
@@ -62,7 +58,7 @@ def scored(tiny_loaded, tmp_path_factory):
     out = tmp_path_factory.mktemp("token-view")
     paths = write_token_views(
         frame, tokens.column("topk_ids").combine_chunks(), tokens.column("topk_probs").combine_chunks(),
-        TokenTable.from_tokenizer(tokenizer), out, PageContext(model="b", prompt_set="tiny_a", source="reference"),
+        VocabularyStrings.from_tokenizer(tokenizer), out, PageContext(model="b", prompt_set="tiny_a", source="reference"),
         pair_scores=[PairScores.of(pairs.to_pandas(), "b")], prompts={p.id: p for p in prompts},
     )
     return {"tokens": tokens.to_pandas(), "pairs": pairs.to_pandas(), "paths": paths, "out": out,
@@ -117,7 +113,7 @@ def test_token_text_cannot_break_out_of_the_page(scored, tmp_path):
     frame, ids, probs = synthetic_tokens(texts)
     pairs = frame[["prompt_id", "sample", "position"]].assign(
         model_a="other", model_b="m", kl_a_b=0.0, kl_b_a=[0.1, np.inf, 0.2, 0.0])
-    [path] = write_token_views(frame, ids, probs, TokenTable.from_tokenizer(scored["tokenizer"]), tmp_path,
+    [path] = write_token_views(frame, ids, probs, VocabularyStrings.from_tokenizer(scored["tokenizer"]), tmp_path,
                                PageContext("m", "set", "m"), [PairScores.of(pairs, "m")], initial_metric="kl")
     text = path.read_text(encoding="utf-8")
     assert text.count("</script>") == 1 and "<b>" not in text

@@ -1,0 +1,1 @@
+"""Finetune: the generated reasoning data set and the short deterministic training run."""

@@ -1,0 +1,116 @@
+"""Seeded, batch-invariant sampling.
+
+Each sequence carries its own 31-bit seed derived from (global seed, prompt id, sample index), and
+the random number for candidate token t at step s is a hash of (seed, s, t). So a sequence draws
+the same tokens whatever batch it is in, whatever the batch order, and on any device; and two
+models given the same seed share their random numbers (common random numbers make paired
+comparisons between checkpoints less noisy).
+
+Sampling follows transformers' order of warpers: temperature, then top-k, then top-p. Instead of
+sorting the whole vocabulary every step, top-p works on the top candidates only and falls back to a
+full sort only for rows whose nucleus is not inside them.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from tokenscope.errors import ConfigError
+
+MASK32 = 0xFFFFFFFF
+# Multipliers below 2**31 keep every product of 32-bit values inside int64 (no overflow).
+_M1 = 0x7FEB352D
+_M2 = 0x6C8E9CF5
+_CANDIDATES_FOR_TOP_P = 1024
+
+
+@dataclass(frozen=True)
+class SamplingParams:
+    do_sample: bool = True
+    temperature: float = 1.0
+    top_k: int = 0  # 0 = off
+    top_p: float = 1.0
+    max_new_tokens: int = 256
+
+    @classmethod
+    def resolve(cls, generation_config: Any, overrides: dict[str, Any]) -> "SamplingParams":
+        """Config overrides > the model's generation_config > transformers' library defaults."""
+        library_defaults = {"do_sample": False, "temperature": 1.0, "top_k": 50, "top_p": 1.0, "max_new_tokens": 256}
+        values: dict[str, Any] = {}
+        for key, default in library_defaults.items():
+            override = overrides.get(key)
+            from_model = getattr(generation_config, key, None) if generation_config is not None else None
+            values[key] = override if override is not None else (from_model if from_model is not None else default)
+        values["top_k"] = int(values["top_k"] or 0)
+        if values["temperature"] <= 0:
+            raise ConfigError("sampling.temperature must be > 0 (use do_sample: false for greedy decoding)")
+        if not 0 < values["top_p"] <= 1:
+            raise ConfigError("sampling.top_p must be in (0, 1]")
+        return cls(**values)
+
+
+def sequence_seed(seed: int, prompt_id: str, sample: int) -> int:
+    """Stable 31-bit seed of one sequence, independent of batching, ordering and model."""
+    digest = hashlib.sha256(f"{seed}\x00{prompt_id}\x00{sample}".encode()).digest()
+    return int.from_bytes(digest[:4], "little") & 0x7FFFFFFF
+
+
+def _mix32(x: Tensor) -> Tensor:
+    """A 32-bit integer hash (xorshift-multiply rounds) on int64 tensors holding 32-bit values."""
+    x = x & MASK32
+    x = x ^ (x >> 16)
+    x = (x * _M1) & MASK32
+    x = x ^ (x >> 15)
+    x = (x * _M2) & MASK32
+    x = x ^ (x >> 16)
+    return x
+
+
+def hashed_uniform(seeds: Tensor, step: int | Tensor, token_ids: Tensor) -> Tensor:
+    """Uniform (0, 1) float64 numbers, one per (row seed, row step, candidate token id)."""
+    base = _mix32(_mix32(seeds.long() ^ 0x9E3779B9) ^ step).unsqueeze(-1)
+    high = _mix32(base ^ token_ids.long())
+    low = _mix32(high ^ 0x5BD1E995)
+    # 53 random bits; +0.5 keeps the value strictly inside (0, 1).
+    return ((high << 21) + (low >> 11)).double().add_(0.5).mul_(2.0**-53)
+
+
+def _nucleus(sorted_probs: Tensor, top_p: float) -> Tensor:
+    """Keep the smallest prefix of descending probabilities whose mass reaches top_p (at least one)."""
+    mass_before = sorted_probs.cumsum(-1) - sorted_probs
+    return mass_before < top_p
+
+
+def sample_tokens(logits: Tensor, params: SamplingParams, seeds: Tensor, step: int | Tensor) -> Tensor:
+    """Next tokens [B] from fp32 raw logits [B, V]; `step` is one int or each row's own step [B]."""
+    if not params.do_sample:
+        return logits.argmax(-1)
+    scaled = logits / params.temperature
+    vocab = scaled.shape[-1]
+    k = params.top_k if 0 < params.top_k < vocab else vocab
+    if params.top_p < 1.0 and k == vocab:
+        k = min(vocab, _CANDIDATES_FOR_TOP_P)
+    values, ids = scaled.topk(k, dim=-1) if k < vocab else scaled.sort(dim=-1, descending=True)
+    if params.top_k and params.top_k < vocab:
+        probs = torch.softmax(values, dim=-1)  # top-k renormalizes before top-p, as in transformers
+    else:
+        probs = (values - torch.logsumexp(scaled, dim=-1, keepdim=True)).exp()
+    if params.top_p < 1.0:
+        keep = _nucleus(probs, params.top_p)
+        if not (params.top_k and params.top_k < vocab) and k < vocab:
+            # Rows whose nucleus does not fit in the candidates: sort the full vocabulary for them.
+            short = probs.sum(-1) < params.top_p
+            if bool(short.any()):
+                values, ids = scaled.sort(dim=-1, descending=True)
+                probs = torch.softmax(values, dim=-1)
+                keep = _nucleus(probs, params.top_p)
+        probs = probs * keep
+    # Exponential race (Gumbel-max): argmax p_i / E_i with E_i ~ Exp(1) samples i with prob. p_i.
+    exponential = -hashed_uniform(seeds, step, ids).log()
+    choice = (probs.double() / exponential).argmax(-1, keepdim=True)
+    return ids.gather(-1, choice).squeeze(-1)

@@ -1,0 +1,43 @@
+"""Length-sorted batches and padding of token ids, shared by generation, scoring, internals and finetuning."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from typing import Any, Literal
+
+import numpy as np
+import torch
+from torch import Tensor
+
+
+def length_sorted_batches(lengths: Sequence[int], batch_size: int) -> Iterator[np.ndarray]:
+    """Indices of the sequences in batches, longest first, so padding stays small."""
+    order = np.argsort(-np.asarray(lengths, dtype=np.int64), kind="stable")
+    for begin in range(0, len(order), batch_size):
+        yield order[begin : begin + batch_size]
+
+
+def pad(
+    sequences: Sequence[Sequence[int]], pad_id: int, side: Literal["left", "right"], device: torch.device | str
+) -> tuple[Tensor, Tensor]:
+    """(ids, attention mask) of sequences padded to the longest; left padding for generation."""
+    width = max(len(s) for s in sequences)
+    ids = torch.full((len(sequences), width), pad_id, dtype=torch.long)
+    mask = torch.zeros((len(sequences), width), dtype=torch.long)
+    for row, sequence in enumerate(sequences):
+        span = slice(width - len(sequence), width) if side == "left" else slice(0, len(sequence))
+        ids[row, span] = torch.as_tensor(sequence, dtype=torch.long)
+        mask[row, span] = 1
+    return ids.to(device), mask.to(device)
+
+
+def pad_id_of(tokenizer: Any) -> int:
+    """The id that pads batches: the tokenizer's pad token, else its end-of-sequence token.
+
+    Padding never changes a metric (padded positions are masked or come after the scored ones).
+    Prepared tokenizers always have a pad token (load_prepared_tokenizer sets one).
+    """
+    for candidate in (tokenizer.pad_token_id, tokenizer.eos_token_id):
+        if candidate is not None:
+            return int(candidate)
+    raise ValueError(f"{type(tokenizer).__name__} has neither a pad nor an end-of-sequence token")

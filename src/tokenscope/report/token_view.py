@@ -1,0 +1,254 @@
+"""Token view: one self-contained HTML page per generation, its tokens coloured by a metric.
+
+Researchers read generations, not only plots. Each page shows one scored sequence (a model's own
+sample, or a reference answer under teacher forcing) as its tokens, each with a background whose
+strength is the selected metric: entropy (default), surprisal −log p of the token, or the
+per-token KL against another model where a pair table scored the same tokens. Hovering a token
+shows its probability, rank, entropy, the other metrics and the top-k alternatives; a selector
+switches the metric. The page carries its data inline and loads nothing (no network), so it works
+inside Snakemake's report, opened from disk, and offline.
+"""
+
+from __future__ import annotations
+
+import html
+import json
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, replace
+from functools import lru_cache
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from tokenscope.inputs.prompts import Prompt
+from tokenscope.io import safe_file_name, write_text
+from tokenscope.model.token_text import VocabularyStrings
+
+PAGE_KEYS = ["prompt_id", "sample"]
+TOKEN_KEYS = ["prompt_id", "sample", "position"]
+# Colours saturate at this quantile of a metric over the whole token file, so that one extreme
+# token does not wash out the rest and pages of one file share a scale.
+SCALE_QUANTILE = 0.99
+
+
+@dataclass(frozen=True)
+class PageMetric:
+    """A per-token quantity a page can be coloured by."""
+
+    key: str
+    label: str
+    description: str
+    values: np.ndarray  # float64, aligned with the token rows; +inf allowed (KL), NaN = not scored
+
+    @property
+    def scale_max(self) -> float:
+        finite = self.values[np.isfinite(self.values)]
+        if finite.size == 0:
+            return 1.0
+        top = float(np.quantile(finite, SCALE_QUANTILE))
+        return top if top > 0 else max(float(finite.max()), 1e-6)
+
+
+@dataclass(frozen=True)
+class PairScores:
+    """A pair table that scored the same tokens, and which side of it the page's model is."""
+
+    other: str
+    pairs: pd.DataFrame
+    model_is_a: bool
+
+    @classmethod
+    def of(cls, pairs: pd.DataFrame, model: str) -> PairScores:
+        """`pairs` of (model_a, model_b) seen from `model`, one of the two."""
+        model_a, model_b = pairs["model_a"].iat[0], pairs["model_b"].iat[0]
+        if model not in (model_a, model_b):
+            raise ValueError(f"pair table of {model_a} and {model_b} does not include {model}")
+        return cls(other=model_b if model == model_a else model_a, pairs=pairs, model_is_a=model == model_a)
+
+    def kl_from_model(self) -> pd.Series:
+        """KL(model ‖ other) per token, indexed by TOKEN_KEYS."""
+        column = "kl_a_b" if self.model_is_a else "kl_b_a"
+        return self.pairs.set_index(TOKEN_KEYS)[column]
+
+
+def token_metrics(tokens: pd.DataFrame, model: str, pair_scores: Sequence[PairScores]) -> list[PageMetric]:
+    """The metrics of a token file: entropy, surprisal, and KL(model ‖ other) per pair table."""
+    metrics = [
+        PageMetric("entropy", "entropy", "entropy (nats) of the next-token distribution, full vocabulary, raw logits",
+               tokens["entropy"].to_numpy(np.float64)),
+        PageMetric("surprisal", "surprisal", "−log p of the token (nats)", -tokens["logprob"].to_numpy(np.float64)),
+    ]
+    index = pd.MultiIndex.from_frame(tokens[TOKEN_KEYS])
+    for scores in pair_scores:
+        kl = scores.kl_from_model().reindex(index).to_numpy(np.float64)
+        metrics.append(PageMetric(f"kl:{scores.other}", f"KL({model} ‖ {scores.other})",
+                              f"KL divergence (nats) from {model}'s next-token distribution to {scores.other}'s",
+                              kl))
+    return metrics
+
+
+@dataclass(frozen=True)
+class Alternatives:
+    """The top-k alternatives of every token row, flat: row i owns [offsets[i], offsets[i + 1])."""
+
+    texts: np.ndarray  # object (str): readable text, or the raw piece of a partial character
+    probs: np.ndarray  # float64
+    offsets: np.ndarray  # int64 [rows + 1]
+
+    @classmethod
+    def of(cls, topk_ids: pa.ListArray, topk_probs: pa.ListArray, table: VocabularyStrings) -> Alternatives:
+        flat = np.asarray(topk_ids.flatten().to_numpy(zero_copy_only=False), dtype=np.int64)
+        unique, inverse = np.unique(flat, return_inverse=True)
+        readable = np.asarray(table.readable(unique, np.arange(unique.size)).to_pylist(), dtype=object)
+        pieces = np.asarray(table.piece_array(unique).to_pylist(), dtype=object)
+        texts = np.where(readable == "", pieces, readable)[inverse]
+        probs = np.asarray(topk_probs.flatten().to_numpy(zero_copy_only=False), dtype=np.float64)
+        offsets = np.asarray(topk_ids.offsets.to_numpy(), dtype=np.int64) - int(topk_ids.offsets[0].as_py())
+        return cls(texts=texts, probs=probs, offsets=offsets)
+
+    def rows(self, start: int, end: int) -> Alternatives:
+        first, last = self.offsets[start], self.offsets[end]
+        return Alternatives(self.texts[first:last], self.probs[first:last], self.offsets[start:end + 1] - first)
+
+
+def _rounded(values: np.ndarray, digits: int = 6) -> list[float]:
+    """Values for the page: 6 significant digits keep pages small; inf stays inf (JS Infinity)."""
+    out = np.asarray(values, dtype=np.float64)
+    finite = np.isfinite(out) & (out != 0)
+    scale = np.where(finite, 10.0 ** (digits - 1 - np.floor(np.log10(np.abs(np.where(finite, out, 1.0))))), 1.0)
+    return (np.round(out * scale) / scale).tolist()
+
+
+def _script_json(obj: Any) -> str:
+    """JSON as a JS expression inside <script>: Infinity/NaN stay literals, '<' cannot end the tag."""
+    return json.dumps(obj, ensure_ascii=False, allow_nan=True).replace("<", "\\u003c")
+
+
+@dataclass(frozen=True)
+class PageContext:
+    """What a page says about where its tokens come from."""
+
+    model: str
+    prompt_set: str
+    source: str  # the generating model, or "reference"
+    prompt: Prompt | None = None
+    finish_reason: str | None = None
+
+
+def page_data(context: PageContext, tokens: pd.DataFrame, metrics: Sequence[PageMetric], alternatives: Alternatives,
+              scales: Mapping[str, float], initial_metric: str) -> dict[str, Any]:
+    """The data one page carries: the rows of one sequence, in step order; `initial_metric` is a metric key."""
+    prompt = context.prompt
+    insertion = prompt.insertion if prompt else None
+    return {
+        "model": context.model,
+        "prompt_set": context.prompt_set,
+        "source": context.source,
+        "prompt_id": str(tokens["prompt_id"].iat[0]),
+        "sample": int(tokens["sample"].iat[0]),
+        "finish_reason": context.finish_reason,
+        "messages": list(prompt.messages) if prompt else [],
+        "insertion": (
+            {"text": insertion.text, "token": insertion.token, "count": insertion.count, "place": insertion.place}
+            if insertion else None
+        ),
+        "tokens": tokens["token"].tolist(),
+        "token_ids": tokens["token_id"].tolist(),
+        "steps": tokens["step"].tolist(),
+        "positions": tokens["position"].tolist(),
+        "prob": _rounded(tokens["prob"].to_numpy()),
+        "logprob": _rounded(tokens["logprob"].to_numpy()),
+        "rank": tokens["rank"].tolist(),
+        "alternatives": alternatives.texts.tolist(),
+        "alternative_probs": _rounded(alternatives.probs),
+        "alternative_offsets": alternatives.offsets.tolist(),
+        "metrics": [
+            {"key": m.key, "label": m.label, "description": m.description, "scale_max": scales[m.key],
+             "values": _rounded(m.values)}
+            for m in metrics
+        ],
+        "initial_metric": initial_metric,
+    }
+
+
+def render_page(data: Mapping[str, Any]) -> str:
+    """A self-contained HTML page (inline CSS, JS and data) for one sequence."""
+    tokens = "reference answer" if data["source"] == "reference" else f"{data['source']}'s generation"
+    title = f"{data['model']} on {data['prompt_set']}, prompt {data['prompt_id']}, sample {data['sample']} ({tokens})"
+    return page_template().replace("__TITLE__", html.escape(title)).replace("__DATA__", _script_json(data))
+
+
+@lru_cache(maxsize=1)
+def page_template() -> str:
+    """The page's HTML, CSS and script (package data: report/token_view.html)."""
+    return resources.files("tokenscope.report").joinpath("token_view.html").read_text(encoding="utf-8")
+
+
+def page_file_name(prompt_id: str, sample: int) -> str:
+    return f"{safe_file_name(prompt_id)}-{sample}.html"
+
+
+def initial_metric_key(name: str, metrics: Sequence[PageMetric]) -> str:
+    """Config `token_view.metric` (entropy, surprisal or kl) -> the key of the metric a page opens with."""
+    if name == "kl":
+        return next((m.key for m in metrics if m.key.startswith("kl:")), "entropy")
+    return name
+
+
+def write_token_views(
+    tokens: pd.DataFrame,
+    topk_ids: pa.ListArray,
+    topk_probs: pa.ListArray,
+    token_table: VocabularyStrings,
+    out_dir: str | Path,
+    context: PageContext,
+    pair_scores: Sequence[PairScores] = (),
+    prompts: Mapping[str, Prompt] | None = None,
+    finish_reasons: Mapping[tuple[str, int], str] | None = None,
+    initial_metric: str = "entropy",
+) -> list[Path]:
+    """Write one page per sequence of a per-token table into `out_dir`; return their paths.
+
+    Every page of the table shares one colour scale per metric (its SCALE_QUANTILE quantile).
+    """
+    if not len(tokens) == len(topk_ids) == len(topk_probs):
+        raise ValueError("topk_ids and topk_probs must have one entry per token row")
+    order = np.lexsort((tokens["step"].to_numpy(), tokens["sample"].to_numpy(), tokens["prompt_id"].to_numpy()))
+    tokens = tokens.iloc[order].reset_index(drop=True)
+    take = pa.array(order)
+    alternatives = Alternatives.of(topk_ids.take(take), topk_probs.take(take), token_table)
+    metrics = token_metrics(tokens, context.model, pair_scores)
+    scales = {m.key: m.scale_max for m in metrics}
+    opening = initial_metric_key(initial_metric, metrics)
+    keys = tokens[PAGE_KEYS]
+    starts = np.flatnonzero((keys != keys.shift()).any(axis=1).to_numpy())
+    ends = np.append(starts[1:], len(tokens))
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    written = []
+    for start, end in zip(starts.tolist(), ends.tolist()):  # one iteration per page
+        rows = tokens.iloc[start:end]
+        prompt_id, sample = str(rows["prompt_id"].iat[0]), int(rows["sample"].iat[0])
+        page_context = replace(
+            context, prompt=(prompts or {}).get(prompt_id), finish_reason=(finish_reasons or {}).get((prompt_id, sample))
+        )
+        page_metrics = [PageMetric(m.key, m.label, m.description, m.values[start:end]) for m in metrics]
+        data = page_data(page_context, rows, page_metrics, alternatives.rows(start, end), scales, opening)
+        path = out / page_file_name(prompt_id, sample)
+        write_text(render_page(data), path)
+        written.append(path)
+    return written
+
+
+def read_token_file(path: str | Path) -> tuple[pd.DataFrame, pa.ListArray, pa.ListArray]:
+    """A per-token table as a DataFrame, and its top-k ids and probabilities as Arrow list arrays."""
+    table = pq.read_table(path)
+    topk_ids = table.column("topk_ids").combine_chunks()
+    topk_probs = table.column("topk_probs").combine_chunks()
+    frame = table.drop_columns(["topk_ids", "topk_pieces", "topk_probs"]).to_pandas()
+    return frame, topk_ids, topk_probs

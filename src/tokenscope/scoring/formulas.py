@@ -1,0 +1,176 @@
+"""Every per-token formula, from raw logits in fp32: the one place they are written.
+
+Generation, teacher forcing, cross-scoring and the logit lens all call these. Entropy is the
+Shannon entropy (nats) of the softmax of the raw logits over the full vocabulary; prob/logprob
+are those of the observed next token under the same distribution; rank is 1 + the number of
+vocabulary entries with a strictly larger logit; KL(A || B) = sum_v p_A(v) (log p_A(v) - log p_B(v)).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, fields
+
+import torch
+from torch import Tensor
+
+from tokenscope.model.anatomy import Unembedding
+
+
+def log_normalizer(logits: Tensor) -> Tensor:
+    """log sum_v exp(logit_v) per row, keepdim: logprobs are `logits - log_normalizer(logits)`."""
+    return torch.logsumexp(logits, dim=-1, keepdim=True)
+
+
+def log_probs(logits: Tensor) -> Tensor:
+    """Log-softmax of fp32 logits, computed as logits minus their log-normalizer."""
+    logits = logits.float()
+    return logits - log_normalizer(logits)
+
+
+def sum_where_positive(weight: Tensor, term: Tensor) -> Tensor:
+    """sum_v weight_v * term_v over entries with weight_v > 0.
+
+    weight * term is nan where weight = 0 and term = ±inf (a -inf logit); such entries add 0.
+    """
+    return torch.where(weight > 0, weight * term, torch.zeros((), device=weight.device)).sum(-1)
+
+
+def entropy_from_log_probs(logp: Tensor) -> Tensor:
+    """Shannon entropy in nats of each row's distribution, given its log-probabilities."""
+    return -sum_where_positive(logp.exp(), logp)
+
+
+def kl_from_log_probs(logp_a: Tensor, logp_b: Tensor) -> tuple[Tensor, Tensor]:
+    """(KL(A || B), KL(B || A)) per row, in nats.
+
+    A vocabulary entry with a -inf logit in both models adds nothing to either KL; one that only
+    B excludes while A gives it mass makes KL(A || B) infinite, as the definition says. fp32
+    rounding of nearly equal distributions can give -1e-8: clamped to 0.
+    """
+    log_ratio = logp_a - logp_b  # nan only where both are -inf, and then both weights are 0
+    return (
+        sum_where_positive(logp_a.exp(), log_ratio).clamp_min(0),
+        sum_where_positive(logp_b.exp(), -log_ratio).clamp_min(0),
+    )
+
+
+# --- One model's metrics of observed tokens ---------------------------------------------------------
+
+
+@dataclass
+class TokenMetrics:
+    """Metrics for N scored positions (tensors on the device they were computed on)."""
+
+    entropy: Tensor  # [N] float32
+    logprob: Tensor  # [N] float32
+    rank: Tensor  # [N] int32
+    topk_ids: Tensor  # [N, k] int32
+    topk_logprobs: Tensor  # [N, k] float32
+
+    @property
+    def prob(self) -> Tensor:
+        return self.logprob.exp()
+
+    @staticmethod
+    def cat(parts: list[TokenMetrics]) -> TokenMetrics:
+        return TokenMetrics(*(torch.cat([getattr(p, f.name) for p in parts]) for f in fields(TokenMetrics)))
+
+    def take(self, index: Tensor) -> TokenMetrics:
+        return TokenMetrics(*(getattr(self, f.name)[index] for f in fields(TokenMetrics)))
+
+    def to(self, device: torch.device | str) -> TokenMetrics:
+        return TokenMetrics(*(getattr(self, f.name).to(device) for f in fields(TokenMetrics)))
+
+    @staticmethod
+    def empty(top_k: int) -> TokenMetrics:
+        nothing = torch.zeros(0, dtype=torch.float32)
+        return TokenMetrics(nothing, nothing, nothing.int(), torch.zeros((0, top_k)).int(), torch.zeros((0, top_k)))
+
+
+def metrics_from_logits(logits: Tensor, targets: Tensor, top_k: int) -> TokenMetrics:
+    """Metrics of `targets` [N] under raw `logits` [N, V]; upcasts to fp32 first."""
+    logits = logits.float()
+    log_norm = log_normalizer(logits)
+    target_logits = logits.gather(1, targets.view(-1, 1).long())
+    rank = (logits > target_logits).sum(-1, dtype=torch.int32) + 1
+    k = min(top_k, logits.shape[-1])
+    top_values, top_ids = logits.topk(k, dim=-1) if k > 0 else (logits[:, :0], logits[:, :0].long())
+    return TokenMetrics(
+        entropy=entropy_from_log_probs(logits - log_norm),
+        logprob=(target_logits - log_norm).squeeze(1),
+        rank=rank,
+        topk_ids=top_ids.int(),
+        topk_logprobs=top_values - log_norm,
+    )
+
+
+def chunked_metrics(hidden: Tensor, targets: Tensor, unembed: Unembedding, top_k: int, chunk_rows: int) -> TokenMetrics:
+    """Metrics for N hidden states [N, H], never materializing more than chunk_rows x V logits."""
+    parts = [
+        metrics_from_logits(unembed(hidden[start : start + chunk_rows]), targets[start : start + chunk_rows], top_k)
+        for start in range(0, hidden.shape[0], chunk_rows)
+    ]
+    return TokenMetrics.cat(parts) if parts else TokenMetrics.empty(top_k).to(hidden.device)
+
+
+# --- Two models on the same tokens ------------------------------------------------------------------
+
+
+@dataclass
+class PairMetrics:
+    """Metrics of N tokens scored by models A and B, flat in input order (CPU, float32 [N])."""
+
+    logprob_a: Tensor
+    logprob_b: Tensor
+    entropy_a: Tensor
+    entropy_b: Tensor
+    kl_a_b: Tensor  # KL(A || B)
+    kl_b_a: Tensor  # KL(B || A)
+
+    @property
+    def logprob_diff(self) -> Tensor:
+        """log p_B(token) - log p_A(token)."""
+        return self.logprob_b - self.logprob_a
+
+    @staticmethod
+    def cat(parts: list[PairMetrics]) -> PairMetrics:
+        return PairMetrics(*(torch.cat([getattr(p, f.name) for p in parts]) for f in fields(PairMetrics)))
+
+    def take(self, index: Tensor) -> PairMetrics:
+        return PairMetrics(*(getattr(self, f.name)[index] for f in fields(PairMetrics)))
+
+    def to(self, device: torch.device | str) -> PairMetrics:
+        return PairMetrics(*(getattr(self, f.name).to(device) for f in fields(PairMetrics)))
+
+    @staticmethod
+    def empty() -> PairMetrics:
+        return PairMetrics(*(torch.zeros(0) for _ in fields(PairMetrics)))
+
+
+def divergence_from_logits(logits_a: Tensor, logits_b: Tensor, targets: Tensor) -> PairMetrics:
+    """Pair metrics of `targets` [N] under raw logits [N, V] of two models; upcasts to fp32.
+
+    Entropy and log-probability are those of metrics_from_logits, so model A's numbers equal its
+    own scoring.
+    """
+    logp_a, logp_b = log_probs(logits_a), log_probs(logits_b)
+    index = targets.view(-1, 1).long()
+    kl_a_b, kl_b_a = kl_from_log_probs(logp_a, logp_b)
+    return PairMetrics(
+        logprob_a=logp_a.gather(1, index).squeeze(1),
+        logprob_b=logp_b.gather(1, index).squeeze(1),
+        entropy_a=entropy_from_log_probs(logp_a),
+        entropy_b=entropy_from_log_probs(logp_b),
+        kl_a_b=kl_a_b,
+        kl_b_a=kl_b_a,
+    )
+
+
+# --- A prediction without an observed token (logit lens) --------------------------------------------
+
+
+def prediction_summary(logits: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+    """(entropy, top-1 id, top-1 probability) of each row's distribution."""
+    logp = log_probs(logits)
+    best = logp.max(dim=-1)
+    return entropy_from_log_probs(logp), best.indices, best.values.exp()

@@ -1,0 +1,252 @@
+"""Arrow tables of generations, per-token scores and pair scores; columns are documented in docs/schema.md."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+from torch import Tensor
+
+from tokenscope.inputs.sequences import ScoredSequence
+from tokenscope.model.token_text import VocabularyStrings
+from tokenscope.scoring.formulas import PairMetrics, TokenMetrics
+
+SCHEMA_VERSION = "1"
+
+# Where a scored token is (ScoredPositions.key_columns): shared by the token and pair tables.
+SCORED_TOKEN_KEYS = [
+    ("source", pa.string()),
+    ("prompt_set", pa.string()),
+    ("prompt_id", pa.string()),
+    ("sample", pa.int32()),
+    ("step", pa.int32()),
+    ("position", pa.int32()),
+    ("segment", pa.string()),
+    ("context_token_id", pa.int32()),
+]
+
+TOKEN_SCHEMA = pa.schema(
+    [
+        ("model", pa.string()),
+        *SCORED_TOKEN_KEYS,
+        ("context_token", pa.string()),
+        ("context_piece", pa.string()),
+        ("token_id", pa.int32()),
+        ("token", pa.string()),
+        ("token_piece", pa.string()),
+        ("entropy", pa.float32()),
+        ("logprob", pa.float32()),
+        ("prob", pa.float32()),
+        ("rank", pa.int32()),
+        ("topk_ids", pa.list_(pa.int32())),
+        ("topk_pieces", pa.list_(pa.string())),
+        ("topk_probs", pa.list_(pa.float32())),
+    ],
+    metadata={"tokenscope_schema": SCHEMA_VERSION, "tokenscope_table": "tokens"},
+)
+
+GENERATION_SCHEMA = pa.schema(
+    [
+        ("model", pa.string()),
+        ("prompt_set", pa.string()),
+        ("prompt_id", pa.string()),
+        ("sample", pa.int32()),
+        ("seed", pa.int64()),
+        ("prompt_token_ids", pa.list_(pa.int32())),
+        ("token_ids", pa.list_(pa.int32())),
+        ("text", pa.string()),
+        ("finish_reason", pa.string()),
+        ("n_tokens", pa.int32()),
+        ("inserted_start", pa.int32()),
+        ("inserted_end", pa.int32()),
+    ],
+    metadata={"tokenscope_schema": SCHEMA_VERSION, "tokenscope_table": "generations"},
+)
+
+
+PAIR_SCHEMA = pa.schema(
+    [
+        ("model_a", pa.string()),
+        ("model_b", pa.string()),
+        *SCORED_TOKEN_KEYS,
+        ("token_id", pa.int32()),
+        ("logprob_a", pa.float32()),
+        ("logprob_b", pa.float32()),
+        ("logprob_diff", pa.float32()),
+        ("entropy_a", pa.float32()),
+        ("entropy_b", pa.float32()),
+        ("kl_a_b", pa.float32()),
+        ("kl_b_a", pa.float32()),
+    ],
+    metadata={"tokenscope_schema": SCHEMA_VERSION, "tokenscope_table": "pairs"},
+)
+
+
+def _list_array(flat: np.ndarray, width: int, value_type: pa.DataType) -> pa.ListArray:
+    rows = flat.shape[0]
+    offsets = pa.array(np.arange(rows + 1, dtype=np.int32) * width)
+    return pa.ListArray.from_arrays(offsets, pa.array(flat.reshape(-1), type=value_type))
+
+
+@dataclass(frozen=True)
+class ScoredPositions:
+    """Where each scored token of some sequences is: flat arrays, one entry per scored token."""
+
+    all_ids: np.ndarray  # every sequence's ids, concatenated
+    seq_offsets: np.ndarray  # index in all_ids where each sequence starts
+    counts: np.ndarray  # scored tokens per sequence
+    step: np.ndarray
+    position: np.ndarray
+    flat_index: np.ndarray  # index in all_ids of each scored token
+
+    @classmethod
+    def of(cls, sequences: Sequence[ScoredSequence]) -> "ScoredPositions":
+        lengths = np.array([len(s.token_ids) for s in sequences], dtype=np.int64)
+        starts = np.array([s.score_start for s in sequences], dtype=np.int64)
+        counts = lengths - starts
+        n = int(counts.sum())
+        empty = np.zeros(0, np.int64)
+        all_ids = np.concatenate([s.token_ids for s in sequences]).astype(np.int64) if sequences else empty
+        seq_offsets = np.concatenate([[0], np.cumsum(lengths)[:-1]]).astype(np.int64) if sequences else empty
+        first_row = np.concatenate([[0], np.cumsum(counts)[:-1]]).astype(np.int64) if sequences else empty
+        step = np.arange(n) - np.repeat(first_row, counts)
+        position = step + np.repeat(starts, counts)
+        return cls(all_ids, seq_offsets, counts, step, position, np.repeat(seq_offsets, counts) + position)
+
+    @property
+    def n(self) -> int:
+        return int(self.counts.sum())
+
+    def key_columns(self, sequences: Sequence[ScoredSequence]) -> dict[str, pa.Array]:
+        """prompt_id, sample, step, position, segment of each scored token."""
+        prompt_lengths = np.repeat([s.prompt_length for s in sequences], self.counts).astype(np.int64)
+        prompt_ids = pa.array([s.prompt_id for s in sequences], type=pa.string())
+        return {
+            "prompt_id": pc.take(prompt_ids, pa.array(np.repeat(np.arange(len(sequences)), self.counts))),
+            "sample": pa.array(np.repeat([s.sample for s in sequences], self.counts).astype(np.int32)),
+            "step": pa.array(self.step.astype(np.int32)),
+            "position": pa.array(self.position.astype(np.int32)),
+            "segment": pa.array(np.where(self.position >= prompt_lengths, "completion", "prompt").astype(object),
+                                type=pa.string()),
+        }
+
+
+def _float32_column(values: Tensor) -> pa.Array:
+    return pa.array(values.numpy().astype(np.float32))
+
+
+def constant_column(value: str, n: int) -> pa.Array:
+    return pa.array(np.full(n, value, dtype=object), type=pa.string())
+
+
+def token_table(
+    *,
+    model: str,
+    source: str,
+    prompt_set: str,
+    sequences: Sequence[ScoredSequence],
+    metrics: TokenMetrics,
+    vocab: VocabularyStrings,
+) -> pa.Table:
+    """One row per scored token; `metrics` rows are in sequence order, then position order."""
+    where = ScoredPositions.of(sequences)
+    n = where.n
+    if metrics.entropy.shape[0] != n:
+        raise ValueError(f"{metrics.entropy.shape[0]} metric rows for {n} scored tokens")
+    readable = vocab.readable(where.all_ids, where.seq_offsets)
+    token_ids = where.all_ids[where.flat_index]
+    context_ids = where.all_ids[where.flat_index - 1]
+    k = metrics.topk_ids.shape[1]
+    topk_ids = metrics.topk_ids.numpy().astype(np.int32)
+    columns = {
+        "model": constant_column(model, n),
+        "source": constant_column(source, n),
+        "prompt_set": constant_column(prompt_set, n),
+        **where.key_columns(sequences),
+        "context_token_id": pa.array(context_ids.astype(np.int32)),
+        "context_token": pc.take(readable, pa.array(where.flat_index - 1)),
+        "context_piece": vocab.piece_array(context_ids),
+        "token_id": pa.array(token_ids.astype(np.int32)),
+        "token": pc.take(readable, pa.array(where.flat_index)),
+        "token_piece": vocab.piece_array(token_ids),
+        "entropy": _float32_column(metrics.entropy),
+        "logprob": _float32_column(metrics.logprob),
+        "prob": _float32_column(metrics.prob),
+        "rank": pa.array(metrics.rank.numpy().astype(np.int32)),
+        "topk_ids": _list_array(topk_ids, k, pa.int32()),
+        "topk_pieces": pa.ListArray.from_arrays(
+            pa.array(np.arange(n + 1, dtype=np.int32) * k), vocab.piece_array(topk_ids.reshape(-1))
+        ),
+        "topk_probs": _list_array(np.exp(metrics.topk_logprobs.numpy()).astype(np.float32), k, pa.float32()),
+    }
+    return pa.table(columns, schema=TOKEN_SCHEMA)
+
+
+def generation_table(
+    *,
+    model: str,
+    prompt_set: str,
+    prompt_ids: Sequence[str],
+    samples: Sequence[int],
+    seeds: Sequence[int],
+    prompt_token_ids: Sequence[Sequence[int]],
+    token_ids: Sequence[Sequence[int]],
+    texts: Sequence[str],
+    finish_reasons: Sequence[str],
+    inserted: Sequence[tuple[int, int] | None] | None = None,
+) -> pa.Table:
+    n = len(prompt_ids)
+    spans = list(inserted) if inserted is not None else [None] * n
+    return pa.table(
+        {
+            "model": [model] * n,
+            "prompt_set": [prompt_set] * n,
+            "prompt_id": list(prompt_ids),
+            "sample": list(samples),
+            "seed": list(seeds),
+            "prompt_token_ids": [list(map(int, p)) for p in prompt_token_ids],
+            "token_ids": [list(map(int, t)) for t in token_ids],
+            "text": list(texts),
+            "finish_reason": list(finish_reasons),
+            "n_tokens": [len(t) for t in token_ids],
+            "inserted_start": [None if s is None else s[0] for s in spans],
+            "inserted_end": [None if s is None else s[1] for s in spans],
+        },
+        schema=GENERATION_SCHEMA,
+    )
+
+
+def pair_table(
+    *,
+    model_a: str,
+    model_b: str,
+    source: str,
+    prompt_set: str,
+    sequences: Sequence[ScoredSequence],
+    metrics: PairMetrics,
+) -> pa.Table:
+    """One row per scored token of `sequences` (PAIR_SCHEMA); `metrics` rows in input order."""
+    where = ScoredPositions.of(sequences)
+    n = where.n
+    if metrics.kl_a_b.shape[0] != n:
+        raise ValueError(f"{metrics.kl_a_b.shape[0]} metric rows for {n} scored tokens")
+    columns = {
+        "model_a": constant_column(model_a, n),
+        "model_b": constant_column(model_b, n),
+        "source": constant_column(source, n),
+        "prompt_set": constant_column(prompt_set, n),
+        **where.key_columns(sequences),
+        "context_token_id": pa.array(where.all_ids[where.flat_index - 1].astype(np.int32)),
+        "token_id": pa.array(where.all_ids[where.flat_index].astype(np.int32)),
+        "logprob_a": _float32_column(metrics.logprob_a),
+        "logprob_b": _float32_column(metrics.logprob_b),
+        "logprob_diff": _float32_column(metrics.logprob_diff),
+        "entropy_a": _float32_column(metrics.entropy_a),
+        "entropy_b": _float32_column(metrics.entropy_b),
+        "kl_a_b": _float32_column(metrics.kl_a_b),
+        "kl_b_a": _float32_column(metrics.kl_b_a),
+    }
+    return pa.table(columns, schema=PAIR_SCHEMA)

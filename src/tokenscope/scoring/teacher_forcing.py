@@ -1,0 +1,180 @@
+"""Teacher-forced scoring: one forward pass per batch of given sequences, metrics in chunks."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+import torch
+from torch import Tensor, nn
+from tqdm.auto import tqdm
+
+from tokenscope.errors import PromptSetError
+from tokenscope.inputs.batching import length_sorted_batches, pad, pad_id_of
+from tokenscope.inputs.chat import ScoreSpan
+from tokenscope.inputs.prompts import Prompt
+from tokenscope.inputs.sequences import ScoredSequence, reference_sequences
+from tokenscope.model.anatomy import Unembedding, backbone
+from tokenscope.model.token_text import VocabularyStrings
+from tokenscope.scoring.formulas import TokenMetrics, chunked_metrics
+from tokenscope.scoring.tables import token_table
+
+
+@dataclass(frozen=True)
+class ScoredBatch:
+    """One right-padded batch and where its scored tokens are."""
+
+    rows: np.ndarray  # indices of the batch's sequences in the input
+    ids: Tensor  # [B, T] right-padded token ids (CPU)
+    mask: Tensor  # [B, T] attention mask (CPU)
+    batch_row: Tensor  # [n] row in the batch of each scored token
+    position: Tensor  # [n] position of each scored token in its sequence
+
+    @property
+    def targets(self) -> Tensor:
+        """[n] the scored token ids."""
+        return self.ids[self.batch_row, self.position]
+
+    def scored_hidden(self, body: nn.Module) -> Tensor:
+        """[n, H] final hidden states that predict the scored tokens, on the body's device.
+
+        Scored token t is predicted from position t - 1; only these rows are kept so that the
+        full [B, T, H] states can be freed before the next model runs.
+        """
+        device = next(body.parameters()).device
+        hidden = body(input_ids=self.ids.to(device), attention_mask=self.mask.to(device)).last_hidden_state
+        return hidden[self.batch_row.to(device), self.position.to(device) - 1]
+
+
+@dataclass(frozen=True)
+class ScoringLayout:
+    """Length-sorted batches of sequences whose tokens [start:] are scored, and the way back.
+
+    Metrics computed batch after batch come out in batch order; `input_order()` gathers them
+    back to input order (sequence after sequence, positions ascending).
+    """
+
+    lengths: np.ndarray
+    starts: np.ndarray
+    batches: list[np.ndarray]
+
+    @classmethod
+    def build(cls, sequences: Sequence[Sequence[int]], score_starts: Sequence[int], batch_size: int) -> ScoringLayout:
+        lengths = np.array([len(s) for s in sequences], dtype=np.int64)
+        starts = np.asarray(score_starts, dtype=np.int64)
+        if starts.shape != lengths.shape:
+            raise ValueError(f"{len(starts)} score_starts for {len(lengths)} sequences")
+        if np.any(starts < 1) or np.any(starts > lengths):
+            raise ValueError("score_starts must be in [1, len(sequence)]")
+        return cls(lengths, starts, list(length_sorted_batches(lengths, batch_size)))
+
+    @property
+    def counts(self) -> np.ndarray:
+        return self.lengths - self.starts
+
+    @property
+    def n_tokens(self) -> int:
+        return int(self.counts.sum())
+
+    def iter_batches(self, sequences: Sequence[Sequence[int]], pad_id: int) -> Iterator[ScoredBatch]:
+        counts = self.counts
+        for rows in self.batches:
+            ids, mask = pad([sequences[i] for i in rows], pad_id, "right", "cpu")
+            batch_row = np.repeat(np.arange(len(rows)), counts[rows])
+            position = np.concatenate([np.arange(self.starts[i], self.lengths[i]) for i in rows])
+            yield ScoredBatch(rows, ids, mask, torch.as_tensor(batch_row), torch.as_tensor(position))
+
+    def input_order(self) -> Tensor:
+        """Index that takes flat batch-order rows to flat input-order rows."""
+        if not self.batches:
+            return torch.zeros(0, dtype=torch.long)
+        counts = self.counts
+        order = np.concatenate(self.batches)
+        # flat offset of each sequence's first scored token in batch order
+        offsets = np.zeros(len(order), dtype=np.int64)
+        offsets[order] = np.concatenate([[0], np.cumsum(counts[order])[:-1]])
+        return torch.as_tensor(np.concatenate([np.arange(o, o + c) for o, c in zip(offsets, counts)]), dtype=torch.long)
+
+
+@torch.no_grad()
+def score_sequences(
+    model: nn.Module,
+    sequences: Sequence[Sequence[int]],
+    score_starts: Sequence[int],
+    batch_size: int,
+    top_k: int = 5,
+    chunk_rows: int = 512,
+    pad_id: int = 0,
+    show_progress: bool = True,
+) -> TokenMetrics:
+    """Metrics of tokens sequences[i][score_starts[i]:] given their prefixes, flat in input order.
+
+    Sequences are batched by length with right padding (causal attention: padding after a
+    token cannot change it). Only the hidden states of scored positions go through the output
+    embedding, chunk_rows at a time, so no [sequence x vocabulary] tensor is ever whole.
+    """
+    layout = ScoringLayout.build(sequences, score_starts, batch_size)
+    unembed, body = Unembedding(model), backbone(model)
+    device = next(model.parameters()).device
+    parts: list[TokenMetrics] = []
+    progress = tqdm(total=layout.n_tokens, unit="tok", desc="scoring", disable=not show_progress, mininterval=2.0)
+    for batch in layout.iter_batches(sequences, pad_id):
+        hidden = batch.scored_hidden(body)
+        parts.append(chunked_metrics(hidden, batch.targets.to(device), unembed, top_k, chunk_rows).to("cpu"))
+        progress.update(hidden.shape[0])
+    progress.close()
+    if not parts:
+        return TokenMetrics.empty(top_k)
+    return TokenMetrics.cat(parts).take(layout.input_order())
+
+
+def score_token_sequences(
+    model: Any,
+    tokenizer: Any,
+    sequences: Sequence[ScoredSequence],
+    *,
+    model_name: str,
+    source: str,
+    prompt_set: str,
+    batch_size: int = 8,
+    top_k: int = 5,
+    chunk_rows: int = 512,
+    show_progress: bool = True,
+) -> pa.Table:
+    """Teacher-forced metrics of given token sequences under `model`, as a per-token table."""
+    metrics = score_sequences(
+        model,
+        [s.token_ids.tolist() for s in sequences],
+        [s.score_start for s in sequences],
+        batch_size=batch_size,
+        top_k=top_k,
+        chunk_rows=chunk_rows,
+        pad_id=pad_id_of(tokenizer),
+        show_progress=show_progress,
+    )
+    return token_table(
+        model=model_name, source=source, prompt_set=prompt_set, sequences=sequences,
+        metrics=metrics, vocab=VocabularyStrings.from_tokenizer(tokenizer),
+    )
+
+
+def run_teacher_forcing(
+    model: Any,
+    tokenizer: Any,
+    prompts: Sequence[Prompt],
+    *,
+    model_name: str,
+    prompt_set: str,
+    span: ScoreSpan = "answer",
+    **scoring: Any,
+) -> pa.Table:
+    """Score the prompts' reference answers (teacher forcing), as a per-token table."""
+    sequences = reference_sequences(tokenizer, prompts, span)
+    if not sequences:
+        raise PromptSetError(f"prompt set {prompt_set!r} has no 'reference' answers to score")
+    return score_token_sequences(
+        model, tokenizer, sequences, model_name=model_name, source="reference", prompt_set=prompt_set, **scoring
+    )
