@@ -11,11 +11,13 @@ report: "report/workflow.rst"
 
 
 include: "rules/common.smk"
+include: "rules/inputs.smk"
 include: "rules/models.smk"
 include: "rules/generate.smk"
 include: "rules/analysis.smk"
 include: "rules/figures.smk"
 include: "rules/internals.smk"
+include: "rules/finetune.smk"
 include: "rules/compare.smk"
 include: "rules/report.smk"
 include: "rules/gallery.smk"
@@ -24,4 +26,4 @@ include: "rules/gallery.smk"
 rule all:
     default_target: True
     input:
-        final_targets(),
+        plan.final_targets(),

@@ -1,31 +1,5 @@
-# Checkpoint comparison: an optional finetune series, cross-scoring of model pairs on the same
-# tokens (per-token KL both ways), and statistics over prompts per group.
-
-
-rule finetune:
-    """Short supervised finetune of a model on a generated reasoning data set: K checkpoints."""
-    input:
-        manifest="results/models/{model}/manifest.json",
-    output:
-        directory("results/finetune/{model}"),
-    log:
-        "logs/finetune/{model}.log",
-    benchmark:
-        "results/benchmarks/finetune/{model}.tsv"
-    conda:
-        "../envs/tokenscope.yaml"
-    threads: RUNTIME["threads"]
-    resources:
-        cpus_per_task=RUNTIME["threads"],
-        mem_mb=RUNTIME["mem_mb"],
-        runtime=RUNTIME["runtime_min"],
-        gpu=GPU,
-    params:
-        finetune={
-            key: value for key, value in (FINETUNE or {}).items() if key != "base"
-        },
-    script:
-        "../scripts/finetune.py"
+# Checkpoint comparison: cross-scoring of model pairs on the same tokens (per-token KL both ways)
+# and statistics over prompts per group.
 
 
 rule cross_score:
@@ -33,7 +7,7 @@ rule cross_score:
     input:
         manifest_a="results/models/{model_a}/manifest.json",
         manifest_b="results/models/{model_b}/manifest.json",
-        tokens=pair_tokens,
+        tokens=get_pair_tokens,
     output:
         "results/pairs/{prompt_set}/{model_a}/{model_b}/{source}.parquet",
     log:
@@ -42,16 +16,16 @@ rule cross_score:
         "results/benchmarks/cross_score/{prompt_set}/{model_a}/{model_b}/{source}.tsv"
     conda:
         "../envs/tokenscope.yaml"
-    threads: RUNTIME["threads"]
+    threads: config["runtime"]["threads"]
     resources:
-        cpus_per_task=RUNTIME["threads"],
-        mem_mb=RUNTIME["mem_mb"],
-        runtime=RUNTIME["runtime_min"],
-        gpu=GPU,
+        cpus_per_task=config["runtime"]["threads"],
+        mem_mb=config["runtime"]["mem_mb"],
+        runtime=config["runtime"]["runtime_min"],
+        gpu=plan.gpu,
     params:
-        insertion=prompt_insertion,
+        insertion=get_prompt_insertion,
         scoring=config["scoring"],
-        runtime=LOAD_OPTIONS,
+        runtime=plan.load_options,
     script:
         "../scripts/cross_score.py"
 
@@ -59,20 +33,9 @@ rule cross_score:
 rule compare_group:
     """Statistics over prompts of a group's models against its base, and the trend figure."""
     input:
-        own=lambda wildcards: [
-            token_file(wildcards.prompt_set, model, "generated")
-            for model in GROUPS[wildcards.group]
-        ],
-        pairs=lambda wildcards: [
-            pair_file(
-                wildcards.prompt_set,
-                GROUPS[wildcards.group][0],
-                model,
-                GROUPS[wildcards.group][0],
-            )
-            for model in GROUPS[wildcards.group][1:]
-        ],
-        tokenizers="results/comparisons/{group}/tokenizers.json",
+        own=get_compare_own_tokens,
+        pairs=get_compare_pairs,
+        tokenizers="results/comparison/{group}/tokenizers.json",
     output:
         tables=report(
             directory("results/comparison/{prompt_set}/{group}/tables"),
@@ -96,7 +59,7 @@ rule compare_group:
             },
         ),
         vector="results/comparison/{prompt_set}/{group}/trends."
-        + ANALYSIS["vector_format"],
+        + config["analysis"]["vector_format"],
     log:
         "logs/compare_group/{prompt_set}/{group}.log",
     benchmark:
@@ -109,8 +72,8 @@ rule compare_group:
         mem_mb=4000,
         runtime=30,
     params:
-        models=lambda wildcards: GROUPS[wildcards.group],
-        comparison=COMPARISON,
-        analysis=ANALYSIS,
+        models=get_group_models,
+        comparison=config["comparison"],
+        analysis=config["analysis"],
     script:
         "../scripts/compare_group.py"

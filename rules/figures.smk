@@ -1,8 +1,8 @@
 rule plot_prompt_figures:
     """Per prompt: entropy per generation step (a panel per model) and entropy histograms."""
     input:
-        tokens=group_token_files,
-        tokenizers="results/comparisons/{group}/tokenizers.json",
+        tokens=get_group_token_files,
+        tokenizers="results/comparison/{group}/tokenizers.json",
     output:
         report(
             directory("results/figures/{prompt_set}/{group}/{view}/per_prompt"),
@@ -27,7 +27,7 @@ rule plot_prompt_figures:
         mem_mb=2000,
         runtime=20,
     params:
-        vector_format=ANALYSIS["vector_format"],
+        vector_format=config["analysis"]["vector_format"],
     script:
         "../scripts/plot_prompt_figures.py"
 
@@ -35,8 +35,8 @@ rule plot_prompt_figures:
 rule plot_entropy_hist:
     """Entropy distribution over all prompts, the group's models overlaid."""
     input:
-        tokens=group_token_files,
-        tokenizers="results/comparisons/{group}/tokenizers.json",
+        tokens=get_group_token_files,
+        tokenizers="results/comparison/{group}/tokenizers.json",
     output:
         png=report(
             "results/figures/{prompt_set}/{group}/{view}/entropy_hist_all.png",
@@ -49,7 +49,7 @@ rule plot_entropy_hist:
             },
         ),
         vector="results/figures/{prompt_set}/{group}/{view}/entropy_hist_all."
-        + ANALYSIS["vector_format"],
+        + config["analysis"]["vector_format"],
     log:
         "logs/plot_entropy_hist/{prompt_set}/{group}/{view}.log",
     conda:

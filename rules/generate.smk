@@ -1,8 +1,8 @@
 rule generate:
     """Sample from a model and score every generated token from the same logits."""
     input:
-        manifest=manifest,
-        prompts=prompt_file,
+        manifest=get_manifest,
+        prompts=get_prompt_file,
     output:
         generations="results/generations/{prompt_set}/{model}.parquet",
         tokens="results/tokens/{prompt_set}/{model}/{model}.parquet",
@@ -12,17 +12,17 @@ rule generate:
         "results/benchmarks/generate/{prompt_set}/{model}.tsv"
     conda:
         "../envs/tokenscope.yaml"
-    threads: RUNTIME["threads"]
+    threads: config["runtime"]["threads"]
     resources:
-        cpus_per_task=RUNTIME["threads"],
-        mem_mb=RUNTIME["mem_mb"],
-        runtime=RUNTIME["runtime_min"],
-        gpu=GPU,
+        cpus_per_task=config["runtime"]["threads"],
+        mem_mb=config["runtime"]["mem_mb"],
+        runtime=config["runtime"]["runtime_min"],
+        gpu=plan.gpu,
     params:
-        insertion=prompt_insertion,
-        generation=GENERATION,
+        insertion=get_prompt_insertion,
+        generation=plan.generation_options,
         scoring=config["scoring"],
-        runtime=LOAD_OPTIONS,
+        runtime=plan.load_options,
     script:
         "../scripts/generate.py"
 
@@ -30,8 +30,8 @@ rule generate:
 rule teacher_force:
     """Score the prompt set's reference answers (teacher forcing)."""
     input:
-        manifest=manifest,
-        prompts=prompt_file,
+        manifest=get_manifest,
+        prompts=get_prompt_file,
     output:
         tokens="results/tokens/{prompt_set}/{model}/reference.parquet",
     log:
@@ -40,15 +40,15 @@ rule teacher_force:
         "results/benchmarks/teacher_force/{prompt_set}/{model}.tsv"
     conda:
         "../envs/tokenscope.yaml"
-    threads: RUNTIME["threads"]
+    threads: config["runtime"]["threads"]
     resources:
-        cpus_per_task=RUNTIME["threads"],
-        mem_mb=RUNTIME["mem_mb"],
-        runtime=RUNTIME["runtime_min"],
-        gpu=GPU,
+        cpus_per_task=config["runtime"]["threads"],
+        mem_mb=config["runtime"]["mem_mb"],
+        runtime=config["runtime"]["runtime_min"],
+        gpu=plan.gpu,
     params:
-        insertion=prompt_insertion,
+        insertion=get_prompt_insertion,
         scoring=config["scoring"],
-        runtime=LOAD_OPTIONS,
+        runtime=plan.load_options,
     script:
         "../scripts/teacher_force.py"

@@ -1,11 +1,11 @@
-# Model internals (issue figures 000, 001, 002, 004): hooks on the chosen layers, eager
-# attention only in the passes that read attention weights.
+# Model internals (marker attention, filler attention, depth convergence, logit lens): hooks on
+# the chosen layers, eager attention only in the passes that read attention weights.
 
 
 rule marker_attention:
     """Share of attention each generated token gives to marker tokens (e.g. <think>)."""
     input:
-        manifest=manifest,
+        manifest=get_manifest,
         generations="results/generations/{prompt_set}/{model}.parquet",
         tokens="results/tokens/{prompt_set}/{model}/{model}.parquet",
     output:
@@ -16,15 +16,15 @@ rule marker_attention:
         "results/benchmarks/marker_attention/{prompt_set}/{model}.tsv"
     conda:
         "../envs/tokenscope.yaml"
-    threads: RUNTIME["threads"]
+    threads: config["runtime"]["threads"]
     resources:
-        cpus_per_task=RUNTIME["threads"],
-        mem_mb=RUNTIME["mem_mb"],
-        runtime=RUNTIME["runtime_min"],
-        gpu=GPU,
+        cpus_per_task=config["runtime"]["threads"],
+        mem_mb=config["runtime"]["mem_mb"],
+        runtime=config["runtime"]["runtime_min"],
+        gpu=plan.gpu,
     params:
-        marker_attention=INTERNALS["marker_attention"],
-        runtime=LOAD_OPTIONS,
+        marker_attention=config["internals"]["marker_attention"],
+        runtime=plan.load_options,
     script:
         "../scripts/marker_attention.py"
 
@@ -32,8 +32,8 @@ rule marker_attention:
 rule attention_positions:
     """Mean attention each prompt position receives, for the configured (layer, head) pairs."""
     input:
-        manifest=manifest,
-        prompts=prompt_file,
+        manifest=get_manifest,
+        prompts=get_prompt_file,
     output:
         "results/internals/{prompt_set}/{model}/attention_positions.parquet",
     log:
@@ -42,16 +42,16 @@ rule attention_positions:
         "results/benchmarks/attention_positions/{prompt_set}/{model}.tsv"
     conda:
         "../envs/tokenscope.yaml"
-    threads: RUNTIME["threads"]
+    threads: config["runtime"]["threads"]
     resources:
-        cpus_per_task=RUNTIME["threads"],
-        mem_mb=RUNTIME["mem_mb"],
-        runtime=RUNTIME["runtime_min"],
-        gpu=GPU,
+        cpus_per_task=config["runtime"]["threads"],
+        mem_mb=config["runtime"]["mem_mb"],
+        runtime=config["runtime"]["runtime_min"],
+        gpu=plan.gpu,
     params:
-        insertion=prompt_insertion,
-        attention_positions=INTERNALS["attention_positions"],
-        runtime=LOAD_OPTIONS,
+        insertion=get_prompt_insertion,
+        attention_positions=config["internals"]["attention_positions"],
+        runtime=plan.load_options,
     script:
         "../scripts/attention_positions.py"
 
@@ -59,8 +59,8 @@ rule attention_positions:
 rule depth:
     """Hidden-state convergence across depth and the logit lens of each prompt's tokens."""
     input:
-        manifest=manifest,
-        prompts=prompt_file,
+        manifest=get_manifest,
+        prompts=get_prompt_file,
     output:
         convergence="results/internals/{prompt_set}/{model}/convergence.parquet",
         logit_lens="results/internals/{prompt_set}/{model}/logit_lens.parquet",
@@ -70,29 +70,25 @@ rule depth:
         "results/benchmarks/depth/{prompt_set}/{model}.tsv"
     conda:
         "../envs/tokenscope.yaml"
-    threads: RUNTIME["threads"]
+    threads: config["runtime"]["threads"]
     resources:
-        cpus_per_task=RUNTIME["threads"],
-        mem_mb=RUNTIME["mem_mb"],
-        runtime=RUNTIME["runtime_min"],
-        gpu=GPU,
+        cpus_per_task=config["runtime"]["threads"],
+        mem_mb=config["runtime"]["mem_mb"],
+        runtime=config["runtime"]["runtime_min"],
+        gpu=plan.gpu,
     params:
-        insertion=prompt_insertion,
-        depth=INTERNALS["depth"],
+        insertion=get_prompt_insertion,
+        depth=config["internals"]["depth"],
         chunk_rows=config["scoring"]["chunk_rows"],
-        runtime=LOAD_OPTIONS,
+        runtime=plan.load_options,
     script:
         "../scripts/depth.py"
 
 
 rule plot_marker_attention:
-    """Seed 000: entropy and attention to marker tokens per generation step, a line per model."""
+    """Marker attention: entropy and attention to marker tokens per generation step, a line per model."""
     input:
-        lambda wildcards: [
-            f"results/internals/{wildcards.prompt_set}/{model}/marker_attention.parquet"
-            for model in GROUPS[wildcards.group]
-            if model in INTERNALS_MODELS
-        ],
+        get_marker_attention_tables,
     output:
         png=report(
             "results/figures/internals/{prompt_set}/{group}/marker_attention.png",
@@ -102,7 +98,7 @@ rule plot_marker_attention:
             labels={"prompt set": "{prompt_set}", "group": "{group}"},
         ),
         vector="results/figures/internals/{prompt_set}/{group}/marker_attention."
-        + ANALYSIS["vector_format"],
+        + config["analysis"]["vector_format"],
     log:
         "logs/plot_marker_attention/{prompt_set}/{group}.log",
     conda:
@@ -113,16 +109,16 @@ rule plot_marker_attention:
         mem_mb=2000,
         runtime=10,
     params:
-        markers=INTERNALS["marker_attention"]["markers"],
+        markers=config["internals"]["marker_attention"]["markers"],
     script:
         "../scripts/plot_marker_attention.py"
 
 
 rule plot_attention_positions:
-    """Seed 001: attention received per position with vs without the inserted tokens."""
+    """Filler attention: attention received per position with vs without the inserted tokens."""
     input:
         with_filler="results/internals/{prompt_set}/{model}/attention_positions.parquet",
-        without=lambda wildcards: f"results/internals/{source_prompt_set(wildcards.prompt_set)}/{wildcards.model}/attention_positions.parquet",
+        without=get_attention_positions_without,
     output:
         report(
             directory(
@@ -148,13 +144,13 @@ rule plot_attention_positions:
         mem_mb=2000,
         runtime=10,
     params:
-        vector_format=ANALYSIS["vector_format"],
+        vector_format=config["analysis"]["vector_format"],
     script:
         "../scripts/plot_attention_positions.py"
 
 
 rule plot_depth:
-    """Seeds 002 and 004: convergence heatmap and logit-lens heatmap per prompt."""
+    """Depth convergence and logit lens: a heatmap of each per prompt."""
     input:
         convergence="results/internals/{prompt_set}/{model}/convergence.parquet",
         logit_lens="results/internals/{prompt_set}/{model}/logit_lens.parquet",
@@ -182,7 +178,7 @@ rule plot_depth:
         mem_mb=2000,
         runtime=10,
     params:
-        depth=INTERNALS["depth"],
-        vector_format=ANALYSIS["vector_format"],
+        depth=config["internals"]["depth"],
+        vector_format=config["analysis"]["vector_format"],
     script:
         "../scripts/plot_depth.py"

@@ -1,7 +1,7 @@
 rule prepare_model:
     """Resolve a model source once into safetensors, tokenizer and a manifest."""
     input:
-        lambda wildcards: MODEL_FILES[wildcards.model],
+        get_model_files,
     output:
         "results/models/{model}/manifest.json",
     log:
@@ -13,10 +13,10 @@ rule prepare_model:
     threads: 1
     resources:
         cpus_per_task=1,
-        mem_mb=RUNTIME["mem_mb"],
-        runtime=RUNTIME["runtime_min"],
+        mem_mb=config["runtime"]["mem_mb"],
+        runtime=config["runtime"]["runtime_min"],
     params:
-        source=lambda wildcards: config["models"][wildcards.model],
+        source=get_model_source,
     script:
         "../scripts/prepare_model.py"
 
@@ -24,12 +24,9 @@ rule prepare_model:
 rule check_tokenizers:
     """Models compared token by token must share one tokenizer."""
     input:
-        lambda wildcards: [
-            f"results/models/{model}/manifest.json"
-            for model in GROUPS[wildcards.group]
-        ],
+        get_group_manifests,
     output:
-        "results/comparisons/{group}/tokenizers.json",
+        "results/comparison/{group}/tokenizers.json",
     log:
         "logs/check_tokenizers/{group}.log",
     conda:

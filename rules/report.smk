@@ -1,21 +1,23 @@
 # What `snakemake --report` shows beyond the figures: a page per scored sequence (the token view)
 # and the run record its front page (report/workflow.rst) names.
+import json
+from pathlib import Path
+
+# The report's front page (report/workflow.rst) is rendered with only `snakemake.config` in
+# scope; the record of the run (rule run_record) reaches it there, under a key the schema does
+# not allow in a config file.
+if Path(RUN_RECORD).exists():
+    config["_run_record"] = json.loads(Path(RUN_RECORD).read_text())
 
 
 rule token_view:
     """One HTML page per scored sequence, tokens coloured by entropy, surprisal or KL."""
     input:
         tokens="results/tokens/{prompt_set}/{model}/{source}.parquet",
-        manifest=manifest,
-        prompts=prompt_file,
-        pairs=lambda wildcards: scoring_pairs(
-            wildcards.prompt_set, wildcards.model, wildcards.source
-        ),
-        generations=lambda wildcards: (
-            []
-            if wildcards.source == "reference"
-            else f"results/generations/{wildcards.prompt_set}/{wildcards.source}.parquet"
-        ),
+        manifest=get_manifest,
+        prompts=get_prompt_file,
+        pairs=get_scoring_pairs,
+        generations=get_token_view_generations,
     output:
         report(
             directory("results/token_view/{prompt_set}/{model}/{source}"),
@@ -40,8 +42,8 @@ rule token_view:
         mem_mb=2000,
         runtime=10,
     params:
-        insertion=prompt_insertion,
-        metric=TOKEN_VIEW["metric"],
+        insertion=get_prompt_insertion,
+        metric=config["token_view"]["metric"],
     script:
         "../scripts/token_view.py"
 
@@ -49,7 +51,7 @@ rule token_view:
 rule run_record:
     """The config files, the models with their manifest hashes and the package versions of the jobs."""
     input:
-        expand("results/models/{model}/manifest.json", model=MODELS),
+        expand("results/models/{model}/manifest.json", model=plan.models),
     output:
         RUN_RECORD,
     log:
@@ -63,6 +65,6 @@ rule run_record:
         runtime=5,
     params:
         config_files=[str(path) for path in workflow.configfiles],
-        runtime=LOAD_OPTIONS,
+        runtime=plan.load_options,
     script:
         "../scripts/run_record.py"

@@ -10,7 +10,7 @@ from tokenscope.workflow.jobs import run_script
 def main(smk):
     settings, out = smk.params.analysis, smk.output
     tokens = pd.read_parquet(smk.input[0])
-    label = f"{smk.wildcards.scorer} on {smk.wildcards.source} ({smk.wildcards.prompt_set})"
+    label = f"{smk.wildcards.model} on {smk.wildcards.source} ({smk.wildcards.prompt_set})"
     describe_metric(tokens, "entropy").to_csv(out.describe, index=False)
     describe_metric(tokens, "entropy", by=["model", "source", "prompt_set", "prompt_id"]).to_csv(
         out.describe_per_prompt, index=False

@@ -1,0 +1,26 @@
+# An optional short finetune of a model (config `finetune`): its checkpoints checkpoint-k-of-K
+# become models of the run, after the configured ones (tokenscope.workflow.planning).
+
+
+rule finetune:
+    """Short supervised finetune of a model on a generated reasoning data set: K checkpoints."""
+    input:
+        manifest="results/models/{model}/manifest.json",
+    output:
+        directory("results/finetune/{model}"),
+    log:
+        "logs/finetune/{model}.log",
+    benchmark:
+        "results/benchmarks/finetune/{model}.tsv"
+    conda:
+        "../envs/tokenscope.yaml"
+    threads: config["runtime"]["threads"]
+    resources:
+        cpus_per_task=config["runtime"]["threads"],
+        mem_mb=config["runtime"]["mem_mb"],
+        runtime=config["runtime"]["runtime_min"],
+        gpu=plan.gpu,
+    params:
+        finetune=plan.finetune_options,
+    script:
+        "../scripts/finetune.py"

@@ -1,0 +1,86 @@
+# Input and params functions of the rules: each takes the job's wildcards and asks the plan
+# (rules/common.smk). Also the report entries that several outputs of one rule share.
+from tokenscope.workflow.planning import manifest_file
+
+
+def get_model_files(wildcards):
+    """What a model's preparation reads: its checkpoint files, or the finetune's output folder."""
+    return plan.model_files[wildcards.model]
+
+
+def get_model_source(wildcards):
+    """The model's config entry (a finetuned checkpoint's is the folder the finetune writes)."""
+    return plan.model_entries[wildcards.model]
+
+
+def get_manifest(wildcards):
+    return manifest_file(wildcards.model)
+
+
+def get_group_manifests(wildcards):
+    return plan.group_manifests(wildcards.group)
+
+
+def get_group_models(wildcards):
+    return plan.groups[wildcards.group]
+
+
+def get_prompt_file(wildcards):
+    return plan.prompt_file(wildcards.prompt_set)
+
+
+def get_prompt_insertion(wildcards):
+    return plan.prompt_insertion(wildcards.prompt_set)
+
+
+def get_group_token_files(wildcards):
+    """The group's models on the view's tokens (their own generations or the references)."""
+    return plan.group_token_files(wildcards.prompt_set, wildcards.group, wildcards.view)
+
+
+def get_pair_tokens(wildcards):
+    """What a pair scores: the prompt set's reference answers or a model's generations."""
+    if wildcards.source == "reference":
+        return plan.prompt_file(wildcards.prompt_set)
+    return f"results/generations/{wildcards.prompt_set}/{wildcards.source}.parquet"
+
+
+def get_compare_own_tokens(wildcards):
+    return plan.compare_own_token_files(wildcards.prompt_set, wildcards.group)
+
+
+def get_compare_pairs(wildcards):
+    return plan.compare_base_pairs(wildcards.prompt_set, wildcards.group)
+
+
+def get_marker_attention_tables(wildcards):
+    return plan.marker_attention_tables(wildcards.prompt_set, wildcards.group)
+
+
+def get_attention_positions_without(wildcards):
+    """The same measurement on the prompt set the filler set derives from."""
+    source = plan.source_prompt_set(wildcards.prompt_set)
+    return f"results/internals/{source}/{wildcards.model}/attention_positions.parquet"
+
+
+def get_scoring_pairs(wildcards):
+    """Pair tables that scored the same tokens, for the token view's KL colouring."""
+    return plan.scoring_pairs(wildcards.prompt_set, wildcards.model, wildcards.source)
+
+
+def get_token_view_generations(wildcards):
+    """The generations behind a model's own tokens (none for reference answers)."""
+    if wildcards.source == "reference":
+        return []
+    return f"results/generations/{wildcards.prompt_set}/{wildcards.source}.parquet"
+
+
+def analysis_table(name, table):
+    """A table of rule analyze_tokens, registered in the report under "Token analysis"."""
+    return report(
+        f"results/analysis/{{prompt_set}}/{{model}}/{{source}}/{name}.csv",
+        caption="../report/token_analysis.rst",
+        category="Token analysis",
+        subcategory="{prompt_set}",
+        labels={"model": "{model}", "tokens": "{source}", "table": table},
+    )

@@ -1,0 +1,336 @@
+"""DAG-time planning: the models, groups, prompt sets, pair tables and targets a config asks for.
+
+rules/common.smk builds one Plan from the validated config when Snakemake parses the workflow;
+`rule all` and the rules' input functions read it. Everything is plain data of the config dict
+plus a few facts of the prompt set files (which file, which insertion, whether it has reference
+answers), so it is unit-tested without Snakemake. Nothing here imports torch, transformers or
+pandas: parsing the workflow (dry runs, --lint, a cluster's login node) stays fast and needs no
+GPU stack. A name the config uses but does not define is a ConfigError of one line naming the
+config key.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from typing import Any, NamedTuple
+
+from tokenscope.errors import ConfigError
+from tokenscope.finetune.config import FinetuneConfig, checkpoint_name
+from tokenscope.inputs.prompts import load_prompt_set, resolve_prompt_sets
+from tokenscope.model.sources import ModelSpec, model_input_files
+from tokenscope.workflow.devices import gpu_count
+
+# A model, group or prompt set name: one path segment (the schema checks config names with it).
+NAME_PATTERN = "[A-Za-z0-9][A-Za-z0-9_.-]*"
+VIEWS = ("generated", "reference")
+RUN_RECORD = "results/run/record.json"
+
+
+def require_known(key: str, names: Iterable[str], known: Iterable[str], kind: str) -> None:
+    """Stop with one line naming the config key if it lists a name that is not defined."""
+    known = set(known)
+    for name in names:
+        if name not in known:
+            raise ConfigError(f"{key}: unknown {kind} {name!r}; {kind}s: {sorted(known)}")
+
+
+def finetune_checkpoints(config: Mapping[str, Any]) -> dict[str, str]:
+    """Checkpoint model name -> the model it is finetuned from (empty without a finetune section)."""
+    finetune = config.get("finetune")
+    if not finetune:
+        return {}
+    base = finetune["base"]
+    if base not in config["models"]:
+        raise ConfigError(f"finetune.base: unknown model {base!r}; models: {sorted(config['models'])}")
+    n_checkpoints = finetune.get("n_checkpoints", FinetuneConfig.n_checkpoints)
+    checkpoints = {}
+    for k in range(1, n_checkpoints + 1):
+        name = checkpoint_name(k, n_checkpoints)
+        if name in config["models"]:
+            raise ConfigError(f"models.{name}: this name is taken by the finetune's checkpoint {k}")
+        checkpoints[name] = base
+    return checkpoints
+
+
+def finetune_folder(base: str) -> str:
+    """Output of rule finetune: the folder of the checkpoint series of `base`."""
+    return f"results/finetune/{base}"
+
+
+def model_entries(config: Mapping[str, Any]) -> dict[str, dict[str, Any]]:
+    """The config's models, in order, then the finetune's checkpoints (local folders it writes)."""
+    entries = {name: dict(entry) for name, entry in config["models"].items()}
+    for name, base in finetune_checkpoints(config).items():
+        entries[name] = {"path": f"{finetune_folder(base)}/{name}"}
+    return entries
+
+
+def model_files(config: Mapping[str, Any]) -> dict[str, list[str]]:
+    """Model name -> inputs of its preparation; raises ModelError for a bad or missing source.
+
+    Finetuned checkpoints do not exist when the DAG is built: they come from the finetune rule,
+    whose output folder is their input.
+    """
+    finetuned = finetune_checkpoints(config)
+    files = {}
+    for name, entry in model_entries(config).items():
+        spec = ModelSpec.from_config(name, entry)
+        if name in finetuned:
+            files[name] = [finetune_folder(finetuned[name])]
+        else:
+            files[name] = [str(path) for path in model_input_files(spec)]
+    return files
+
+
+@dataclass(frozen=True)
+class PromptSetFacts:
+    """What planning needs of a prompt set: its JSONL file, its insertion, whether it has references."""
+
+    file: str
+    insertion: dict[str, Any] | None = None
+    has_references: bool = False
+
+
+def load_prompt_sets(entries: Mapping[str, Any]) -> dict[str, PromptSetFacts]:
+    """Config `prompt_sets` -> name -> facts, reading (and so checking) every file."""
+    facts = {}
+    for name, (path, insertion) in resolve_prompt_sets(dict(entries)).items():
+        prompts = load_prompt_set(path, insertion)
+        facts[name] = PromptSetFacts(path, insertion, any(p.reference is not None for p in prompts))
+    return facts
+
+
+class PairTable(NamedTuple):
+    """A cross-scoring table: models a and b on the tokens of `source` (a model, or 'reference')."""
+
+    prompt_set: str
+    a: str
+    b: str
+    source: str
+
+    @property
+    def path(self) -> str:
+        return pair_file(self.prompt_set, self.a, self.b, self.source)
+
+
+def pair_file(prompt_set: str, a: str, b: str, source: str) -> str:
+    return f"results/pairs/{prompt_set}/{a}/{b}/{source}.parquet"
+
+
+def view_source(model: str, view: str) -> str:
+    """Whose tokens a view scores: the model's own generations, or the reference answers."""
+    return model if view == "generated" else "reference"
+
+
+def token_file(prompt_set: str, model: str, view: str) -> str:
+    return f"results/tokens/{prompt_set}/{model}/{view_source(model, view)}.parquet"
+
+
+def manifest_file(model: str) -> str:
+    return f"results/models/{model}/manifest.json"
+
+
+class Plan:
+    """The jobs a validated config asks for.
+
+    `prompt_sets` holds the facts of every configured prompt set (load_prompt_sets); `model_files`
+    the inputs of each model's preparation (model_files; omitted in tests that plan no runs).
+    """
+
+    def __init__(
+        self,
+        config: Mapping[str, Any],
+        prompt_sets: Mapping[str, PromptSetFacts],
+        model_files: Mapping[str, list[str]] | None = None,
+    ) -> None:
+        self.config = config
+        self.prompt_sets = dict(prompt_sets)
+        self.finetuned = finetune_checkpoints(config)
+        self.model_entries = model_entries(config)
+        self.models = list(self.model_entries)
+        self.model_files = dict(model_files or {})
+        self.groups: dict[str, list[str]] = dict(config.get("groups") or {"all": list(self.models)})
+        for group, members in self.groups.items():
+            require_known(f"groups.{group}", members, self.models, "model")
+
+        generation = config["generation"]
+        generated = generation["prompt_sets"]
+        self.generated_sets = list(self.prompt_sets) if generated is None else list(generated)
+        require_known("generation.prompt_sets", self.generated_sets, self.prompt_sets, "prompt set")
+        # What a generation depends on: which prompt sets are generated for every model is not part of it.
+        self.generation_options = {key: value for key, value in generation.items() if key != "prompt_sets"}
+
+        self.comparison = config["comparison"]
+        require_known("comparison.prompt_sets", self.comparison["prompt_sets"] or [], self.prompt_sets, "prompt set")
+        self.compared_sets = (
+            self.generated_sets if self.comparison["prompt_sets"] is None else list(self.comparison["prompt_sets"])
+        )
+
+        token_view_sets = config["token_view"]["prompt_sets"]
+        self.token_view_sets = self.generated_sets if token_view_sets is None else list(token_view_sets)
+        require_known("token_view.prompt_sets", self.token_view_sets, self.generated_sets, "generated prompt set")
+
+        self.internals = config["internals"]
+        self.internals_models = self._check_internals()
+
+        runtime = config["runtime"]
+        # How models are loaded: a model job's params (its threads, memory and time limits are not).
+        self.load_options = {key: runtime[key] for key in ("device", "dtype", "device_map")}
+        self.gpu = gpu_count(runtime["device"])
+        finetune = config.get("finetune") or {}
+        self.finetune_options = {key: value for key, value in finetune.items() if key != "base"}
+
+        self.pair_tables = self._pair_tables()
+        self._scoring_pairs: dict[tuple[str, str, str], list[str]] = {}
+        for table in self.pair_tables:
+            for model in dict.fromkeys((table.a, table.b)):
+                self._scoring_pairs.setdefault((table.prompt_set, model, table.source), []).append(table.path)
+
+    def _check_internals(self) -> list[str]:
+        """Names in the internals section must exist; filler figures need derived sets."""
+        models = self.internals.get("models") or list(self.models)
+        require_known("internals.models", models, self.models, "model")
+        for analysis in ("marker_attention", "attention_positions", "depth"):
+            key = f"internals.{analysis}.prompt_sets"
+            require_known(key, self.internals[analysis]["prompt_sets"], self.prompt_sets, "prompt set")
+        for prompt_set in self.internals["attention_positions"]["prompt_sets"]:
+            if self.prompt_sets[prompt_set].insertion is None:
+                raise ConfigError(
+                    f"internals.attention_positions.prompt_sets: {prompt_set!r} inserts no tokens; "
+                    "list prompt sets defined with 'from' and 'insert'"
+                )
+        return list(models)
+
+    # Prompt sets and views
+
+    def prompt_file(self, prompt_set: str) -> str:
+        return self.prompt_sets[prompt_set].file
+
+    def prompt_insertion(self, prompt_set: str) -> dict[str, Any] | None:
+        return self.prompt_sets[prompt_set].insertion
+
+    def source_prompt_set(self, prompt_set: str) -> str:
+        """The prompt set a derived set inserts tokens into."""
+        return self.config["prompt_sets"][prompt_set]["from"]
+
+    def views(self, prompt_set: str) -> list[str]:
+        """'generated': each model on its own generations; 'reference': on the reference answers."""
+        scored = ["generated"]
+        if self.config["scoring"]["teacher_forcing"] and self.prompt_sets[prompt_set].has_references:
+            scored.append("reference")
+        return scored
+
+    # Groups and pairs
+
+    def group_token_files(self, prompt_set: str, group: str, view: str) -> list[str]:
+        return [token_file(prompt_set, model, view) for model in self.groups[group]]
+
+    def group_manifests(self, group: str) -> list[str]:
+        return [manifest_file(model) for model in self.groups[group]]
+
+    def compared_groups(self) -> list[str]:
+        """Groups with something to compare (two models or more)."""
+        return [group for group, models in self.groups.items() if len(models) >= 2]
+
+    def group_pairs(self, group: str) -> list[tuple[str, str]]:
+        """(a, b) model pairs cross-scored in a group: a before b in the group's order."""
+        models = self.groups[group]
+        if self.comparison["pairs"] == "base":
+            return [(models[0], other) for other in models[1:]]
+        return [(a, b) for i, a in enumerate(models) for b in models[i + 1 :]]
+
+    def pair_sources(self, prompt_set: str, a: str, b: str) -> list[str]:
+        """Whose tokens a pair scores: comparison.sources, 'reference' only where there are references."""
+        sources = []
+        for source in self.comparison["sources"]:
+            if source == "reference":
+                if "reference" in self.views(prompt_set):
+                    sources.append("reference")
+            else:
+                sources.append(a if source == "a" else b)
+        return sources
+
+    def _pair_tables(self) -> list[PairTable]:
+        """Every pair table the comparison makes, once each, in the order first planned."""
+        tables: dict[PairTable, None] = {}
+        groups = self.compared_groups()
+        for prompt_set in self.compared_sets:
+            for group in groups:
+                for a, b in self.group_pairs(group):
+                    for source in self.pair_sources(prompt_set, a, b):
+                        tables[PairTable(prompt_set, a, b, source)] = None
+        return list(tables)
+
+    def scoring_pairs(self, prompt_set: str, model: str, source: str) -> list[str]:
+        """Pair tables in which `model` scored the tokens of `source` together with another model."""
+        return list(self._scoring_pairs.get((prompt_set, model, source), []))
+
+    def compare_own_token_files(self, prompt_set: str, group: str) -> list[str]:
+        """Each model of the group on its own generations."""
+        return self.group_token_files(prompt_set, group, "generated")
+
+    def compare_base_pairs(self, prompt_set: str, group: str) -> list[str]:
+        """The group's base against each other model, on the base's generations."""
+        base, *others = self.groups[group]
+        return [pair_file(prompt_set, base, model, base) for model in others]
+
+    def marker_attention_tables(self, prompt_set: str, group: str) -> list[str]:
+        return [
+            f"results/internals/{prompt_set}/{model}/marker_attention.parquet"
+            for model in self.groups[group]
+            if model in self.internals_models
+        ]
+
+    # Targets
+
+    def comparison_targets(self) -> list[str]:
+        groups = self.compared_groups()
+        trends = [f"results/comparison/{ps}/{group}/trends.png" for ps in self.compared_sets for group in groups]
+        return [table.path for table in self.pair_tables] + trends
+
+    def token_view_targets(self) -> list[str]:
+        return [
+            f"results/token_view/{prompt_set}/{model}/{view_source(model, view)}"
+            for prompt_set in self.token_view_sets
+            for view in self.views(prompt_set)
+            for model in self.models
+        ]
+
+    def internals_targets(self) -> list[str]:
+        targets = [
+            f"results/figures/internals/{prompt_set}/{group}/marker_attention.png"
+            for prompt_set in self.internals["marker_attention"]["prompt_sets"]
+            for group in self.groups
+        ]
+        for analysis in ("attention_positions", "depth"):
+            targets += [
+                f"results/figures/internals/{prompt_set}/{model}/{analysis}"
+                for prompt_set in self.internals[analysis]["prompt_sets"]
+                for model in self.internals_models
+            ]
+        return targets
+
+    def final_targets(self) -> list[str]:
+        """Everything the default target `all` asks for."""
+        targets = []
+        for prompt_set in self.generated_sets:
+            for view in self.views(prompt_set):
+                for model in self.models:
+                    targets.append(token_file(prompt_set, model, view))
+                    targets.append(f"results/analysis/{prompt_set}/{model}/{view_source(model, view)}/describe.csv")
+                for group in self.groups:
+                    base = f"results/figures/{prompt_set}/{group}/{view}"
+                    targets += [f"{base}/entropy_hist_all.png", f"{base}/per_prompt"]
+                    targets.append(f"results/summary/{prompt_set}/{group}/{view}/describe.csv")
+        return targets + self.internals_targets() + self.comparison_targets() + self.token_view_targets() + [RUN_RECORD]
+
+
+def plan_workflow(config: Mapping[str, Any]) -> Plan:
+    """The plan of a validated config, reading the model folders and prompt set files it names.
+
+    Raises ConfigError, ModelError or PromptSetError (one line each), in that order of checks:
+    the finetune section, the models, the prompt set files, then the names the sections use.
+    """
+    files = model_files(config)
+    return Plan(config, load_prompt_sets(config["prompt_sets"]), files)
