@@ -1,4 +1,4 @@
-"""A throwaway single-node SLURM cluster on this machine, for tests/test_slurm.py.
+"""A throwaway single-node SLURM cluster on this machine, for tests/workflow/test_slurm.py.
 
 Debian's `slurm-wlm` and `munge` packages install the daemons but start nothing here, so this
 starts them directly: `munged` as the munge user (unless one already answers), `slurmctld` and
@@ -117,12 +117,17 @@ class Cluster:
         """Cancel the cluster's jobs, stop the daemons started here (by pid), remove RUN_CONF."""
         if self.processes.get("slurmctld") and self.processes["slurmctld"].poll() is None:
             try:
-                active = [j for j, (state, _) in self.jobs().items() if state in ("PENDING", "RUNNING", "CONFIGURING", "COMPLETING", "SUSPENDED")]
+                active = [
+                    j
+                    for j, (state, _) in self.jobs().items()
+                    if state in ("PENDING", "RUNNING", "CONFIGURING", "COMPLETING", "SUSPENDED")
+                ]
                 if active:
                     self.command("scancel", *active, check=False)
                     deadline = time.monotonic() + 20
                     while time.monotonic() < deadline and any(
-                        state in ("PENDING", "RUNNING", "CONFIGURING", "COMPLETING") for state, _ in self.jobs().values()
+                        state in ("PENDING", "RUNNING", "CONFIGURING", "COMPLETING")
+                        for state, _ in self.jobs().values()
                     ):
                         time.sleep(0.5)
             except (RuntimeError, subprocess.TimeoutExpired):
@@ -178,8 +183,13 @@ def start(root: Path, timeout: float = 30) -> Cluster:
         _wait(cluster, timeout, "slurmctld", lambda: "is UP" in cluster.command("scontrol", "ping", check=False))
         _spawn(cluster, "slurmd", [_which("slurmd"), "-D", "-N", "localhost", "-f", str(conf)])
         _wait(
-            cluster, timeout, "slurmd",
-            lambda: cluster.command("sinfo", "--noheader", "--nodes=localhost", "--format=%t", check=False).strip() == "idle",
+            cluster,
+            timeout,
+            "slurmd",
+            lambda: (
+                cluster.command("sinfo", "--noheader", "--nodes=localhost", "--format=%t", check=False).strip()
+                == "idle"
+            ),
         )
     except BaseException:
         cluster.stop()
@@ -206,8 +216,13 @@ def _spawn(cluster: Cluster, name: str, argv: list[str], user: str | None = None
     extra = {"user": user, "group": user, "extra_groups": []} if user else {}
     with open(cluster.root / "log" / f"{name}.out", "w") as log:
         cluster.processes[name] = subprocess.Popen(
-            argv, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-            env=cluster.env, start_new_session=True, **extra,
+            argv,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            env=cluster.env,
+            start_new_session=True,
+            **extra,
         )
 
 
@@ -221,7 +236,9 @@ def _wait(cluster: Cluster, timeout: float, name: str, ready) -> None:
         if ready():
             return
         time.sleep(0.3)
-    raise RuntimeError(f"{name} not ready after {timeout} s\n{cluster.log_tail('slurmctld')}\n{cluster.log_tail('slurmd')}")
+    raise RuntimeError(
+        f"{name} not ready after {timeout} s\n{cluster.log_tail('slurmctld')}\n{cluster.log_tail('slurmd')}"
+    )
 
 
 def main() -> None:
@@ -233,7 +250,8 @@ def main() -> None:
             f"SLURM is up: partition {cluster.partition}, no accounting (any account name is accepted).\n"
             f"  export SLURM_CONF={cluster.conf}\n"
             "  snakemake --workflow-profile profiles/slurm --slurm-status-command squeue \\\n"
-            f"    --default-resources slurm_partition={cluster.partition} slurm_account={cluster.account} runtime=60 mem_mb=4000\n"
+            f"    --default-resources slurm_partition={cluster.partition} slurm_account={cluster.account} "
+            "runtime=60 mem_mb=4000\n"
             "Press Enter (or Ctrl-C) to stop it."
         )
         input()

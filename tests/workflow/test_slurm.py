@@ -20,9 +20,10 @@ import pandas as pd
 import pytest
 import yaml
 
-from conftest import save_tiny_checkpoint
+from helpers.paths import REPO
+from helpers.tiny_models import save_tiny_checkpoint
+from helpers.workflow_runner import copy_prompts, planned_jobs, snakemake
 from slurm import cluster as slurm_cluster
-from workflow_utils import REPO, copy_prompts, planned_jobs, snakemake
 
 pytestmark = pytest.mark.slow
 
@@ -60,25 +61,42 @@ def profile_default_resources(**overrides: str) -> list[str]:
     return [f"{key}={value}" for key, value in resources.items() if value is not None]
 
 
-def on_cluster(cluster, workdir: Path, config: str, *resources: str, timeout: float = 600) -> subprocess.CompletedProcess:
+def on_cluster(
+    cluster, workdir: Path, config: str, *resources: str, timeout: float = 600
+) -> subprocess.CompletedProcess:
     """Run the workflow in `workdir` with the SLURM workflow profile against the test cluster.
 
     No slurmdbd here, so job status comes from squeue (sacct would leave the run waiting forever).
     """
     command = [
-        sys.executable, "-m", "snakemake", "-s", str(REPO / "Snakefile"), "-d", str(workdir),
-        "--configfile", str(REPO / "tests" / "configs" / config),
-        "--workflow-profile", str(PROFILE),
-        "--slurm-status-command", "squeue",
-        "--slurm-init-seconds-before-status-checks", "1",
+        sys.executable,
+        "-m",
+        "snakemake",
+        "-s",
+        str(REPO / "Snakefile"),
+        "-d",
+        str(workdir),
+        "--configfile",
+        str(REPO / "tests" / "configs" / config),
+        "--workflow-profile",
+        str(PROFILE),
+        "--slurm-status-command",
+        "squeue",
+        "--slurm-init-seconds-before-status-checks",
+        "1",
         "--slurm-keep-successful-logs",
-        "--default-resources", *resources,
+        "--default-resources",
+        *resources,
     ]
     env = {**cluster.env, "PYTHONUNBUFFERED": "1"}
     try:
-        result = subprocess.run(command, capture_output=True, text=True, env=env, cwd=workdir, timeout=timeout, check=False)
+        result = subprocess.run(
+            command, capture_output=True, text=True, env=env, cwd=workdir, timeout=timeout, check=False
+        )
     except subprocess.TimeoutExpired as error:
-        out = "".join(x.decode(errors="replace") if isinstance(x, bytes) else x for x in (error.stdout or "", error.stderr or ""))
+        out = "".join(
+            x.decode(errors="replace") if isinstance(x, bytes) else x for x in (error.stdout or "", error.stderr or "")
+        )
         pytest.fail(f"snakemake on SLURM did not finish in {timeout} s; jobs: {cluster.jobs()}\n{out[-6000:]}")
     result.output = result.stdout + result.stderr
     return result
@@ -167,7 +185,16 @@ def test_failing_job_fails_the_run_with_its_log(cluster, tmp_path):
 
 def test_profile_without_partition_gets_the_plugins_error(cluster, tmp_path):
     populate(tmp_path)
-    result = on_cluster(cluster, tmp_path, "slurm.yaml", *profile_default_resources(slurm_partition=None, slurm_account=cluster.account), timeout=120)
+    result = on_cluster(
+        cluster,
+        tmp_path,
+        "slurm.yaml",
+        *profile_default_resources(slurm_partition=None, slurm_account=cluster.account),
+        timeout=120,
+    )
     assert result.returncode != 0
     assert "No partition was given for rule 'prepare_model', and unable to find a default partition." in result.output
-    assert "sbatch: error: Batch job submission failed: No partition specified or system default partition" in result.output
+    assert (
+        "sbatch: error: Batch job submission failed: No partition specified or system default partition"
+        in result.output
+    )

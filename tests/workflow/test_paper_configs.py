@@ -11,16 +11,17 @@ from pathlib import Path
 import pytest
 import yaml
 
-from conftest import save_tiny_checkpoint
-from workflow_utils import REPO, planned_jobs, snakemake
+from helpers.paths import REPO
+from helpers.tiny_models import save_tiny_checkpoint
+from helpers.workflow_runner import planned_jobs, snakemake
 
 PAPER = sorted((REPO / "config" / "paper").glob("*.yaml"))
 EXPECTED_RULES = {
-    "seed000_marker_attention": {"generate", "marker_attention", "plot_marker_attention"},
-    "seed001_filler_attention": {"attention_positions", "plot_attention_positions"},
-    "seed002_convergence": {"depth", "plot_depth"},
-    "seed003_comparison": {"generate", "cross_score", "compare_group"},
-    "seed004_logit_lens": {"depth", "plot_depth"},
+    "marker_attention": {"generate", "marker_attention", "plot_marker_attention"},
+    "filler_attention": {"attention_positions", "plot_attention_positions"},
+    "depth_convergence": {"depth", "plot_depth"},
+    "checkpoint_comparison": {"generate", "cross_score", "compare_group"},
+    "logit_lens": {"depth", "plot_depth"},
 }
 
 
@@ -38,7 +39,7 @@ def local_copy(config_path: Path, workdir: Path) -> Path:
     return out
 
 
-def test_every_seed_figure_has_a_config():
+def test_every_figure_family_has_a_config():
     assert {p.stem for p in PAPER} == set(EXPECTED_RULES)
 
 
@@ -51,7 +52,7 @@ def test_paper_config_dry_runs(tmp_path, config_path):
 
 
 def test_missing_checkpoint_of_a_paper_config_is_named(tmp_path):
-    config_path = REPO / "config" / "paper" / "seed003_comparison.yaml"
+    config_path = REPO / "config" / "paper" / "checkpoint_comparison.yaml"
     result = snakemake(tmp_path, str(config_path), "--dry-run", check=False)
     output = result.stdout + result.stderr
     assert result.returncode != 0 and "Traceback" not in output

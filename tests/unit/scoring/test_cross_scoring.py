@@ -1,4 +1,5 @@
-"""Cross-scoring: per-token KL between two checkpoints equals the definition on full logits."""
+"""Cross-scoring (scoring.cross_scoring): per-token KL between two checkpoints equals the definition
+on full logits; the pair table's rows and schema; models that cannot be compared are refused."""
 
 from __future__ import annotations
 
@@ -6,19 +7,17 @@ import numpy as np
 import pyarrow.parquet as pq
 import pytest
 import torch
-from conftest import build_tokenizer, save_tiny_checkpoint
 
 from tokenscope.errors import ModelError, TokenizerMismatchError
-from tokenscope.scoring.tables import PAIR_SCHEMA
-from tokenscope.scoring.formulas import PairMetrics, divergence_from_logits
-from tokenscope.scoring.teacher_forcing import ScoringLayout
-from tokenscope.scoring.cross_scoring import pair_divergence, score_pair
+from tokenscope.inputs.sequences import ScoredSequence
 from tokenscope.model.loading import LoadOptions, load_prepared
 from tokenscope.model.sources import ModelSpec, prepare_model
+from tokenscope.scoring.cross_scoring import pair_divergence, score_pair
+from tokenscope.scoring.formulas import PairMetrics
+from tokenscope.scoring.tables import PAIR_SCHEMA
 from tokenscope.scoring.teacher_forcing import score_sequences
-from tokenscope.inputs.sequences import ScoredSequence
 
-ARCHS = ["llama", "qwen2", "gpt2"]
+from helpers.tiny_models import ARCHS, build_tokenizer, save_tiny_checkpoint, tiny_config
 
 
 @pytest.fixture(scope="module")
@@ -30,7 +29,9 @@ def other_seed(tmp_path_factory):
         if arch not in cache:
             root = tmp_path_factory.mktemp(f"tiny-{arch}-seed1")
             save_tiny_checkpoint(root / "checkpoint", arch, seed=1)
-            prepare_model(ModelSpec(name=f"{arch}-b", kind="path", location=str(root / "checkpoint")), root / "prepared")
+            prepare_model(
+                ModelSpec(name=f"{arch}-b", kind="path", location=str(root / "checkpoint")), root / "prepared"
+            )
             cache[arch] = load_prepared(root / "prepared", LoadOptions(device="cpu", dtype="float32"))
         return cache[arch]
 
@@ -50,7 +51,7 @@ def brute_force(model_a, model_b, sequences, starts) -> dict[str, np.ndarray]:
     """The definitions on whole [sequence x vocabulary] logits, one unpadded sequence at a time."""
     out: dict[str, list] = {k: [] for k in ("kl_a_b", "kl_b_a", "logprob_a", "logprob_b", "entropy_a", "entropy_b")}
     with torch.no_grad():
-        for ids, start in zip(sequences, starts):
+        for ids, start in zip(sequences, starts, strict=True):
             x = torch.tensor([ids])
             logp_a = torch.log_softmax(model_a(input_ids=x).logits[0].double(), -1)
             logp_b = torch.log_softmax(model_b(input_ids=x).logits[0].double(), -1)
@@ -66,7 +67,9 @@ def brute_force(model_a, model_b, sequences, starts) -> dict[str, np.ndarray]:
 
 
 def as_numpy(metrics: PairMetrics) -> dict[str, np.ndarray]:
-    return {k: getattr(metrics, k).numpy() for k in ("kl_a_b", "kl_b_a", "logprob_a", "logprob_b", "entropy_a", "entropy_b")}
+    return {
+        k: getattr(metrics, k).numpy() for k in ("kl_a_b", "kl_b_a", "logprob_a", "logprob_b", "entropy_a", "entropy_b")
+    }
 
 
 @pytest.mark.parametrize("arch", ARCHS)
@@ -74,10 +77,18 @@ def test_pair_metrics_match_full_logits(tiny_loaded, other_seed, arch):
     model_a, tokenizer = tiny_loaded(arch)
     model_b, _ = other_seed(arch)
     sequences, starts = random_sequences(len(tokenizer))
-    got = pair_divergence(model_a, model_b, sequences, starts, batch_size=3, chunk_rows=5,
-                          pad_id=tokenizer.pad_token_id, show_progress=False)
+    got = pair_divergence(
+        model_a,
+        model_b,
+        sequences,
+        starts,
+        batch_size=3,
+        chunk_rows=5,
+        pad_id=tokenizer.pad_token_id,
+        show_progress=False,
+    )
     expected = brute_force(model_a, model_b, sequences, starts)
-    assert len(expected["kl_a_b"]) == sum(len(s) - st for s, st in zip(sequences, starts))
+    assert len(expected["kl_a_b"]) == sum(len(s) - st for s, st in zip(sequences, starts, strict=True))
     for name, values in as_numpy(got).items():
         assert values.dtype == np.float32
         np.testing.assert_allclose(values, expected[name], atol=1e-4, rtol=1e-4, err_msg=name)
@@ -102,8 +113,18 @@ def test_invariant_to_batch_size_and_chunk_rows(tiny_loaded, other_seed, arch):
     model_b, _ = other_seed(arch)
     sequences, starts = random_sequences(len(tokenizer), seed=2)
     runs = [
-        as_numpy(pair_divergence(model_a, model_b, sequences, starts, batch_size=b, chunk_rows=c,
-                                 pad_id=tokenizer.pad_token_id, show_progress=False))
+        as_numpy(
+            pair_divergence(
+                model_a,
+                model_b,
+                sequences,
+                starts,
+                batch_size=b,
+                chunk_rows=c,
+                pad_id=tokenizer.pad_token_id,
+                show_progress=False,
+            )
+        )
         for b, c in [(1, 512), (3, 1), (16, 7), (2, 10_000)]
     ]
     for run in runs[1:]:
@@ -127,61 +148,48 @@ def test_model_a_equals_its_own_scoring(tiny_loaded, other_seed, arch, batch_siz
     torch.testing.assert_close(pair.entropy_b, own_b.entropy, atol=1e-6, rtol=0)
 
 
-def test_layout_input_order_round_trips():
-    sequences = [[0] * n for n in (3, 8, 5, 8, 1, 6)]
-    starts = [1, 2, 5, 7, 1, 3]
-    layout = ScoringLayout.build(sequences, starts, batch_size=4)
-    # tag each scored token in batch order with (sequence, position); input order must be sorted
-    tags = [(int(b.rows[r]), int(p)) for b in layout.iter_batches(sequences, 0) for r, p in zip(b.batch_row, b.position)]
-    reordered = [tags[i] for i in layout.input_order().tolist()]
-    assert reordered == [(i, p) for i, (s, st) in enumerate(zip(sequences, starts)) for p in range(st, len(s))]
-    with pytest.raises(ValueError, match="score_starts"):
-        ScoringLayout.build(sequences, [0, 1, 1, 1, 1, 1], batch_size=2)
-
-
 def test_no_sequences_give_empty_metrics(tiny_loaded):
     model, _ = tiny_loaded("llama")
     got = pair_divergence(model, model, [], [], show_progress=False)
     assert got.kl_a_b.shape == (0,)
 
 
-def test_divergence_handles_masked_vocabulary():
-    torch.manual_seed(0)
-    logits_a, logits_b = torch.randn(4, 30) * 3, torch.randn(4, 30) * 3
-    logits_a[0, :5] = logits_b[0, :5] = float("-inf")  # excluded by both: contributes nothing
-    logits_a[1, :5] = float("-inf")  # A excludes what B allows: KL(A||B) finite, KL(B||A) infinite
-    targets = torch.tensor([7, 9, 2, 29])
-    got = divergence_from_logits(logits_a, logits_b, targets)
-    logp_a, logp_b = torch.log_softmax(logits_a.double(), -1), torch.log_softmax(logits_b.double(), -1)
-    finite_terms = lambda p, logp, logq: torch.where(p > 0, p * (logp - logq), 0).sum(-1)
-    expected_ab = finite_terms(logp_a.exp(), logp_a, logp_b)
-    torch.testing.assert_close(got.kl_a_b, expected_ab.float(), atol=1e-5, rtol=1e-5)
-    assert torch.isfinite(got.kl_a_b).all() and torch.isfinite(got.entropy_a).all()
-    assert torch.isinf(got.kl_b_a[1]) and torch.isfinite(got.kl_b_a[[0, 2, 3]]).all()
-    expected_ba = finite_terms(logp_b.exp(), logp_b, logp_a)
-    torch.testing.assert_close(got.kl_b_a[[0, 2, 3]], expected_ba[[0, 2, 3]].float(), atol=1e-5, rtol=1e-5)
-
-
 def test_pair_table_rows_and_schema(tiny_loaded, other_seed, tmp_path):
     model_a, tokenizer = tiny_loaded("llama")
     model_b, tokenizer_b = other_seed("llama")
     sequences, starts = random_sequences(len(tokenizer), seed=4)
-    scored = [ScoredSequence(f"p{i}", i % 2, np.array(s), st, prompt_length=max(1, st - 1))
-              for i, (s, st) in enumerate(zip(sequences, starts))]
-    table = score_pair(model_a, tokenizer, model_b, tokenizer_b, scored, model_a_name="base", model_b_name="rl",
-                       source="reference", prompt_set="t", batch_size=2, chunk_rows=3, show_progress=False)
+    scored = [
+        ScoredSequence(f"p{i}", i % 2, np.array(s), st, prompt_length=max(1, st - 1))
+        for i, (s, st) in enumerate(zip(sequences, starts, strict=True))
+    ]
+    table = score_pair(
+        model_a,
+        tokenizer,
+        model_b,
+        tokenizer_b,
+        scored,
+        model_a_name="base",
+        model_b_name="rl",
+        source="reference",
+        prompt_set="t",
+        batch_size=2,
+        chunk_rows=3,
+        show_progress=False,
+    )
     assert table.schema == PAIR_SCHEMA
     pq.write_table(table, tmp_path / "pairs.parquet")
     frame = pq.read_table(tmp_path / "pairs.parquet").to_pandas()
     assert pq.read_schema(tmp_path / "pairs.parquet").metadata[b"tokenscope_table"] == b"pairs"
-    assert len(frame) == sum(len(s) - st for s, st in zip(sequences, starts))
-    assert set(frame["model_a"]) == {"base"} and set(frame["model_b"]) == {"rl"} and set(frame["source"]) == {"reference"}
+    assert len(frame) == sum(len(s) - st for s, st in zip(sequences, starts, strict=True))
+    assert (
+        set(frame["model_a"]) == {"base"} and set(frame["model_b"]) == {"rl"} and set(frame["source"]) == {"reference"}
+    )
     for seq in scored:
         rows = frame[frame["prompt_id"] == seq.prompt_id]
         assert rows["position"].tolist() == list(range(seq.score_start, len(seq.token_ids)))
         assert rows["step"].tolist() == list(range(len(rows)))
-        assert rows["token_id"].tolist() == seq.token_ids[seq.score_start:].tolist()
-        assert rows["context_token_id"].tolist() == seq.token_ids[seq.score_start - 1:-1].tolist()
+        assert rows["token_id"].tolist() == seq.token_ids[seq.score_start :].tolist()
+        assert rows["context_token_id"].tolist() == seq.token_ids[seq.score_start - 1 : -1].tolist()
         assert (rows["sample"] == seq.sample).all()
         expected_segment = np.where(rows["position"] >= seq.prompt_length, "completion", "prompt")
         assert rows["segment"].tolist() == expected_segment.tolist()
@@ -196,12 +204,21 @@ def test_different_tokenizers_are_refused_naming_both(tiny_loaded):
     other_tokenizer = build_tokenizer(vocab_size=300)
     scored = [ScoredSequence("p0", 0, np.array([1, 2, 3]), 1, 1)]
     with pytest.raises(TokenizerMismatchError, match="'base'.*'other'"):
-        score_pair(model, tokenizer, model, other_tokenizer, scored, model_a_name="base", model_b_name="other",
-                   source="reference", prompt_set="t", show_progress=False)
+        score_pair(
+            model,
+            tokenizer,
+            model,
+            other_tokenizer,
+            scored,
+            model_a_name="base",
+            model_b_name="other",
+            source="reference",
+            prompt_set="t",
+            show_progress=False,
+        )
 
 
 def test_different_vocabulary_sizes_are_refused(tiny_loaded):
-    from conftest import tiny_config
     from transformers import AutoModelForCausalLM
 
     model, tokenizer = tiny_loaded("llama")

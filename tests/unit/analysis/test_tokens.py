@@ -1,4 +1,4 @@
-"""Tests of the notebook's token analyses on synthetic tokens frames with known answers."""
+"""Token analyses (analysis.tokens) on synthetic tokens frames with known answers."""
 
 from __future__ import annotations
 
@@ -6,7 +6,14 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from tokenscope.analysis.tokens import describe_metric, displayed_bins, qcut_bins, to_markdown, token_groups, write_table
+from tokenscope.analysis.tokens import (
+    describe_metric,
+    displayed_bins,
+    qcut_bins,
+    to_markdown,
+    token_groups,
+    write_table,
+)
 
 TOKENS = [" the", "\n\n", "a|b", "x", "'q'", "1.50", "\t", "é"]
 
@@ -44,7 +51,19 @@ def make_tokens(n: int = 400, seed: int = 0, models: tuple[str, ...] = ("m1",), 
 def test_describe_matches_pandas_describe_per_group():
     tokens = make_tokens(models=("m1", "m2"))
     stats = describe_metric(tokens)
-    assert list(stats.columns) == ["model", "source", "prompt_set", "count", "mean", "std", "min", "25%", "50%", "75%", "max"]
+    assert list(stats.columns) == [
+        "model",
+        "source",
+        "prompt_set",
+        "count",
+        "mean",
+        "std",
+        "min",
+        "25%",
+        "50%",
+        "75%",
+        "max",
+    ]
     assert list(stats["model"]) == ["m1", "m2"]
     for _, row in stats.iterrows():
         expected = tokens.loc[tokens["model"] == row["model"], "entropy"].astype("float64").describe()
@@ -92,7 +111,17 @@ def test_qcut_bins_match_pandas_qcut():
     assert set(bins["model"]) == {"m1"} and set(bins["prompt_set"]) == {"set"}
 
     assert list(samples.columns) == [
-        "model", "source", "prompt_set", "bin", "bin_range", "prompt_id", "sample", "step", "context_token", "token", "entropy",
+        "model",
+        "source",
+        "prompt_set",
+        "bin",
+        "bin_range",
+        "prompt_id",
+        "sample",
+        "step",
+        "context_token",
+        "token",
+        "entropy",
     ]
     assert samples.groupby("bin").size().to_dict() == {0: 5, 2: 5, 5: 5, 7: 5, 9: 5}
     for b, rows in samples.groupby("bin"):
@@ -114,7 +143,9 @@ def test_qcut_samples_are_exactly_the_bin_size_when_bins_are_small():
     bins, samples = qcut_bins(tokens, n_bins=10, samples_per_bin=5)
     assert bins["count"].sum() == 23
     shown = bins[bins["displayed"]]
-    assert samples.groupby("bin").size().to_dict() == {b: min(5, c) for b, c in zip(shown["bin"], shown["count"])}
+    assert samples.groupby("bin").size().to_dict() == {
+        b: min(5, c) for b, c in zip(shown["bin"], shown["count"], strict=True)
+    }
     assert samples.duplicated(["prompt_id", "sample", "step"]).sum() == 0
 
 
@@ -187,7 +218,9 @@ def grouped_frame() -> pd.DataFrame:
     rows = []
     for i in range(10):
         noise = rng.normal(0, 0.1, 10)
-        rows.append(pd.DataFrame({"context_token": f"t{i}", "token": "y", "entropy": i + noise - noise.mean(), "prob": 0.5}))
+        rows.append(
+            pd.DataFrame({"context_token": f"t{i}", "token": "y", "entropy": i + noise - noise.mean(), "prob": 0.5})
+        )
     rows.append(pd.DataFrame({"context_token": ["rare"] * 2, "token": "y", "entropy": 99.0, "prob": 0.1}))
     frame = pd.concat(rows, ignore_index=True).sample(frac=1.0, random_state=0)  # order must not matter
     return frame.assign(model="m1", source="m1", prompt_set="set")
@@ -195,7 +228,16 @@ def grouped_frame() -> pd.DataFrame:
 
 def test_token_groups_top_and_bottom_with_min_count():
     groups = token_groups(grouped_frame(), by="context_token", min_count=5, top_n=3)
-    assert list(groups.columns) == ["model", "source", "prompt_set", "context_token", "count", "mean_entropy", "mean_prob", "extreme"]
+    assert list(groups.columns) == [
+        "model",
+        "source",
+        "prompt_set",
+        "context_token",
+        "count",
+        "mean_entropy",
+        "mean_prob",
+        "extreme",
+    ]
     assert "rare" not in set(groups["context_token"])  # 2 tokens < min_count
     assert list(groups["context_token"]) == ["t9", "t8", "t7", "t0", "t1", "t2"]
     assert list(groups["extreme"]) == ["high"] * 3 + ["low"] * 3
@@ -223,7 +265,10 @@ def test_token_groups_by_token_and_per_model():
     groups = token_groups(frame, by="token", metrics=("entropy",), min_count=5, top_n=1)
     assert list(groups.columns) == ["model", "source", "prompt_set", "token", "count", "mean_entropy", "extreme"]
     assert groups[["model", "token", "extreme"]].values.tolist() == [
-        ["m1", "t9", "high"], ["m1", "t0", "low"], ["m2", "t0", "high"], ["m2", "t9", "low"],
+        ["m1", "t9", "high"],
+        ["m1", "t0", "low"],
+        ["m2", "t0", "high"],
+        ["m2", "t9", "low"],
     ]
 
 
@@ -237,7 +282,10 @@ def test_token_groups_nothing_left_gives_empty_table():
 
 def test_markdown_makes_token_strings_distinguishable():
     frame = pd.DataFrame(
-        {"token": ["the", " the", "\n\n", "a|b", "", "1.50", "'q'"], "entropy": [1.0, 2.0, 0.123456, np.nan, 5.0, 6.0, 7.0]}
+        {
+            "token": ["the", " the", "\n\n", "a|b", "", "1.50", "'q'"],
+            "entropy": [1.0, 2.0, 0.123456, np.nan, 5.0, 6.0, 7.0],
+        }
     )
     text = to_markdown(frame, title="Tokens")
     lines = text.splitlines()

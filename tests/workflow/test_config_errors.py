@@ -1,15 +1,12 @@
-"""Bad input gets one clear line naming the key, file or line, not a traceback."""
+"""Bad config or input gets one clear line naming the key, file or line, not a traceback, in
+snakemake dry runs on tiny checkpoints."""
 
 from __future__ import annotations
 
-import json
-
 import pytest
 
-from conftest import save_tiny_checkpoint
-from tokenscope.errors import PromptSetError
-from tokenscope.inputs.prompts import load_prompt_set
-from workflow_utils import copy_prompts, snakemake
+from helpers.tiny_models import save_tiny_checkpoint
+from helpers.workflow_runner import copy_prompts, snakemake
 
 
 def dry_run_error(tmp_path, config_text: str) -> str:
@@ -67,7 +64,9 @@ def test_missing_checkpoint_is_named(workdir):
 
 
 def test_checkpoint_without_safetensors_is_named(workdir):
-    (workdir / "checkpoints" / "base" / "model.safetensors").rename(workdir / "checkpoints" / "base" / "pytorch_model.bin")
+    (workdir / "checkpoints" / "base" / "model.safetensors").rename(
+        workdir / "checkpoints" / "base" / "pytorch_model.bin"
+    )
     message = dry_run_error(workdir, GOOD)
     assert "models.base: no *.safetensors weights" in message and "allow_pickle" in message
 
@@ -82,29 +81,3 @@ def test_malformed_prompt_line_is_named_in_workflow(workdir):
     path.write_text(path.read_text() + '{"id": "x", "messages": [{"role": "user"}]}\n')
     message = dry_run_error(workdir, GOOD)
     assert f"{path.relative_to(workdir)}, line 3: messages[0].content must be a string" in message
-
-
-@pytest.mark.parametrize(
-    ("line", "expected"),
-    [
-        ("{not json", "line 2: invalid JSON"),
-        (json.dumps({"messages": [{"role": "user", "content": "x"}]}), "line 2: missing key 'id'"),
-        (json.dumps({"id": "a", "messages": [{"role": "user", "content": "x"}]}), "line 2: duplicate id 'a' (first on line 1)"),
-        (json.dumps({"id": "b", "messages": [{"role": "robot", "content": "x"}]}), "line 2: messages[0].role must be one of"),
-        (json.dumps({"id": "c", "messages": []}), "line 2: 'messages' must be a non-empty list"),
-        (json.dumps({"id": "d", "messages": [{"role": "user", "content": "x"}], "answer": "y"}), "line 2: unknown key(s) ['answer']"),
-    ],
-)
-def test_prompt_set_errors_name_file_and_line(tmp_path, line, expected):
-    path = tmp_path / "set.jsonl"
-    path.write_text(json.dumps({"id": "a", "messages": [{"role": "user", "content": "hi"}]}) + "\n" + line + "\n")
-    with pytest.raises(PromptSetError) as error:
-        load_prompt_set(path)
-    assert str(error.value).startswith(f"{path}, ") and expected in str(error.value)
-
-
-def test_empty_prompt_set_is_refused(tmp_path):
-    path = tmp_path / "empty.jsonl"
-    path.write_text("\n")
-    with pytest.raises(PromptSetError, match="prompt set is empty"):
-        load_prompt_set(path)

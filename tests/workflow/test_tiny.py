@@ -1,4 +1,4 @@
-"""The workflow end to end on tiny random checkpoints: outputs, caching, errors."""
+"""The workflow end to end on tiny random checkpoints (tests/configs/tiny.yaml): outputs, caching, errors."""
 
 from __future__ import annotations
 
@@ -11,8 +11,8 @@ import pyarrow.parquet as pq
 import pytest
 from safetensors.torch import load_file, save_file
 
-from conftest import save_tiny_checkpoint
-from workflow_utils import copy_prompts, planned_jobs, snakemake
+from helpers.tiny_models import save_tiny_checkpoint
+from helpers.workflow_runner import copy_prompts, planned_jobs, snakemake
 
 pytestmark = pytest.mark.slow
 
@@ -68,14 +68,21 @@ def test_new_weights_rerun_only_that_model(tiny_run):
     time.sleep(1)
     save_file(tensors, weights, metadata={"format": "pt"})
     jobs = planned_jobs(tiny_run, "tiny.yaml")
-    per_model = {(rule, w.get("model") or w.get("scorer")) for rule, w in jobs}
+    per_model = {(rule, w.get("model")) for rule, w in jobs}
     assert ("prepare_model", "finetune") in per_model
     assert ("generate", "finetune") in per_model and ("teacher_force", "finetune") in per_model
     # base's own jobs stay, except its token view: its pages carry the KL against finetune, rescored.
     assert not any(model == "base" for rule, model in per_model if rule != "token_view")
     rules = {rule for rule, _ in jobs}
     # the aggregates that include the finetune are planned too
-    assert {"check_tokenizers", "summarize_group", "plot_prompt_figures", "plot_entropy_hist", "cross_score", "run_record"} <= rules
+    assert {
+        "check_tokenizers",
+        "summarize_group",
+        "plot_prompt_figures",
+        "plot_entropy_hist",
+        "cross_score",
+        "run_record",
+    } <= rules
 
 
 def test_edited_prompt_set_reruns_only_its_jobs(tiny_run):
@@ -86,24 +93,6 @@ def test_edited_prompt_set_reruns_only_its_jobs(tiny_run):
     jobs = planned_jobs(tiny_run, "tiny.yaml")
     assert jobs and {w.get("prompt_set") for _, w in jobs if _ != "all"} == {"tiny_b"}
     assert "prepare_model" not in {rule for rule, _ in jobs}
-
-
-def test_interrupted_job_leaves_no_complete_looking_file(tmp_path):
-    from tokenscope.io import write_text
-
-    target = tmp_path / "out.parquet"
-
-    def crash(tmp: Path) -> None:
-        tmp.write_text("half")
-        raise KeyboardInterrupt
-
-    with pytest.raises(KeyboardInterrupt):
-        from tokenscope.io import write_atomic
-
-        write_atomic(target, crash)
-    assert not target.exists() and list(tmp_path.iterdir()) == []
-    write_text("whole", target)
-    assert target.read_text() == "whole"
 
 
 def test_different_tokenizers_are_refused(tmp_path):

@@ -5,15 +5,36 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 import pytest
-
-from tokenscope.errors import ConfigError
 from scipy import stats as scipy_stats
 
-from tokenscope.analysis.stats import _resample_counts, _statistics_of_resamples, adjust_pvalues, bootstrap_summary, changed_tokens, checkpoint_trends, cluster_bootstrap, high_entropy_overlap, paired_tests, per_unit_means, rank_biserial, share_above, sign_flip_pvalue, statistic_quantile, token_changes
+from tokenscope.analysis.stats import (
+    _resample_counts,
+    _statistics_of_resamples,
+    adjust_pvalues,
+    bootstrap_summary,
+    changed_tokens,
+    checkpoint_trends,
+    cluster_bootstrap,
+    high_entropy_overlap,
+    paired_tests,
+    per_unit_means,
+    rank_biserial,
+    share_above,
+    sign_flip_pvalue,
+    statistic_quantile,
+    token_changes,
+)
+from tokenscope.errors import ConfigError
 
 
-def clustered_values(rng: np.random.Generator, n_clusters: int, mean: float = 0.0, cluster_sd: float = 1.0,
-                     token_sd: float = 1.0, sizes: tuple[int, int] = (20, 60)) -> tuple[np.ndarray, np.ndarray]:
+def clustered_values(
+    rng: np.random.Generator,
+    n_clusters: int,
+    mean: float = 0.0,
+    cluster_sd: float = 1.0,
+    token_sd: float = 1.0,
+    sizes: tuple[int, int] = (20, 60),
+) -> tuple[np.ndarray, np.ndarray]:
     """Tokens that share a random effect within their cluster (prompt), of varied cluster sizes."""
     size = rng.integers(*sizes, n_clusters)
     clusters = np.repeat(np.arange(n_clusters), size)
@@ -21,16 +42,28 @@ def clustered_values(rng: np.random.Generator, n_clusters: int, mean: float = 0.
     return mean + effects[clusters] + rng.normal(0, token_sd, clusters.size), clusters
 
 
-def tokens_frame(rng: np.random.Generator, models: dict[str, float], n_prompts: int = 12, length: int = 30) -> pd.DataFrame:
+def tokens_frame(
+    rng: np.random.Generator, models: dict[str, float], n_prompts: int = 12, length: int = 30
+) -> pd.DataFrame:
     """A per-token frame: every model scored on the same tokens; model entropy = base + shift + noise."""
     prompt = np.repeat([f"p{i:02d}" for i in range(n_prompts)], length)
     position = np.tile(np.arange(10, 10 + length), n_prompts)
     token_id = rng.integers(0, 15, prompt.size)
     shared = rng.gamma(2.0, 0.5, prompt.size)
     frames = [
-        pd.DataFrame({"model": name, "source": "reference", "prompt_set": "t", "prompt_id": prompt, "sample": 0,
-                      "position": position, "context_token_id": np.roll(token_id, 1), "token_id": token_id,
-                      "entropy": shared + shift + rng.normal(0, 0.1, prompt.size)})
+        pd.DataFrame(
+            {
+                "model": name,
+                "source": "reference",
+                "prompt_set": "t",
+                "prompt_id": prompt,
+                "sample": 0,
+                "position": position,
+                "context_token_id": np.roll(token_id, 1),
+                "token_id": token_id,
+                "entropy": shared + shift + rng.normal(0, 0.1, prompt.size),
+            }
+        )
         for name, shift in models.items()
     ]
     return pd.concat(frames, ignore_index=True)
@@ -109,26 +142,37 @@ def test_cluster_intervals_are_wider_than_token_intervals_when_tokens_are_correl
     by_cluster = cluster_bootstrap(values, clusters, n_boot=1000)["mean"]
     by_token = cluster_bootstrap(values, np.arange(values.size), n_boot=1000)["mean"]
     assert by_cluster.estimate == pytest.approx(by_token.estimate)
-    width = lambda e: e.ci_high - e.ci_low
+
+    def width(e):
+        return e.ci_high - e.ci_low
+
     assert width(by_cluster) > 3 * width(by_token)
     # independent tokens: both kinds of interval agree roughly
     independent, clusters = clustered_values(np.random.default_rng(5), 30, cluster_sd=0.0)
     ratio = width(cluster_bootstrap(independent, clusters, n_boot=1000)["mean"]) / width(
-        cluster_bootstrap(independent, np.arange(independent.size), n_boot=1000)["mean"])
+        cluster_bootstrap(independent, np.arange(independent.size), n_boot=1000)["mean"]
+    )
     assert 0.7 < ratio < 1.4
 
 
 def test_same_seed_same_numbers_other_seed_other_numbers():
     values, clusters = clustered_values(np.random.default_rng(6), 20)
-    run = lambda seed: cluster_bootstrap(values, clusters, ("mean", "p90"), n_boot=300, seed=seed)
+
+    def run(seed):
+        return cluster_bootstrap(values, clusters, ("mean", "p90"), n_boot=300, seed=seed)
+
     assert run(7) == run(7)
     assert run(7)["mean"].ci_low != run(8)["mean"].ci_low
     frame = tokens_frame(np.random.default_rng(0), {"base": 0.0, "rl": 0.2})
     per_unit = per_unit_means(frame, "entropy")
-    pd.testing.assert_frame_equal(paired_tests(per_unit, "base", n_perm=500, n_boot=300, seed=1),
-                                  paired_tests(per_unit, "base", n_perm=500, n_boot=300, seed=1))
-    pd.testing.assert_frame_equal(bootstrap_summary(frame, ["entropy"], n_boot=300, seed=2),
-                                  bootstrap_summary(frame, ["entropy"], n_boot=300, seed=2))
+    pd.testing.assert_frame_equal(
+        paired_tests(per_unit, "base", n_perm=500, n_boot=300, seed=1),
+        paired_tests(per_unit, "base", n_perm=500, n_boot=300, seed=1),
+    )
+    pd.testing.assert_frame_equal(
+        bootstrap_summary(frame, ["entropy"], n_boot=300, seed=2),
+        bootstrap_summary(frame, ["entropy"], n_boot=300, seed=2),
+    )
 
 
 def test_bootstrap_summary_is_tidy():
@@ -136,18 +180,36 @@ def test_bootstrap_summary_is_tidy():
     frame["prob"] = np.exp(-frame["entropy"])
     frame.loc[5, "prob"] = np.nan
     summary = bootstrap_summary(frame, ["entropy", "prob"], n_boot=300)
-    assert list(summary.columns) == ["model", "source", "prompt_set", "metric", "statistic", "estimate",
-                                     "ci_low", "ci_high", "n_units", "n_tokens"]
+    assert list(summary.columns) == [
+        "model",
+        "source",
+        "prompt_set",
+        "metric",
+        "statistic",
+        "estimate",
+        "ci_low",
+        "ci_high",
+        "n_units",
+        "n_tokens",
+    ]
     assert len(summary) == 2 * 2 * 4
     row = summary.set_index(["model", "metric", "statistic"])
     base = frame[frame["model"] == "base"]
     assert row.loc[("base", "entropy", "mean"), "estimate"] == pytest.approx(base["entropy"].mean())
-    assert row.loc[("rl", "entropy", "p90"), "estimate"] == pytest.approx(frame[frame["model"] == "rl"]["entropy"].quantile(0.9))
+    assert row.loc[("rl", "entropy", "p90"), "estimate"] == pytest.approx(
+        frame[frame["model"] == "rl"]["entropy"].quantile(0.9)
+    )
     assert row.loc[("base", "prob", "mean"), "n_tokens"] == len(base) - 1
     assert (summary["n_units"] == 12).all()
     assert (summary["ci_low"] <= summary["estimate"]).all() and (summary["estimate"] <= summary["ci_high"]).all()
-    by_prompt_sample = bootstrap_summary(frame, ["entropy"], unit_columns=("prompt_id", "sample"),
-                                         group_columns=("model",), statistics=("mean",), n_boot=100)
+    by_prompt_sample = bootstrap_summary(
+        frame,
+        ["entropy"],
+        unit_columns=("prompt_id", "sample"),
+        group_columns=("model",),
+        statistics=("mean",),
+        n_boot=100,
+    )
     assert list(by_prompt_sample["model"]) == ["base", "rl"]
 
 
@@ -186,8 +248,9 @@ def test_exact_sign_flip_test():
 def simulated_pairs(rng: np.random.Generator, n_units: int, shift: float) -> pd.DataFrame:
     """Per-prompt means of two models; prompts differ a lot, models by `shift` plus noise."""
     prompt_effect = rng.normal(0, 2.0, n_units)
-    return pd.DataFrame({"base": prompt_effect + rng.normal(0, 1, n_units),
-                         "other": prompt_effect + shift + rng.normal(0, 1, n_units)})
+    return pd.DataFrame(
+        {"base": prompt_effect + rng.normal(0, 1, n_units), "other": prompt_effect + shift + rng.normal(0, 1, n_units)}
+    )
 
 
 def test_paired_tests_reject_at_about_alpha_under_the_null():
@@ -278,12 +341,23 @@ def test_checkpoint_trends():
     noise = frame["model"] == "step200"
     frame.loc[noise, "entropy"] = rng.gamma(2.0, 0.5, noise.sum())  # unrelated to the base's
     keys = frame[frame["model"] == "base"][["prompt_id", "sample", "position", "token_id"]]
-    pairs = pd.concat([
-        keys.assign(model_a="base", model_b="step100", kl_a_b=0.1, kl_b_a=0.2),
-        keys.assign(model_a="step200", model_b="base", kl_a_b=0.5, kl_b_a=0.4),  # the other order
-    ])
+    pairs = pd.concat(
+        [
+            keys.assign(model_a="base", model_b="step100", kl_a_b=0.1, kl_b_a=0.2),
+            keys.assign(model_a="step200", model_b="base", kl_a_b=0.5, kl_b_a=0.4),  # the other order
+        ]
+    )
     trends = checkpoint_trends(frame, ["base", "step100", "step200"], pairs=pairs, n_boot=200)
-    assert list(trends.columns) == ["checkpoint", "model", "measure", "estimate", "ci_low", "ci_high", "n_units", "n_tokens"]
+    assert list(trends.columns) == [
+        "checkpoint",
+        "model",
+        "measure",
+        "estimate",
+        "ci_low",
+        "ci_high",
+        "n_units",
+        "n_tokens",
+    ]
     value = trends.set_index(["model", "measure"])["estimate"]
     assert value[("base", "high_entropy_overlap")] == 1.0
     assert value[("base", "share_above_base_p80")] == pytest.approx(0.2, abs=0.01)
@@ -311,8 +385,17 @@ def test_changed_tokens():
     other["entropy"] = base["entropy"] + np.where(token == 3, 1.0, np.where(token == 7, -0.5, 0.0))
     other.loc[(token == 5).to_numpy().nonzero()[0][:1], "entropy"] += 5.0  # one token: below min_count
     table = changed_tokens(base, other, "entropy", min_count=5, top_n=3, n_boot=300)
-    assert list(table.columns) == ["token_id", "count", "n_units", "mean_base", "mean_other", "mean_diff",
-                                   "ci_low", "ci_high", "direction"]
+    assert list(table.columns) == [
+        "token_id",
+        "count",
+        "n_units",
+        "mean_base",
+        "mean_other",
+        "mean_diff",
+        "ci_low",
+        "ci_high",
+        "direction",
+    ]
     up, down = table[table["direction"] == "up"], table[table["direction"] == "down"]
     assert up.iloc[0]["token_id"] == 3 and up.iloc[0]["mean_diff"] == pytest.approx(1.0)
     assert up.iloc[0]["ci_low"] == pytest.approx(1.0) and up.iloc[0]["ci_high"] == pytest.approx(1.0)
@@ -324,8 +407,9 @@ def test_changed_tokens():
     rare = changed_tokens(base, other, "entropy", min_count=1000, n_boot=10)
     assert rare.empty and "mean_diff" in rare.columns
 
-    by_context = changed_tokens(base, other, "entropy", by=("context_token_id", "token_id"), min_count=2,
-                                top_n=50, n_boot=100)
+    by_context = changed_tokens(
+        base, other, "entropy", by=("context_token_id", "token_id"), min_count=2, top_n=50, n_boot=100
+    )
     assert set(by_context[by_context["direction"] == "up"]["token_id"]) <= {3, 5}
     assert (by_context["ci_low"] <= by_context["mean_diff"] + 1e-12).all()
 

@@ -9,19 +9,31 @@ import subprocess
 import sys
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[1]
+from helpers.paths import REPO, TEST_CONFIGS, TEST_DATA
 
 
 def snakemake(workdir: Path, config: str, *args: str, check: bool = True) -> subprocess.CompletedProcess:
-    """Run snakemake on the repo's Snakefile in `workdir` with a test config from tests/configs."""
+    """Run snakemake on the repo's Snakefile in `workdir` with a test config from tests/configs (an
+    absolute path replaces tests/configs/)."""
     command = [
-        sys.executable, "-m", "snakemake", "-s", str(REPO / "Snakefile"), "-d", str(workdir),
-        "--configfile", str(REPO / "tests" / "configs" / config), "--show-failed-logs", *args,
+        sys.executable,
+        "-m",
+        "snakemake",
+        "-s",
+        str(REPO / "Snakefile"),
+        "-d",
+        str(workdir),
+        "--configfile",
+        str(TEST_CONFIGS / config),
+        "--show-failed-logs",
+        *args,
     ]
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
     result = subprocess.run(command, capture_output=True, text=True, env=env, cwd=workdir)
     if check and result.returncode != 0:
-        raise AssertionError(f"snakemake failed ({result.returncode}):\n{result.stdout[-6000:]}\n{result.stderr[-6000:]}")
+        raise AssertionError(
+            f"snakemake failed ({result.returncode}):\n{result.stdout[-6000:]}\n{result.stderr[-6000:]}"
+        )
     return result
 
 
@@ -39,7 +51,8 @@ def planned_jobs(workdir: Path, config: str) -> list[tuple[str, dict[str, str]]]
     return jobs
 
 
-def copy_prompts(workdir: Path, *names: str, source: Path = REPO / "tests" / "data") -> None:
+def copy_prompts(workdir: Path, *names: str, source: Path = TEST_DATA) -> None:
+    """Copy prompt sets (from tests/data unless `source` says otherwise) into `workdir`/prompts."""
     (workdir / "prompts").mkdir(parents=True, exist_ok=True)
     for name in names:
         shutil.copy(source / name, workdir / "prompts" / name)

@@ -1,4 +1,4 @@
-"""Tests of the entropy figures on synthetic tokens frames."""
+"""The entropy figures (figures.entropy) on synthetic tokens frames, and saving them (figures.style)."""
 
 from __future__ import annotations
 
@@ -13,7 +13,9 @@ from tokenscope.figures.style import save_figure
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
 
-def prompt_tokens(models: tuple[str, ...] = ("alpha-1b", "beta-7b"), samples: int = 2, steps: int = 12, seed: int = 0) -> pd.DataFrame:
+def prompt_tokens(
+    models: tuple[str, ...] = ("alpha-1b", "beta-7b"), samples: int = 2, steps: int = 12, seed: int = 0
+) -> pd.DataFrame:
     """Tokens of one prompt: every model scores `samples` generations of `steps` tokens."""
     rng = np.random.default_rng(seed)
     frames = [

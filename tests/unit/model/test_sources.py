@@ -7,10 +7,11 @@ import json
 import pytest
 import torch
 
-from conftest import save_tiny_checkpoint
+from tokenscope.errors import ModelError
 from tokenscope.model.loading import LoadOptions, load_prepared
 from tokenscope.model.sources import ModelSpec, prepare_model, sha256_file
-from tokenscope.errors import ModelError
+
+from helpers.tiny_models import save_tiny_checkpoint
 
 
 def test_local_checkpoint_manifest(tmp_path):

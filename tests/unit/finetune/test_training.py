@@ -1,133 +1,51 @@
-"""The reasoning data set and the finetune step, on tiny random models (fast, no network)."""
+"""The finetune step (finetune.training) on tiny random models (fast, no network): chat
+tokenization and labels, the loss, the batch order and schedule, the config, and the checkpoints a
+run writes."""
 
 from __future__ import annotations
 
 import json
-import re
-from fractions import Fraction
 from itertools import pairwise
 from pathlib import Path
 
 import pytest
-
-from tokenscope.errors import ConfigError
 import torch
-from conftest import build_tokenizer
 from safetensors.torch import load_file
 
-from tokenscope.finetune.training import IGNORE_INDEX, TRAINING_LOG, TRAINING_STATE, FinetuneConfig, batch_order, causal_lm_loss, checkpoint_name, checkpoint_steps, collate, finetune, learning_rate_at, read_training_log, tokenize_chat
+from tokenscope.errors import ConfigError
+from tokenscope.finetune.data import SYSTEM_PROMPT, generate_examples
+from tokenscope.finetune.training import (
+    IGNORE_INDEX,
+    TRAINING_LOG,
+    TRAINING_STATE,
+    FinetuneConfig,
+    batch_order,
+    causal_lm_loss,
+    checkpoint_name,
+    checkpoint_steps,
+    collate,
+    finetune,
+    learning_rate_at,
+    read_training_log,
+    tokenize_chat,
+)
 from tokenscope.model.loading import LoadOptions, load_prepared
 from tokenscope.model.sources import ModelSpec, prepare_model
-from tokenscope.finetune.data import GENERATORS, SYSTEM_PROMPT, generate_chats, generate_examples
 
-RESPONSE = re.compile(
-    r"<think>\n(?P<reasoning>.+)\n</think>\n(?P<conclusion>[^\n]+) The final answer is \\boxed\{(?P<boxed>[^{}]+)\}\.",
-    re.DOTALL,
-)
-# An arithmetic expression right before "=" and the number right after it, e.g. "5 × -3 + 12 = -3".
-EQUATION = re.compile(r"(?<![\w.])((?:-?\d+ [-+×÷] )+-?\d+) = (-?\d+)(?![\d.])")
+from helpers.tiny_models import build_tokenizer
 
 # Tiny models see ~500-token chats (their 400-token BPE splits the system prompt finely).
-TINY = {"n_examples": 24, "steps": 12, "n_checkpoints": 3, "batch_size": 4, "learning_rate": 1e-2,
-        "warmup_steps": 1, "max_length": 640, "train_last_layers": 0, "threads": 1}
-
-
-def _integers(text: str) -> list[int]:
-    return [int(v) for v in re.findall(r"(?<![\w])-?\d+", text)]
-
-
-def recompute_answer(kind: str, question: str) -> Fraction:
-    """The answer worked out again from the question text alone."""
-    n = _integers(question)
-    if kind == "linear_equation":
-        a, b, c = map(int, re.search(r"(\d+)x \+ (\d+) = (-?\d+)", question).groups())
-        return Fraction(c - b, a)
-    if kind == "subtraction":
-        a, b = (n[1], n[0]) if " from " in question else (n[0], n[1])
-        return Fraction(a - b)
-    solvers = {
-        "addition": lambda: n[0] + n[1],
-        "multiplication": lambda: n[0] * n[1],
-        "percentage": lambda: Fraction(n[0] * n[1], 100),
-        "count_change": lambda: n[0] + n[1] - n[2],
-        "shopping_change": lambda: n[2] - n[0] * n[1],
-        "distance": lambda: n[0] * n[1],
-        "speed": lambda: Fraction(n[0], n[1]),
-        "sharing": lambda: Fraction(n[0], n[1]),
-        "rectangle_area": lambda: n[0] * n[1],
-        "rectangle_perimeter": lambda: 2 * (n[0] + n[1]),
-        "average": lambda: Fraction(sum(n), len(n)),
-        "discount": lambda: Fraction(n[0] * (100 - n[1]), 100),
-    }
-    return Fraction(solvers[kind]())
-
-
-def evaluate(expression: str) -> Fraction:
-    """Value of "a op b op c" with the usual precedence, in exact fractions."""
-    tokens = expression.split(" ")
-    terms: list[Fraction] = [Fraction(int(tokens[0]))]
-    signs: list[int] = [1]
-    for op, value in zip(tokens[1::2], tokens[2::2]):
-        number = Fraction(int(value))
-        if op == "×":
-            terms[-1] *= number
-        elif op == "÷":
-            terms[-1] /= number
-        else:
-            terms.append(number)
-            signs.append(1 if op == "+" else -1)
-    return sum((s * t for s, t in zip(signs, terms)), Fraction(0))
-
-
-# ---------------------------------------------------------------------------- data set
-
-
-def test_data_set_is_a_function_of_the_seed():
-    assert generate_examples(50, seed=7) == generate_examples(50, seed=7)
-    assert generate_chats(50, seed=7) == generate_chats(50, seed=7)
-    assert generate_examples(50, seed=7) != generate_examples(50, seed=8)
-    # A longer set starts with the shorter one: n only decides where the stream stops.
-    assert generate_examples(80, seed=7)[:50] == generate_examples(50, seed=7)
-
-
-def test_data_set_is_varied():
-    examples = generate_examples(400, seed=0)
-    kinds = {e.kind for e in examples}
-    assert len(kinds) >= len(GENERATORS)  # every generator appears (two of them have two variants)
-    assert len({e.question for e in examples}) > 390
-
-
-@pytest.mark.parametrize("seed", [0, 1, 12345])
-def test_every_answer_is_correct(seed):
-    for example in generate_examples(300, seed):
-        expected = recompute_answer(example.kind, example.question)
-        assert expected.denominator == 1, example
-        assert example.answer == str(expected.numerator), example
-        equations = EQUATION.findall(example.reasoning)
-        assert equations, example.reasoning
-        for expression, result in equations:  # every worked step is right too
-            assert evaluate(expression) == int(result), (expression, result, example.reasoning)
-
-
-def test_chat_format():
-    for example in generate_examples(200, seed=3):
-        system, user, assistant = example.messages
-        assert [system["role"], user["role"], assistant["role"]] == ["system", "user", "assistant"]
-        assert system["content"] == SYSTEM_PROMPT
-        assert user["content"] == example.question
-        match = RESPONSE.fullmatch(assistant["content"])
-        assert match, assistant["content"]
-        assert match["boxed"] == example.answer
-        assert assistant["content"].startswith("<think>\n") and assistant["content"].count("</think>") == 1
-        assert assistant["content"].rstrip(".").endswith(f"\\boxed{{{example.answer}}}")
-        assert "<think>" not in match["reasoning"] and "\\boxed" not in match["reasoning"]
-
-
-def test_system_prompt_is_the_math24_one():
-    math24 = Path(__file__).resolve().parents[1] / "config" / "prompts" / "math24.jsonl"
-    first = json.loads(math24.read_text().splitlines()[0])
-    assert first["messages"][0] == {"role": "system", "content": SYSTEM_PROMPT}
-    assert "\\boxed{}" in SYSTEM_PROMPT and "\\\\" not in SYSTEM_PROMPT
+TINY = {
+    "n_examples": 24,
+    "steps": 12,
+    "n_checkpoints": 3,
+    "batch_size": 4,
+    "learning_rate": 1e-2,
+    "warmup_steps": 1,
+    "max_length": 640,
+    "train_last_layers": 0,
+    "threads": 1,
+}
 
 
 # ---------------------------------------------------------------------------- tokenization
@@ -220,7 +138,7 @@ def test_finetune_writes_k_preparable_checkpoints(tiny_run, tiny_prepared, tmp_p
     names = [checkpoint_name(k, 3) for k in (1, 2, 3)]
     assert [p.name for p in paths] == names == ["checkpoint-1-of-3", "checkpoint-2-of-3", "checkpoint-3-of-3"]
     assert sorted(p.name for p in output.iterdir()) == sorted([*names, TRAINING_LOG])  # no partial folders left
-    for step, path in zip(checkpoint_steps(config.steps, 3), paths):
+    for step, path in zip(checkpoint_steps(config.steps, 3), paths, strict=True):
         state = json.loads((path / TRAINING_STATE).read_text())
         assert state["step"] == step and state["seed"] == config.seed and state["config"]["steps"] == config.steps
         assert len(state["loss_curve"]) == step
@@ -249,13 +167,21 @@ def test_finetune_lowers_the_loss_and_changes_weights(tiny_run, tiny_prepared):
 def test_same_seed_gives_bit_identical_weights(tiny_run, tiny_prepared, tmp_path):
     paths, _, config = tiny_run
     again = finetune(tiny_prepared("llama"), tmp_path / "again", config, progress=False)
-    for first, second in zip(paths, again):
+    for first, second in zip(paths, again, strict=True):
         a, b = _weights(first), _weights(second)
         assert a.keys() == b.keys() and all(torch.equal(a[name], b[name]) for name in a)
-    other = finetune(tiny_prepared("llama"), tmp_path / "other", FinetuneConfig(**{**TINY, "seed": 1, "steps": 3,
-                                                                                  "n_checkpoints": 1}), progress=False)
-    short = finetune(tiny_prepared("llama"), tmp_path / "short", FinetuneConfig(**{**TINY, "steps": 3,
-                                                                                  "n_checkpoints": 1}), progress=False)
+    other = finetune(
+        tiny_prepared("llama"),
+        tmp_path / "other",
+        FinetuneConfig(**{**TINY, "seed": 1, "steps": 3, "n_checkpoints": 1}),
+        progress=False,
+    )
+    short = finetune(
+        tiny_prepared("llama"),
+        tmp_path / "short",
+        FinetuneConfig(**{**TINY, "steps": 3, "n_checkpoints": 1}),
+        progress=False,
+    )
     a, b = _weights(other[0]), _weights(short[0])
     assert any(not torch.equal(a[name], b[name]) for name in a)
 

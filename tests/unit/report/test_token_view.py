@@ -1,10 +1,11 @@
-"""The token view: pages built from real per-token and pair tables of tiny models, their embedded
-data checked against the tables, and the page driven in headless Chromium (Debian's chromium and
-chromium-driver, installed by .ci/run): hover a token, read the tooltip, switch the metric.
+"""The token view (report.token_view): pages built from real per-token and pair tables of tiny
+models, their embedded data checked against the tables, and the page driven in headless Chromium
+(Debian's chromium and chromium-driver, installed by .ci/run): hover a token, read the tooltip,
+switch the metric.
 
 Where Chromium or selenium is missing the browser tests skip and say so; with
 TOKENSCOPE_REQUIRE_BROWSER=1 (set by .ci/run once the packages are in) they fail instead (the
-`browser` fixture, tests/conftest.py).
+`browser` fixture, tests/conftest.py, and tests/helpers/browser.py).
 """
 
 from __future__ import annotations
@@ -12,7 +13,6 @@ from __future__ import annotations
 import copy
 import json
 import re
-from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -20,22 +20,15 @@ import pyarrow as pa
 import pytest
 import torch
 
-from tokenscope.scoring.cross_scoring import score_pair
-from tokenscope.inputs.sequences import reference_sequences
-from tokenscope.scoring.teacher_forcing import run_teacher_forcing
 from tokenscope.inputs.prompts import load_prompt_set
+from tokenscope.inputs.sequences import reference_sequences
 from tokenscope.model.token_text import VocabularyStrings
 from tokenscope.report.token_view import PageContext, PairScores, page_file_name, write_token_views
+from tokenscope.scoring.cross_scoring import score_pair
+from tokenscope.scoring.teacher_forcing import run_teacher_forcing
 
-DATA = Path(__file__).parent / "data"
-
-
-def page_data(path: Path) -> dict:
-    """The DATA object a page embeds (a JS expression: JSON, with Infinity, which json.loads reads)."""
-    text = path.read_text(encoding="utf-8")
-    match = re.search(r"const DATA = (.*?);\n", text)
-    assert match, "page has no DATA"
-    return json.loads(match.group(1))
+from helpers.pages import page_data
+from helpers.paths import TEST_DATA as DATA
 
 
 @pytest.fixture(scope="module")
@@ -49,27 +42,48 @@ def scored(tiny_loaded, tmp_path_factory):
         head = model_b.get_output_embeddings().weight
         head.add_(0.5 * torch.randn(head.shape, generator=generator))
     prompts = load_prompt_set(DATA / "tiny_a.jsonl")
-    tokens = run_teacher_forcing(model_b, tokenizer, prompts, model_name="b", prompt_set="tiny_a", top_k=4,
-                                 show_progress=False)
-    pairs = score_pair(model_a, tokenizer, model_b, tokenizer, reference_sequences(tokenizer, prompts),
-                       model_a_name="a", model_b_name="b", source="reference", prompt_set="tiny_a",
-                       show_progress=False)
+    tokens = run_teacher_forcing(
+        model_b, tokenizer, prompts, model_name="b", prompt_set="tiny_a", top_k=4, show_progress=False
+    )
+    pairs = score_pair(
+        model_a,
+        tokenizer,
+        model_b,
+        tokenizer,
+        reference_sequences(tokenizer, prompts),
+        model_a_name="a",
+        model_b_name="b",
+        source="reference",
+        prompt_set="tiny_a",
+        show_progress=False,
+    )
     frame = tokens.drop(["topk_ids", "topk_pieces", "topk_probs"]).to_pandas()
     out = tmp_path_factory.mktemp("token-view")
     paths = write_token_views(
-        frame, tokens.column("topk_ids").combine_chunks(), tokens.column("topk_probs").combine_chunks(),
-        VocabularyStrings.from_tokenizer(tokenizer), out, PageContext(model="b", prompt_set="tiny_a", source="reference"),
-        pair_scores=[PairScores.of(pairs.to_pandas(), "b")], prompts={p.id: p for p in prompts},
+        frame,
+        tokens.column("topk_ids").combine_chunks(),
+        tokens.column("topk_probs").combine_chunks(),
+        VocabularyStrings.from_tokenizer(tokenizer),
+        out,
+        PageContext(model="b", prompt_set="tiny_a", source="reference"),
+        pair_scores=[PairScores.of(pairs.to_pandas(), "b")],
+        prompts={p.id: p for p in prompts},
     )
-    return {"tokens": tokens.to_pandas(), "pairs": pairs.to_pandas(), "paths": paths, "out": out,
-            "tokenizer": tokenizer}
+    return {
+        "tokens": tokens.to_pandas(),
+        "pairs": pairs.to_pandas(),
+        "paths": paths,
+        "out": out,
+        "tokenizer": tokenizer,
+    }
 
 
 def test_one_page_per_sequence_with_the_tables_values(scored):
     tokens, pairs = scored["tokens"], scored["pairs"]
     sequences = tokens[["prompt_id", "sample"]].drop_duplicates()
     assert sorted(p.name for p in scored["paths"]) == sorted(
-        page_file_name(r.prompt_id, r.sample) for r in sequences.itertuples())
+        page_file_name(r.prompt_id, r.sample) for r in sequences.itertuples()
+    )
     for row in sequences.itertuples():
         data = page_data(scored["out"] / page_file_name(row.prompt_id, row.sample))
         rows = tokens[(tokens.prompt_id == row.prompt_id) & (tokens["sample"] == row.sample)].sort_values("step")
@@ -84,7 +98,7 @@ def test_one_page_per_sequence_with_the_tables_values(scored):
         np.testing.assert_allclose(metrics["kl:a"]["values"], kl, rtol=1e-5, atol=1e-9)
         assert metrics["kl:a"]["label"] == "KL(b ‖ a)"
         offsets = data["alternative_offsets"]
-        assert len(offsets) == len(rows) + 1 and all(e - s == 4 for s, e in zip(offsets[:-1], offsets[1:]))
+        assert len(offsets) == len(rows) + 1 and all(e - s == 4 for s, e in zip(offsets[:-1], offsets[1:], strict=True))
         np.testing.assert_allclose(data["alternative_probs"], np.concatenate(rows["topk_probs"].tolist()), rtol=1e-5)
         first = scored["tokenizer"].decode([int(rows["topk_ids"].iat[0][0])])
         assert data["alternatives"][0] == first
@@ -98,11 +112,20 @@ def test_pages_are_self_contained(scored):
 
 def synthetic_tokens(texts: list[str]) -> tuple[pd.DataFrame, pa.ListArray, pa.ListArray]:
     n = len(texts)
-    frame = pd.DataFrame({
-        "prompt_id": "p", "sample": 0, "step": np.arange(n), "position": np.arange(n) + 10,
-        "token": texts, "token_id": np.arange(n) + 1, "entropy": np.linspace(0.5, 2.0, n),
-        "logprob": -np.linspace(0.1, 1.0, n), "prob": np.exp(-np.linspace(0.1, 1.0, n)), "rank": 1,
-    })
+    frame = pd.DataFrame(
+        {
+            "prompt_id": "p",
+            "sample": 0,
+            "step": np.arange(n),
+            "position": np.arange(n) + 10,
+            "token": texts,
+            "token_id": np.arange(n) + 1,
+            "entropy": np.linspace(0.5, 2.0, n),
+            "logprob": -np.linspace(0.1, 1.0, n),
+            "prob": np.exp(-np.linspace(0.1, 1.0, n)),
+            "rank": 1,
+        }
+    )
     ids = pa.array([[i + 1, 0] for i in range(n)], type=pa.list_(pa.int32()))
     probs = pa.array([[0.5, 0.25]] * n, type=pa.list_(pa.float32()))
     return frame, ids, probs
@@ -112,9 +135,18 @@ def test_token_text_cannot_break_out_of_the_page(scored, tmp_path):
     texts = ["</script><script>window.broken = 1</script>", " <b>bold</b>", "\n", "&amp;"]
     frame, ids, probs = synthetic_tokens(texts)
     pairs = frame[["prompt_id", "sample", "position"]].assign(
-        model_a="other", model_b="m", kl_a_b=0.0, kl_b_a=[0.1, np.inf, 0.2, 0.0])
-    [path] = write_token_views(frame, ids, probs, VocabularyStrings.from_tokenizer(scored["tokenizer"]), tmp_path,
-                               PageContext("m", "set", "m"), [PairScores.of(pairs, "m")], initial_metric="kl")
+        model_a="other", model_b="m", kl_a_b=0.0, kl_b_a=[0.1, np.inf, 0.2, 0.0]
+    )
+    [path] = write_token_views(
+        frame,
+        ids,
+        probs,
+        VocabularyStrings.from_tokenizer(scored["tokenizer"]),
+        tmp_path,
+        PageContext("m", "set", "m"),
+        [PairScores.of(pairs, "m")],
+        initial_metric="kl",
+    )
     text = path.read_text(encoding="utf-8")
     assert text.count("</script>") == 1 and "<b>" not in text
     data = page_data(path)
@@ -157,7 +189,7 @@ def test_hovering_a_token_shows_its_numbers_and_alternatives(scored, browser):
     # The top-k alternatives, most probable first, with their probabilities.
     lines = shown.split("top 4\n", 1)[1].splitlines()
     decode = scored["tokenizer"].decode
-    for line, token_id, prob in zip(lines, row["topk_ids"], row["topk_probs"]):
+    for line, token_id, prob in zip(lines, row["topk_ids"], row["topk_probs"], strict=True):
         text, value = line.rsplit(" ", 1)
         assert json.loads(text) in (decode([int(token_id)]), scored["tokenizer"].convert_ids_to_tokens(int(token_id)))
         assert float(value) == pytest.approx(prob, rel=1e-3, abs=1e-4)

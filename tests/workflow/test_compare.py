@@ -11,9 +11,11 @@ from pathlib import Path
 import pandas as pd
 import pytest
 import yaml
-from conftest import save_tiny_checkpoint
-from test_token_view import page_data
-from workflow_utils import REPO, copy_prompts, planned_jobs, snakemake
+
+from helpers.pages import page_data
+from helpers.paths import REPO
+from helpers.tiny_models import save_tiny_checkpoint
+from helpers.workflow_runner import copy_prompts, planned_jobs, snakemake
 
 pytestmark = pytest.mark.slow
 CHECKPOINTS = ["checkpoint-1-of-2", "checkpoint-2-of-2"]
@@ -54,8 +56,12 @@ def test_comparison_tables_and_figure(compare_run):
     trends = pd.read_csv(out / "tables" / "trends.csv")
     assert list(dict.fromkeys(trends["model"])) == ["base", "step1", *CHECKPOINTS]
     on_base = trends[trends["tokens"] == "base's generations"]
-    assert {"mean_entropy", "p99_entropy", "share_above_base_p80", "high_entropy_overlap", "mean_kl_base_model"} <= set(on_base["measure"])
-    assert (trends["ci_low"] <= trends["estimate"] + 1e-9).all() and (trends["estimate"] <= trends["ci_high"] + 1e-9).all()
+    assert {"mean_entropy", "p99_entropy", "share_above_base_p80", "high_entropy_overlap", "mean_kl_base_model"} <= set(
+        on_base["measure"]
+    )
+    assert (trends["ci_low"] <= trends["estimate"] + 1e-9).all() and (
+        trends["estimate"] <= trends["ci_high"] + 1e-9
+    ).all()
     tests = pd.read_csv(out / "tables" / "paired_tests.csv")
     assert set(tests["model"]) == {"step1", *CHECKPOINTS} and tests["p_wilcoxon_adj"].between(0, 1).all()
     for name in CHECKPOINTS:
@@ -75,14 +81,21 @@ def test_added_checkpoint_plans_only_its_jobs(compare_run, tmp_path):
     rules = {rule for rule, _ in jobs}
     assert "finetune" not in rules and {"prepare_model", "generate", "cross_score", "compare_group"} <= rules
     for rule, wildcards in jobs:
-        models = {wildcards.get(k) for k in ("model", "scorer", "model_a", "model_b")} - {None}
+        models = {wildcards.get(k) for k in ("model", "model_a", "model_b")} - {None}
         if rule == "token_view":  # checked below
             continue
         if models:  # every per-model job is step2's; the others are the group's aggregates
             assert "step2" in models, (rule, wildcards)
         else:
-            assert rule in {"check_tokenizers", "compare_group", "summarize_group", "plot_prompt_figures",
-                            "plot_entropy_hist", "run_record", "all"}, (rule, wildcards)
+            assert rule in {
+                "check_tokenizers",
+                "compare_group",
+                "summarize_group",
+                "plot_prompt_figures",
+                "plot_entropy_hist",
+                "run_record",
+                "all",
+            }, (rule, wildcards)
     # Every model's pages gain a KL against step2 (comparison.pairs: all scores each model's
     # generations and the reference answers with step2), so every token view is rebuilt.
     views = {(w["model"], w["source"]) for rule, w in jobs if rule == "token_view"}
@@ -164,8 +177,13 @@ def test_token_view_works_inside_the_report(compare_run, report, browser):
     wait = WebDriverWait(browser, 20)
     wait.until(lambda d: d.find_elements(By.XPATH, "//a[contains(., 'Token view')]"))[0].click()
     # The entry of base's own generation for prompt "add", sample 1: its row of labels, then its view button.
-    row = wait.until(lambda d: [r for r in d.find_elements(By.CSS_SELECTOR, "tr")
-                                if [c.text for c in r.find_elements(By.TAG_NAME, "td")][:4] == ["base", "base", "add", "1"]])
+    row = wait.until(
+        lambda d: [
+            r
+            for r in d.find_elements(By.CSS_SELECTOR, "tr")
+            if [c.text for c in r.find_elements(By.TAG_NAME, "td")][:4] == ["base", "base", "add", "1"]
+        ]
+    )
     row[0].find_element(By.TAG_NAME, "a").click()
     browser.switch_to.frame(wait.until(lambda d: d.find_elements(By.TAG_NAME, "iframe"))[0])
     try:

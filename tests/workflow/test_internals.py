@@ -8,8 +8,9 @@ import pandas as pd
 import pytest
 import yaml
 
-from conftest import save_tiny_checkpoint
-from workflow_utils import REPO, copy_prompts, planned_jobs, snakemake
+from helpers.paths import REPO
+from helpers.tiny_models import save_tiny_checkpoint
+from helpers.workflow_runner import copy_prompts, planned_jobs, snakemake
 
 pytestmark = pytest.mark.slow
 
@@ -38,7 +39,7 @@ def test_internals_outputs_and_figures(internals_run):
         # Prompt "add" has "Think" in its system prompt: its queries see marker tokens.
         assert (markers.loc[markers["prompt_id"] == "add", "n_marker_tokens"] > 0).all()
         positions = pd.read_parquet(results / "internals" / "tiny_a_filler" / model / "attention_positions.parquet")
-        assert set(zip(positions["layer"], positions["head"])) == {(0, 1), (1, 3)}
+        assert set(zip(positions["layer"], positions["head"], strict=True)) == {(0, 1), (1, 3)}
         assert positions["in_span"].any()
         lens = pd.read_parquet(results / "internals" / "tiny_a_filler" / model / "logit_lens.parquet")
         assert set(lens["prompt_id"]) == {"add", "area"} and lens["layer"].max() == 2
@@ -46,9 +47,15 @@ def test_internals_outputs_and_figures(internals_run):
         assert (convergence.loc[convergence["depth"] == 2, "distance"] == 0).all()
         figures = results / "figures" / "internals" / "tiny_a_filler" / model
         assert {p.name for p in (figures / "depth").glob("*.png")} == {
-            "convergence-add.png", "convergence-area.png", "logit_lens-add.png", "logit_lens-area.png"}
+            "convergence-add.png",
+            "convergence-area.png",
+            "logit_lens-add.png",
+            "logit_lens-area.png",
+        }
         assert len(list((figures / "attention_positions").glob("*.png"))) == 3
-    assert (results / "figures" / "internals" / "tiny_a" / "all" / "marker_attention.png").read_bytes()[:4] == b"\x89PNG"
+    assert (results / "figures" / "internals" / "tiny_a" / "all" / "marker_attention.png").read_bytes()[
+        :4
+    ] == b"\x89PNG"
     for log in (internals_run / "logs").rglob("*.log"):
         assert "Traceback" not in log.read_text(), log
 
@@ -69,10 +76,19 @@ def test_changed_heads_rerun_only_attention_positions(internals_run, tmp_path):
     [
         ({"internals": {"attention_positions": {"prompt_sets": ["tiny_a"]}}}, "inserts no tokens"),
         ({"internals": {"depth": {"prompt_sets": ["nope"]}}}, "internals.depth.prompt_sets: unknown prompt set 'nope'"),
-        ({"prompt_sets": {"tiny_a": "prompts/tiny_a.jsonl", "f": {"from": "missing", "insert": {"text": ".", "count": 2}}}},
-         "prompt_sets.f.from: unknown prompt set 'missing'"),
-        ({"prompt_sets": {"tiny_a": "prompts/tiny_a.jsonl", "f": {"from": "tiny_a", "insert": {"count": 2}}}},
-         "prompt_sets.f"),
+        (
+            {
+                "prompt_sets": {
+                    "tiny_a": "prompts/tiny_a.jsonl",
+                    "f": {"from": "missing", "insert": {"text": ".", "count": 2}},
+                }
+            },
+            "prompt_sets.f.from: unknown prompt set 'missing'",
+        ),
+        (
+            {"prompt_sets": {"tiny_a": "prompts/tiny_a.jsonl", "f": {"from": "tiny_a", "insert": {"count": 2}}}},
+            "prompt_sets.f",
+        ),
     ],
 )
 def test_bad_internals_config_is_named(tmp_path, change, message):
@@ -84,9 +100,11 @@ def test_bad_internals_config_is_named(tmp_path, change, message):
         else:
             config[key] = value
     config["internals"]["depth"]["prompt_sets"] = [
-        s for s in config["internals"]["depth"]["prompt_sets"] if s in config["prompt_sets"] or s == "nope"]
+        s for s in config["internals"]["depth"]["prompt_sets"] if s in config["prompt_sets"] or s == "nope"
+    ]
     config["internals"]["attention_positions"]["prompt_sets"] = [
-        s for s in config["internals"]["attention_positions"]["prompt_sets"] if s in config["prompt_sets"]]
+        s for s in config["internals"]["attention_positions"]["prompt_sets"] if s in config["prompt_sets"]
+    ]
     copy_prompts(tmp_path, "tiny_a.jsonl")
     for name, arch in (("llama", "llama"), ("gpt2", "gpt2")):
         save_tiny_checkpoint(tmp_path / "checkpoints" / name, arch)

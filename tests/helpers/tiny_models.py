@@ -1,0 +1,101 @@
+"""Tiny random models built from a config and saved locally (no network): a byte-level BPE
+tokenizer with ChatML special tokens, Llama, Qwen2 (also with sliding-window attention) and GPT-2."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+
+ARCHS = ["llama", "qwen2", "gpt2"]
+CHATML = (
+    "{% for message in messages %}{{ '<|im_start|>' + message['role'] + '\n' + message['content'] + '<|im_end|>\n' }}"
+    "{% endfor %}{% if add_generation_prompt %}{{ '<|im_start|>assistant\n' }}{% endif %}"
+)
+CORPUS = [
+    "The quick brown fox jumps over the lazy dog. What is 2 + 2? The answer is 4.",
+    "Think step by step. <think> 17 + 25 = 42 </think> The final answer is \\boxed{42}.",
+    "Héllo wörld, naïve café: ∑ x² ≤ π · 日本語 テキスト 🙂 — done.",
+    "Consider the function f(x) = x^2 on the interval [0, 2]. Find the area under the curve.",
+] * 20
+
+
+def build_tokenizer(vocab_size: int = 400):
+    """A small byte-level BPE tokenizer with ChatML special tokens, trained in milliseconds."""
+    from tokenizers import ByteLevelBPETokenizer
+    from transformers import PreTrainedTokenizerFast
+
+    bpe = ByteLevelBPETokenizer()
+    bpe.train_from_iterator(
+        CORPUS, vocab_size=vocab_size, min_frequency=1, special_tokens=["<|endoftext|>", "<|im_start|>", "<|im_end|>"]
+    )
+    tokenizer = PreTrainedTokenizerFast(
+        tokenizer_object=bpe._tokenizer,
+        eos_token="<|im_end|>",
+        pad_token="<|endoftext|>",
+        bos_token="<|im_start|>",
+    )
+    tokenizer.chat_template = CHATML
+    return tokenizer
+
+
+def tiny_config(arch: str, vocab_size: int, eos_id: int, pad_id: int):
+    from transformers import GPT2Config, LlamaConfig, Qwen2Config
+
+    common = dict(vocab_size=vocab_size, eos_token_id=eos_id, pad_token_id=pad_id, bos_token_id=eos_id)
+    if arch == "llama":
+        return LlamaConfig(
+            hidden_size=32,
+            intermediate_size=64,
+            num_hidden_layers=2,
+            num_attention_heads=4,
+            num_key_value_heads=2,
+            max_position_embeddings=1024,
+            initializer_range=0.3,
+            **common,
+        )
+    if arch == "qwen2":
+        return Qwen2Config(
+            hidden_size=32,
+            intermediate_size=64,
+            num_hidden_layers=2,
+            num_attention_heads=4,
+            num_key_value_heads=2,
+            max_position_embeddings=1024,
+            initializer_range=0.3,
+            tie_word_embeddings=False,
+            **common,
+        )
+    if arch == "qwen2-sliding":  # sliding-window attention layers take the growing-cache path
+        return Qwen2Config(
+            hidden_size=32,
+            intermediate_size=64,
+            num_hidden_layers=2,
+            num_attention_heads=4,
+            num_key_value_heads=2,
+            max_position_embeddings=1024,
+            initializer_range=0.3,
+            use_sliding_window=True,
+            sliding_window=24,
+            max_window_layers=0,
+            **common,
+        )
+    if arch == "gpt2":
+        return GPT2Config(n_embd=32, n_layer=2, n_head=4, n_positions=1024, initializer_range=0.3, **common)
+    raise ValueError(arch)
+
+
+def save_tiny_checkpoint(folder: Path, arch: str = "llama", seed: int = 0, vocab_size: int = 400) -> Path:
+    """A Hugging Face checkpoint folder (safetensors + tokenizer) of a tiny random model."""
+    from transformers import AutoModelForCausalLM
+
+    tokenizer = build_tokenizer(vocab_size)
+    config = tiny_config(arch, len(tokenizer), tokenizer.eos_token_id, tokenizer.pad_token_id)
+    torch.manual_seed(seed)
+    model = AutoModelForCausalLM.from_config(config)
+    model.generation_config.eos_token_id = tokenizer.eos_token_id
+    model.generation_config.pad_token_id = tokenizer.pad_token_id
+    folder.mkdir(parents=True, exist_ok=True)
+    model.save_pretrained(folder, safe_serialization=True)
+    tokenizer.save_pretrained(folder)
+    return folder
