@@ -30,12 +30,17 @@ test: install
 test-fast: install
 	$(BIN)/python -m pytest -q -m "not slow"
 
+# The Python checks of `lint` (ruff and mypy; settings in pyproject.toml) need no network.
 lint: install
 	$(BIN)/snakemake --lint
 	$(BIN)/snakefmt --check Snakefile rules/
+	$(BIN)/ruff check src scripts benchmarks tests
+	$(BIN)/ruff format --check src scripts benchmarks tests
+	$(BIN)/mypy src
 
 format: install
 	$(BIN)/snakefmt Snakefile rules/
+	$(BIN)/ruff format src scripts benchmarks tests
 
 bench: install
 	$(BIN)/python benchmarks/bench_pipeline.py

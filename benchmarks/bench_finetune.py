@@ -73,23 +73,29 @@ def format_shares(texts: list[str], n_tokens: list[int], finish: list[str]) -> d
 
 
 def measure_model(name: str, prepared_dir: Path, args: argparse.Namespace) -> dict[str, Any]:
-    from tokenscope.model.loading import LoadOptions
-    from tokenscope.model.loading import load_model
     from tokenscope.generation.run import run_generation
     from tokenscope.inputs.prompts import load_prompt_set
+    from tokenscope.model.loading import LoadOptions, load_model
 
     model, tokenizer = load_model(prepared_dir, LoadOptions(device="cpu", dtype="float32"))
     started, cpu = time.perf_counter(), cpu_seconds()
     generations, _ = run_generation(
-        model, tokenizer, load_prompt_set(args.prompts), model_name=name, prompt_set="math24",
-        n_samples=args.n_samples, seed=0, sampling={**SAMPLING, "max_new_tokens": args.max_new_tokens},
-        batch_size=args.batch_size, show_progress=False,
+        model,
+        tokenizer,
+        load_prompt_set(args.prompts),
+        model_name=name,
+        prompt_set="math24",
+        n_samples=args.n_samples,
+        seed=0,
+        sampling={**SAMPLING, "max_new_tokens": args.max_new_tokens},
+        batch_size=args.batch_size,
+        show_progress=False,
     )
     columns = generations.to_pydict()
     shares = format_shares(columns["text"], columns["n_tokens"], columns["finish_reason"])
     shares.update(generations=len(columns["text"]), wall_s=time.perf_counter() - started, cpu_s=cpu_seconds() - cpu)
     if args.show_text:
-        for prompt_id, text in list(zip(columns["prompt_id"], columns["text"]))[: args.show_text]:
+        for prompt_id, text in list(zip(columns["prompt_id"], columns["text"], strict=True))[: args.show_text]:
             print(f"    --- {name} {prompt_id}: {text[:400]!r}")
     return shares
 
@@ -107,8 +113,13 @@ def parse_overrides(items: list[str]) -> dict[str, Any]:
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
-                        help="override a FinetuneConfig field (repeatable), e.g. --set steps=48")
+    parser.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="override a FinetuneConfig field (repeatable), e.g. --set steps=48",
+    )
     parser.add_argument("--threads", type=int, default=2, help="torch threads for finetune and generation")
     parser.add_argument("--output-dir", help="checkpoint folder (default: temporary, deleted at the end)")
     parser.add_argument("--reuse", action="store_true", help="skip the finetune if --output-dir holds a finished run")
@@ -144,22 +155,33 @@ def main(argv: list[str] | None = None) -> None:
         rss_before, started, cpu = peak_rss_mib(), time.perf_counter(), cpu_seconds()
         finetune(base_dir, output_dir, config, progress=False)
         wall, cpu_used = time.perf_counter() - started, cpu_seconds() - cpu
-        report["finetune"] = {"wall_s": wall, "cpu_s": cpu_used, "peak_rss_mib": peak_rss_mib(),
-                              "peak_rss_before_mib": rss_before}
+        report["finetune"] = {
+            "wall_s": wall,
+            "cpu_s": cpu_used,
+            "peak_rss_mib": peak_rss_mib(),
+            "peak_rss_before_mib": rss_before,
+        }
         print(f"    wall {wall:.1f} s, CPU (user+sys) {cpu_used:.1f} s, peak RSS {peak_rss_mib():.0f} MiB")
     run_log = read_training_log(output_dir)
     losses = [round(step["loss"], 3) for step in run_log["steps"]]
     report["training_log"] = run_log
-    print(f"    trained {run_log['trainable_parameters'] / 1e6:.1f}M of {run_log['total_parameters'] / 1e6:.1f}M "
-          f"parameters; training loop {run_log['train_seconds']:.1f} s; {run_log['examples_kept']} chats")
+    print(
+        f"    trained {run_log['trainable_parameters'] / 1e6:.1f}M of {run_log['total_parameters'] / 1e6:.1f}M "
+        f"parameters; training loop {run_log['train_seconds']:.1f} s; {run_log['examples_kept']} chats"
+    )
     print(f"    loss curve: {losses}")
 
-    wanted = ["base", *map(str, range(1, config.n_checkpoints + 1))] if args.models == "all" else (
-        [] if args.models == "none" else args.models.split(","))
+    wanted = (
+        ["base", *map(str, range(1, config.n_checkpoints + 1))]
+        if args.models == "all"
+        else ([] if args.models == "none" else args.models.split(","))
+    )
     results: dict[str, Any] = {}
     print(f"[2] math24 x {args.n_samples} samples, {args.max_new_tokens} new tokens, batch {args.batch_size}")
-    print(f"    {'model':<22} {'<think>':>8} {'</think>':>9} {'boxed':>7} {'boxed after':>12} {'eos':>6} "
-          f"{'mean tok':>9} {'wall s':>7} {'cpu s':>7}")
+    print(
+        f"    {'model':<22} {'<think>':>8} {'</think>':>9} {'boxed':>7} {'boxed after':>12} {'eos':>6} "
+        f"{'mean tok':>9} {'wall s':>7} {'cpu s':>7}"
+    )
     for item in wanted:
         if item == "base":
             name, prepared = "base", base_dir
@@ -168,9 +190,12 @@ def main(argv: list[str] | None = None) -> None:
             prepared = Path(scratch.name) / "prepared" / name
             prepare_model(ModelSpec(name=name, kind="path", location=str(output_dir / name)), prepared)
         shares = results[name] = measure_model(name, prepared, args)
-        print(f"    {name:<22} {shares['opens_think']:>8.2f} {shares['closes_think']:>9.2f} {shares['boxed']:>7.2f} "
-              f"{shares['boxed_after_think']:>12.2f} {shares['eos']:>6.2f} {shares['mean_tokens']:>9.1f} "
-              f"{shares['wall_s']:>7.1f} {shares['cpu_s']:>7.1f}", flush=True)
+        print(
+            f"    {name:<22} {shares['opens_think']:>8.2f} {shares['closes_think']:>9.2f} {shares['boxed']:>7.2f} "
+            f"{shares['boxed_after_think']:>12.2f} {shares['eos']:>6.2f} {shares['mean_tokens']:>9.1f} "
+            f"{shares['wall_s']:>7.1f} {shares['cpu_s']:>7.1f}",
+            flush=True,
+        )
     report["behaviour"] = results
     if args.json:
         Path(args.json).write_text(json.dumps(report, indent=2) + "\n")

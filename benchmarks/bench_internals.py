@@ -41,7 +41,13 @@ def run_role(role: str, model_dir: str, n_tokens: int, threads: int) -> dict[str
     import numpy as np
     import torch
 
-    from tokenscope.internals.measures import attention_received, convergence_distances, depth_states, logit_lens, marker_attention
+    from tokenscope.internals.measures import (
+        attention_received,
+        convergence_distances,
+        depth_states,
+        logit_lens,
+        marker_attention,
+    )
     from tokenscope.model.loading import LoadOptions, load_prepared
     from tokenscope.workflow.jobs import return_freed_memory
 
@@ -89,15 +95,29 @@ def main() -> None:
 
     config = AutoConfig.from_pretrained(args.model_dir).get_text_config()
     all_attention = config.num_hidden_layers * config.num_attention_heads * args.tokens**2 * 4 / 2**20
-    print(f"# {args.model_dir}: {config.num_hidden_layers} layers, {config.num_attention_heads} heads; "
-          f"{args.tokens} tokens, {args.threads} threads, fp32 on cpu")
+    print(
+        f"# {args.model_dir}: {config.num_hidden_layers} layers, {config.num_attention_heads} heads; "
+        f"{args.tokens} tokens, {args.threads} threads, fp32 on cpu"
+    )
     print(f"# every layer's attention matrices at once would be {all_attention:.0f} MiB")
     for role in ROLES:
-        command = [sys.executable, __file__, "--role", role, "--model-dir", args.model_dir,
-                   "--tokens", str(args.tokens), "--threads", str(args.threads)]
+        command = [
+            sys.executable,
+            __file__,
+            "--role",
+            role,
+            "--model-dir",
+            args.model_dir,
+            "--tokens",
+            str(args.tokens),
+            "--threads",
+            str(args.threads),
+        ]
         result = json.loads(subprocess.run(command, capture_output=True, text=True, check=True).stdout.splitlines()[-1])
-        print(f"{role:34s} {result['seconds']:7.2f} s   peak RSS {result['peak_rss_mib']:7.0f} MiB "
-              f"(+{result['peak_rss_mib'] - result['loaded_rss_mib']:.0f} over the loaded model)")
+        print(
+            f"{role:34s} {result['seconds']:7.2f} s   peak RSS {result['peak_rss_mib']:7.0f} MiB "
+            f"(+{result['peak_rss_mib'] - result['loaded_rss_mib']:.0f} over the loaded model)"
+        )
 
 
 if __name__ == "__main__":

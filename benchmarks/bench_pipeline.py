@@ -1,16 +1,16 @@
 #!/usr/bin/env python
-"""Speed and memory of the seed notebook's pipeline against tokenscope's, same model and settings.
+"""Speed and memory of the reference notebook pipeline against tokenscope's, same model and settings.
 
 Prints one labelled figure per line:
 
-  [1] the seed notebook's pipeline end to end (model.generate one prompt at a time, a second
+  [1] the reference notebook pipeline end to end (model.generate one prompt at a time, a second
       forward pass over each sequence, a Python loop over its positions): tokens/s, wall, peak RSS
   [2] tokenscope's run_generation end to end (batched decode that scores its own tokens, and the
       Arrow tables): tokens/s, wall, peak RSS
   [3] tokenscope generation tokens/s at several batch sizes
   [4] teacher-forced scoring (score_token_sequences) of the sequences of [2] against a bare backbone
       forward pass over the same padded batches (and a full forward computing all logits)
-  [5] last line: tokenscope / seed end-to-end generated tokens/s
+  [5] last line: tokenscope / reference notebook pipeline end-to-end generated tokens/s
 
 Tokens/s is always per generated (or scored) token: the count is the number of per-token rows each
 pipeline produced (eos included when generated) and is printed next to each figure. Each pipeline
@@ -43,7 +43,7 @@ DEFAULT_PROMPTS = REPO / "config" / "prompts" / "math24.jsonl"
 
 
 # --------------------------------------------------------------------------------------------
-# The seed notebook's pipeline, copied as is; adapted only to take model/tokenizer/device and
+# The reference notebook pipeline, copied as is; adapted only to take model/tokenizer/device and
 # max_new_tokens/sampling as arguments instead of notebook globals.
 # --------------------------------------------------------------------------------------------
 
@@ -79,7 +79,7 @@ def get_stats_for_generation(model, tokenizer, generated_ids, prompt_length, dev
 
 
 def seed_process_prompt(model, tokenizer, prompt, device, max_new_tokens, sampling, timings=None):
-    """One prompt of the seed notebook's loop: chat template, generate, second forward, stats."""
+    """One prompt of the reference notebook pipeline: chat template, generate, second forward, stats."""
     clock = _Clock(device)
     formatted_prompt = tokenizer.apply_chat_template(prompt, tokenize=False, add_generation_prompt=True)
     inputs = tokenizer(formatted_prompt, return_tensors="pt").to(device)
@@ -179,9 +179,8 @@ def _setup(config: dict[str, Any]):
     """Threads, model and prompts of a worker process."""
     import torch
 
-    from tokenscope.model.loading import LoadOptions, resolve_device
-    from tokenscope.model.loading import load_model
     from tokenscope.inputs.prompts import load_prompt_set
+    from tokenscope.model.loading import LoadOptions, load_model, resolve_device
 
     torch.set_num_threads(config["threads"])
     device = resolve_device(config["device"])
@@ -200,7 +199,7 @@ def role_seed(config: dict[str, Any]) -> dict[str, Any]:
     prompts = prompts[: config["seed_prompts"]]
     sampling = _sampling(config)
     rss_loaded = _current_rss_mib()
-    # Warm-up: a few tokens of the first prompt through the whole seed path.
+    # Warm-up: a few tokens of the first prompt through the whole reference notebook pipeline.
     torch.manual_seed(config["seed"])
     seed_process_prompt(model, tokenizer, list(prompts[0].messages), device, 4, sampling)
     _reset_gpu_peak(device)
@@ -240,27 +239,42 @@ def role_tokenscope(config: dict[str, Any]) -> dict[str, Any]:
     import numpy as np
 
     from tokenscope.generation.decode import generate
-    from tokenscope.model.anatomy import backbone
     from tokenscope.generation.run import generation_requests, run_generation
-    from tokenscope.scoring.teacher_forcing import score_token_sequences
     from tokenscope.generation.sampling import SamplingParams
     from tokenscope.inputs.sequences import ScoredSequence
+    from tokenscope.model.anatomy import backbone
+    from tokenscope.scoring.teacher_forcing import score_token_sequences
 
     torch, device, model, tokenizer, prompts = _setup(config)
     ts_prompts = prompts[: config["ts_prompts"]]
     sampling = {**_sampling(config), "max_new_tokens": config["max_new_tokens"]}
-    common = dict(model_name="bench", prompt_set="bench", seed=config["seed"], top_k=config["metrics_top_k"],
-                  show_progress=False)
+    common = dict(
+        model_name="bench", prompt_set="bench", seed=config["seed"], top_k=config["metrics_top_k"], show_progress=False
+    )
     rss_loaded = _current_rss_mib()
     result: dict[str, Any] = {"rss_loaded_mib": rss_loaded, "threads": torch.get_num_threads()}
 
     # [2] end to end
-    run_generation(model, tokenizer, ts_prompts[:1], n_samples=1, batch_size=1,
-                   sampling={**sampling, "max_new_tokens": 4}, **common)  # warm-up
+    run_generation(
+        model,
+        tokenizer,
+        ts_prompts[:1],
+        n_samples=1,
+        batch_size=1,
+        sampling={**sampling, "max_new_tokens": 4},
+        **common,
+    )  # warm-up
     _reset_gpu_peak(device)
     clock = _Clock(device)
-    generations, tokens = run_generation(model, tokenizer, ts_prompts, n_samples=config["ts_samples"],
-                                         batch_size=config["batch_size"], sampling=sampling, **common)
+    generations, tokens = run_generation(
+        model,
+        tokenizer,
+        ts_prompts,
+        n_samples=config["ts_samples"],
+        batch_size=config["batch_size"],
+        sampling=sampling,
+        **common,
+    )
     wall = clock.lap()
     result["e2e"] = {
         "prompts": [p.id for p in ts_prompts],
@@ -278,14 +292,25 @@ def role_tokenscope(config: dict[str, Any]) -> dict[str, Any]:
     completion_ids = generations.column("token_ids").to_pylist()
     sequences = [
         ScoredSequence(pid, int(sample), np.asarray(p + c, dtype=np.int64), len(p), len(p))
-        for pid, sample, p, c in zip(generations.column("prompt_id").to_pylist(),
-                                     generations.column("sample").to_pylist(), prompt_ids, completion_ids)
+        for pid, sample, p, c in zip(
+            generations.column("prompt_id").to_pylist(),
+            generations.column("sample").to_pylist(),
+            prompt_ids,
+            completion_ids,
+            strict=True,
+        )
     ]
     scored_tokens = sum(len(c) for c in completion_ids)
     context_tokens = sum(len(s.token_ids) for s in sequences)
     pad_id = tokenizer.pad_token_id or 0
-    score_kwargs = dict(model_name="bench", source="bench", prompt_set="bench", batch_size=config["score_batch_size"],
-                        top_k=config["metrics_top_k"], show_progress=False)
+    score_kwargs = dict(
+        model_name="bench",
+        source="bench",
+        prompt_set="bench",
+        batch_size=config["score_batch_size"],
+        top_k=config["metrics_top_k"],
+        show_progress=False,
+    )
     body = backbone(model)
     raw = [s.token_ids.tolist() for s in sequences]
 
@@ -295,13 +320,13 @@ def role_tokenscope(config: dict[str, Any]) -> dict[str, Any]:
     def bare_forward() -> int:
         with torch.no_grad():
             for ids, mask in _padded_batches(raw, config["score_batch_size"], pad_id, device):
-                body(input_ids=ids, attention_mask=mask).last_hidden_state
+                _ = body(input_ids=ids, attention_mask=mask).last_hidden_state
         return scored_tokens
 
     def full_forward() -> int:
         with torch.no_grad():
             for ids, mask in _padded_batches(raw, config["score_batch_size"], pad_id, device):
-                model(input_ids=ids, attention_mask=mask).logits
+                _ = model(input_ids=ids, attention_mask=mask).logits
         return scored_tokens
 
     # Warm-up on the first batch of sequences, then the timed runs.
@@ -329,8 +354,14 @@ def role_tokenscope(config: dict[str, Any]) -> dict[str, Any]:
         clock = _Clock(device)
         out = generate(model, tokenizer, requests, params, batch_size, config["metrics_top_k"], show_progress=False)
         wall = clock.lap()
-        sweep.append({"batch_size": batch_size, "sequences": n, "tokens": int(sum(len(g.token_ids) for g in out)),
-                      "wall_s": wall})
+        sweep.append(
+            {
+                "batch_size": batch_size,
+                "sequences": n,
+                "tokens": int(sum(len(g.token_ids) for g in out)),
+                "wall_s": wall,
+            }
+        )
     result["sweep"] = sweep
     result["peak_rss_final_mib"] = _peak_rss_mib()
     return result
@@ -365,10 +396,22 @@ def run_role(role: str, config: dict[str, Any], verbose: bool) -> dict[str, Any]
     with tempfile.TemporaryDirectory(prefix="bench_pipeline_") as tmp:
         config_path, result_path = Path(tmp) / "config.json", Path(tmp) / "result.json"
         config_path.write_text(json.dumps(config))
-        command = [sys.executable, str(Path(__file__).resolve()), "--role", role,
-                   "--role-config", str(config_path), "--role-result", str(result_path)]
-        proc = subprocess.run(command, stdout=None if verbose else subprocess.PIPE,
-                              stderr=None if verbose else subprocess.STDOUT, text=True)
+        command = [
+            sys.executable,
+            str(Path(__file__).resolve()),
+            "--role",
+            role,
+            "--role-config",
+            str(config_path),
+            "--role-result",
+            str(result_path),
+        ]
+        proc = subprocess.run(
+            command,
+            stdout=None if verbose else subprocess.PIPE,
+            stderr=None if verbose else subprocess.STDOUT,
+            text=True,
+        )
         if proc.returncode != 0:
             if proc.stdout:
                 sys.stderr.write(proc.stdout)
@@ -379,8 +422,9 @@ def run_role(role: str, config: dict[str, Any], verbose: bool) -> dict[str, Any]
 def _gpu_name(device) -> str:
     """The GPU's name from nvidia-smi: asking torch would open a CUDA context in this driver process."""
     try:
-        names = subprocess.run(["nvidia-smi", "--query-gpu=name", "--format=csv,noheader"], capture_output=True,
-                               text=True, timeout=30).stdout.splitlines()
+        names = subprocess.run(
+            ["nvidia-smi", "--query-gpu=name", "--format=csv,noheader"], capture_output=True, text=True, timeout=30
+        ).stdout.splitlines()
         return names[device.index or 0].strip()
     except (OSError, IndexError, subprocess.SubprocessError):
         return "gpu"
@@ -392,28 +436,50 @@ def _mib(value: float | None) -> str:
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--quick", action="store_true",
-                        help="smoke run (~1 min on 2 cores): 2 seed prompts, 8x2 tokenscope sequences, "
-                             "32 new tokens, batch sizes 1,4,16")
-    parser.add_argument("--model", default=DEFAULT_MODEL,
-                        help="embedded:NAME, hub:ID or path:DIR, prepared once into the tokenscope cache "
-                             f"(default {DEFAULT_MODEL})")
+    parser.add_argument(
+        "--quick",
+        action="store_true",
+        help="smoke run (~1 min on 2 cores): 2 reference-pipeline prompts, 8x2 tokenscope sequences, "
+        "32 new tokens, batch sizes 1,4,16",
+    )
+    parser.add_argument(
+        "--model",
+        default=DEFAULT_MODEL,
+        help=f"embedded:NAME, hub:ID or path:DIR, prepared once into the tokenscope cache (default {DEFAULT_MODEL})",
+    )
     parser.add_argument("--model-dir", help="an already prepared model folder (has manifest.json); overrides --model")
     parser.add_argument("--prompts", default=str(DEFAULT_PROMPTS), help="prompt set JSONL (default math24)")
     parser.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
     parser.add_argument("--dtype", default="auto", help="auto (fp32 on cpu, bf16 on cuda), float32, bfloat16, float16")
-    parser.add_argument("--threads", type=int, default=os.cpu_count(), help="torch.set_num_threads (default: all cores)")
+    parser.add_argument(
+        "--threads", type=int, default=os.cpu_count(), help="torch.set_num_threads (default: all cores)"
+    )
     parser.add_argument("--max-new-tokens", type=int, default=None, help="default 64 (--quick: 32)")
-    parser.add_argument("--seed-prompts", type=int, default=None,
-                        help="first N prompts for the seed pipeline, 1 sample each (default 8; --quick: 2)")
-    parser.add_argument("--ts-prompts", type=int, default=None,
-                        help="first N prompts for tokenscope end to end (default 24; --quick: 8)")
+    parser.add_argument(
+        "--seed-prompts",
+        type=int,
+        default=None,
+        help="first N prompts for the reference notebook pipeline, 1 sample each (default 8; --quick: 2)",
+    )
+    parser.add_argument(
+        "--ts-prompts",
+        type=int,
+        default=None,
+        help="first N prompts for tokenscope end to end (default 24; --quick: 8)",
+    )
     parser.add_argument("--ts-samples", type=int, default=2, help="samples per prompt for tokenscope end to end")
     parser.add_argument("--batch-size", type=int, default=64, help="tokenscope end-to-end generation batch size")
-    parser.add_argument("--batch-sizes", default=None,
-                        help="comma-separated generation batch sizes to sweep (default 1,4,16,64; --quick: 1,4,16)")
-    parser.add_argument("--sweep-min-sequences", type=int, default=None,
-                        help="each sweep point generates max(batch size, this) sequences (default 4; --quick: 2)")
+    parser.add_argument(
+        "--batch-sizes",
+        default=None,
+        help="comma-separated generation batch sizes to sweep (default 1,4,16,64; --quick: 1,4,16)",
+    )
+    parser.add_argument(
+        "--sweep-min-sequences",
+        type=int,
+        default=None,
+        help="each sweep point generates max(batch size, this) sequences (default 4; --quick: 2)",
+    )
     parser.add_argument("--score-batch-size", type=int, default=8, help="teacher-forced scoring batch size")
     parser.add_argument("--score-repeats", type=int, default=1, help="timed scoring repeats (best is reported)")
     parser.add_argument("--metrics-top-k", type=int, default=5, help="tokenscope's top-k alternatives per token")
@@ -456,8 +522,8 @@ def main(argv: list[str] | None = None) -> None:
 
     import torch
 
-    from tokenscope.model.loading import resolve_device, resolve_dtype
     from tokenscope.inputs.prompts import load_prompt_set
+    from tokenscope.model.loading import resolve_device, resolve_dtype
 
     model_dir = resolve_model_dir(args)
     device = resolve_device(args.device)
@@ -466,63 +532,94 @@ def main(argv: list[str] | None = None) -> None:
     args.seed_prompts = min(args.seed_prompts, n_prompts)
     args.ts_prompts = min(args.ts_prompts, n_prompts)
     config = {
-        "model_dir": str(model_dir), "prompts": args.prompts, "device": args.device, "dtype": args.dtype,
-        "threads": args.threads, "max_new_tokens": args.max_new_tokens, "seed": args.seed,
-        "do_sample": not args.greedy, "temperature": args.temperature, "top_p": args.top_p, "top_k": args.top_k,
-        "seed_prompts": args.seed_prompts, "ts_prompts": args.ts_prompts, "ts_samples": args.ts_samples,
-        "batch_size": args.batch_size, "batch_sizes": args.batch_sizes,
-        "sweep_min_sequences": args.sweep_min_sequences, "score_batch_size": args.score_batch_size,
-        "score_repeats": args.score_repeats, "metrics_top_k": args.metrics_top_k,
+        "model_dir": str(model_dir),
+        "prompts": args.prompts,
+        "device": args.device,
+        "dtype": args.dtype,
+        "threads": args.threads,
+        "max_new_tokens": args.max_new_tokens,
+        "seed": args.seed,
+        "do_sample": not args.greedy,
+        "temperature": args.temperature,
+        "top_p": args.top_p,
+        "top_k": args.top_k,
+        "seed_prompts": args.seed_prompts,
+        "ts_prompts": args.ts_prompts,
+        "ts_samples": args.ts_samples,
+        "batch_size": args.batch_size,
+        "batch_sizes": args.batch_sizes,
+        "sweep_min_sequences": args.sweep_min_sequences,
+        "score_batch_size": args.score_batch_size,
+        "score_repeats": args.score_repeats,
+        "metrics_top_k": args.metrics_top_k,
     }
     manifest = json.loads((model_dir / "manifest.json").read_text())
     device_name = _gpu_name(device) if device.type == "cuda" else "cpu"
     say = lambda line: print(line, flush=True)  # noqa: E731
 
-    say("== tokenscope pipeline benchmark: seed notebook vs tokenscope ==")
+    say("== tokenscope pipeline benchmark: reference notebook pipeline vs tokenscope ==")
     say(f"device: {device} ({device_name}), dtype {str(dtype).removeprefix('torch.')}, torch {torch.__version__}")
     say(f"torch threads: {args.threads} (cpu count {os.cpu_count()})")
     say(f"model: {manifest.get('model')} ({model_dir})")
     say(f"prompt set: {args.prompts} ({n_prompts} prompts)")
     say(f"max_new_tokens: {args.max_new_tokens}")
-    say(f"sampling (both pipelines): do_sample={not args.greedy} temperature={args.temperature} "
-        f"top_p={args.top_p} top_k={args.top_k}{' (off)' if args.top_k == 0 else ''}")
-    say(f"seed pipeline: first {args.seed_prompts} prompts x 1 sample, one at a time")
-    say(f"tokenscope end to end: first {args.ts_prompts} prompts x {args.ts_samples} samples = "
-        f"{args.ts_prompts * args.ts_samples} sequences, batch size {args.batch_size}")
+    say(
+        f"sampling (both pipelines): do_sample={not args.greedy} temperature={args.temperature} "
+        f"top_p={args.top_p} top_k={args.top_k}{' (off)' if args.top_k == 0 else ''}"
+    )
+    say(f"reference notebook pipeline: first {args.seed_prompts} prompts x 1 sample, one at a time")
+    say(
+        f"tokenscope end to end: first {args.ts_prompts} prompts x {args.ts_samples} samples = "
+        f"{args.ts_prompts * args.ts_samples} sequences, batch size {args.batch_size}"
+    )
     say("tokens/s = generated (or scored) tokens / wall seconds; model loading is excluded, one warm-up call precedes")
 
     seed = run_role("seed", config, args.verbose)
     seed_tps = seed["tokens"] / seed["wall_s"]
-    say(f"[1] seed end-to-end tokens/s: {seed_tps:.1f} tok/s "
+    say(
+        f"[1] reference notebook pipeline end-to-end tokens/s: {seed_tps:.1f} tok/s "
         f"({seed['tokens']} generated tokens = rows of its per-token stats, {args.seed_prompts} sequences, "
-        f"mean prompt {seed['mean_prompt_tokens']:.0f} tokens)")
-    say(f"[1] seed end-to-end wall: {seed['wall_s']:.2f} s "
-        f"(chat template + model.generate {seed['generate_s']:.2f} s, second forward + per-token loop {seed['stats_s']:.2f} s)")
-    say(f"[1] seed generate-only tokens/s: {seed['tokens'] / seed['generate_s']:.1f} tok/s")
-    say(f"[1] seed peak RSS: {_mib(seed['peak_rss_mib'])} (after model load: {_mib(seed['rss_loaded_mib'])})")
+        f"mean prompt {seed['mean_prompt_tokens']:.0f} tokens)"
+    )
+    say(
+        f"[1] reference notebook pipeline end-to-end wall: {seed['wall_s']:.2f} s "
+        f"(chat template + model.generate {seed['generate_s']:.2f} s, "
+        f"second forward + per-token loop {seed['stats_s']:.2f} s)"
+    )
+    say(f"[1] reference notebook pipeline generate-only tokens/s: {seed['tokens'] / seed['generate_s']:.1f} tok/s")
+    say(
+        f"[1] reference notebook pipeline peak RSS: {_mib(seed['peak_rss_mib'])} "
+        f"(after model load: {_mib(seed['rss_loaded_mib'])})"
+    )
     if seed["gpu_peak_mib"] is not None:
-        say(f"[1] seed peak GPU memory allocated: {_mib(seed['gpu_peak_mib'])}")
+        say(f"[1] reference notebook pipeline peak GPU memory allocated: {_mib(seed['gpu_peak_mib'])}")
 
     ts = run_role("tokenscope", config, args.verbose)
     e2e = ts["e2e"]
     ts_tps = e2e["tokens"] / e2e["wall_s"]
-    say(f"[2] tokenscope end-to-end tokens/s: {ts_tps:.1f} tok/s "
+    say(
+        f"[2] tokenscope end-to-end tokens/s: {ts_tps:.1f} tok/s "
         f"({e2e['tokens']} generated tokens = rows of the per-token table, {e2e['sequences']} sequences, "
-        f"{e2e['finished_by_eos']} ended by eos, mean prompt {e2e['mean_prompt_tokens']:.0f} tokens)")
+        f"{e2e['finished_by_eos']} ended by eos, mean prompt {e2e['mean_prompt_tokens']:.0f} tokens)"
+    )
     say(f"[2] tokenscope end-to-end wall: {e2e['wall_s']:.2f} s (run_generation, batch size {args.batch_size})")
     say(f"[2] tokenscope peak RSS: {_mib(e2e['peak_rss_mib'])} (after model load: {_mib(ts['rss_loaded_mib'])})")
     if e2e["gpu_peak_mib"] is not None:
         say(f"[2] tokenscope peak GPU memory allocated: {_mib(e2e['gpu_peak_mib'])}")
 
     for point in ts["sweep"]:
-        say(f"[3] tokenscope generation tokens/s at batch size {point['batch_size']}: "
+        say(
+            f"[3] tokenscope generation tokens/s at batch size {point['batch_size']}: "
             f"{point['tokens'] / point['wall_s']:.1f} tok/s "
-            f"({point['tokens']} tokens, {point['sequences']} sequences, {point['wall_s']:.2f} s)")
+            f"({point['tokens']} tokens, {point['sequences']} sequences, {point['wall_s']:.2f} s)"
+        )
 
     sc = ts["scoring"]
     score_tps, bare_tps, full_tps = (sc["tokens"] / sc[f"{k}_s"] for k in ("score", "bare", "full"))
-    say(f"[4] scored sequences: {sc['sequences']} from [2], {sc['tokens']} completion tokens scored "
-        f"({sc['context_tokens']} tokens forwarded incl. prompts), batch size {args.score_batch_size}")
+    say(
+        f"[4] scored sequences: {sc['sequences']} from [2], {sc['tokens']} completion tokens scored "
+        f"({sc['context_tokens']} tokens forwarded incl. prompts), batch size {args.score_batch_size}"
+    )
     say(f"[4] teacher-forced scoring tokens/s (score_token_sequences): {score_tps:.1f} tok/s ({sc['score_s']:.2f} s)")
     say(f"[4] bare backbone forward tokens/s (same batches, no metrics): {bare_tps:.1f} tok/s ({sc['bare_s']:.2f} s)")
     say(f"[4] full forward with all logits tokens/s (same batches): {full_tps:.1f} tok/s ({sc['full_s']:.2f} s)")
@@ -531,7 +628,7 @@ def main(argv: list[str] | None = None) -> None:
     if args.json:
         Path(args.json).parent.mkdir(parents=True, exist_ok=True)
         Path(args.json).write_text(json.dumps({"config": config, "seed": seed, "tokenscope": ts}, indent=2))
-    say(f"[5] tokenscope / seed end-to-end tokens/s ratio: {ts_tps / seed_tps:.2f}")
+    say(f"[5] tokenscope / reference notebook pipeline end-to-end tokens/s ratio: {ts_tps / seed_tps:.2f}")
 
 
 if __name__ == "__main__":

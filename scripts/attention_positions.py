@@ -1,9 +1,9 @@
 import sys
 
 sys.path.insert(0, f"{snakemake.scriptdir}/../src")
-from tokenscope.io import write_parquet
-from tokenscope.internals.tables import run_attention_positions
 from tokenscope.inputs.prompts import load_prompt_set
+from tokenscope.internals.tables import run_attention_positions
+from tokenscope.io import write_parquet
 from tokenscope.workflow.jobs import load_rule_model, run_script
 
 

@@ -1,8 +1,8 @@
 import sys
 
 sys.path.insert(0, f"{snakemake.scriptdir}/../src")
-from tokenscope.model.tokenizers import check_manifest_tokenizers
 from tokenscope.io import write_json
+from tokenscope.model.tokenizers import check_manifest_tokenizers
 from tokenscope.workflow.jobs import run_script
 
 

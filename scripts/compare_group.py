@@ -5,8 +5,8 @@ from pathlib import Path
 
 import pandas as pd
 
-from tokenscope.analysis.tokens import write_table
 from tokenscope.analysis.comparison import StatsOptions, compare_group
+from tokenscope.analysis.tokens import write_table
 from tokenscope.figures.comparison import plot_trends
 from tokenscope.figures.style import save_figure
 from tokenscope.workflow.jobs import run_script
@@ -31,7 +31,10 @@ def main(smk):
     for name, table in tables.items():
         write_table(table, out / f"{name}.csv", out / f"{name}.md", name.replace("_", " "))
     prompt_set, group = smk.wildcards.prompt_set, smk.wildcards.group
-    title = f"{prompt_set}, group {group}: checkpoints against the base (index 0), {options.ci:.0%} bootstrap CI over prompts"
+    title = (
+        f"{prompt_set}, group {group}: checkpoints against the base (index 0), "
+        f"{options.ci:.0%} bootstrap CI over prompts"
+    )
     save_figure(plot_trends(tables["trends"], title), smk.output.png, smk.output.vector.rsplit(".", 1)[-1])
 
 

@@ -5,12 +5,11 @@ from pathlib import Path
 
 import pandas as pd
 
-from tokenscope.inputs.sequences import generation_table_sequences
-from tokenscope.scoring.cross_scoring import score_pair
+from tokenscope.inputs.prompts import load_prompt_set
+from tokenscope.inputs.sequences import generation_table_sequences, reference_sequences
 from tokenscope.io import write_parquet
 from tokenscope.model.loading import load_model
-from tokenscope.inputs.sequences import reference_sequences
-from tokenscope.inputs.prompts import load_prompt_set
+from tokenscope.scoring.cross_scoring import score_pair
 from tokenscope.workflow.jobs import run_script, runtime_load_options
 
 

@@ -1,10 +1,10 @@
 import sys
 
 sys.path.insert(0, f"{snakemake.scriptdir}/../src")
-from tokenscope.internals.measures import RecurrentDepth
-from tokenscope.io import write_parquet
-from tokenscope.internals.tables import LOGIT_LENS_SCHEMA, run_depth
 from tokenscope.inputs.prompts import load_prompt_set
+from tokenscope.internals.measures import RecurrentDepth
+from tokenscope.internals.tables import LOGIT_LENS_SCHEMA, run_depth
+from tokenscope.io import write_parquet
 from tokenscope.workflow.jobs import load_rule_model, run_script
 
 

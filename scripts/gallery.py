@@ -7,7 +7,7 @@ from tokenscope.workflow.jobs import run_script
 
 
 def main(smk):
-    for source, target in zip(smk.params.sources, smk.output):
+    for source, target in zip(smk.params.sources, smk.output, strict=True):
         shutil.copyfile(source, target)
 
 

@@ -3,8 +3,8 @@ import sys
 sys.path.insert(0, f"{snakemake.scriptdir}/../src")
 import pandas as pd
 
-from tokenscope.io import write_parquet
 from tokenscope.internals.tables import run_marker_attention
+from tokenscope.io import write_parquet
 from tokenscope.workflow.jobs import load_rule_model, run_script
 
 

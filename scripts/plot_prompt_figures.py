@@ -21,9 +21,15 @@ def main(smk):
     for prompt_id, prompt_tokens in tokens.groupby("prompt_id", sort=False):
         name = safe_file_name(prompt_id)
         title = f"Entropy per step, prompt {prompt_id} of {prompt_set} ({what})"
-        save_figure(plot_entropy_per_step(prompt_tokens, title, models), out / f"entropy_steps-{name}.png", smk.params.vector_format)
+        save_figure(
+            plot_entropy_per_step(prompt_tokens, title, models),
+            out / f"entropy_steps-{name}.png",
+            smk.params.vector_format,
+        )
         title = f"Entropy distribution, prompt {prompt_id} of {prompt_set} ({what})"
-        save_figure(plot_entropy_hist(prompt_tokens, title, bins=30), out / f"entropy_hist-{name}.png", smk.params.vector_format)
+        save_figure(
+            plot_entropy_hist(prompt_tokens, title, bins=30), out / f"entropy_hist-{name}.png", smk.params.vector_format
+        )
 
 
 run_script(snakemake, main)

@@ -1,9 +1,9 @@
 import sys
 
 sys.path.insert(0, f"{snakemake.scriptdir}/../src")
+from tokenscope.inputs.prompts import load_prompt_set
 from tokenscope.io import write_parquet
 from tokenscope.scoring.teacher_forcing import run_teacher_forcing
-from tokenscope.inputs.prompts import load_prompt_set
 from tokenscope.workflow.jobs import load_rule_model, run_script
 
 

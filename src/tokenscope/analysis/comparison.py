@@ -12,7 +12,15 @@ from dataclasses import dataclass
 
 import pandas as pd
 
-from tokenscope.analysis.stats import bootstrap_summary, checkpoint_trends, paired_tests, per_unit_means, token_changes
+from tokenscope.analysis.stats import (
+    BootstrapOptions,
+    Correction,
+    bootstrap_summary,
+    checkpoint_trends,
+    paired_tests,
+    per_unit_means,
+    token_changes,
+)
 
 UNIT = ("prompt_id",)
 
@@ -23,7 +31,7 @@ class StatsOptions:
     n_perm: int = 10_000
     ci: float = 0.95
     alpha: float = 0.05
-    correction: str = "holm"
+    correction: Correction = "holm"
     seed: int = 0
     min_count: int = 5
     top_n: int = 20
@@ -50,26 +58,43 @@ def compare_group(
     pairs: pair tables (base, other) on the base's generations, concatenated.
     Returns named tables: summary, paired_tests, trends, and changed_<model>_<what> per checkpoint.
     """
-    boot = {"n_boot": options.n_boot, "ci": options.ci, "seed": options.seed}
+    boot: BootstrapOptions = {"n_boot": options.n_boot, "ci": options.ci, "seed": options.seed}
     # Token strings for the changed-token tables: the pairs score the base's own generations.
-    strings = own_tokens.loc[own_tokens["model"] == models[0], ["prompt_id", "sample", "position", "token", "context_token"]]
+    strings = own_tokens.loc[
+        own_tokens["model"] == models[0], ["prompt_id", "sample", "position", "token", "context_token"]
+    ]
     pairs = pairs.merge(strings, on=["prompt_id", "sample", "position"], how="left", validate="many_to_one")
     summary = bootstrap_summary(own_tokens, ["entropy", "prob"], unit_columns=UNIT, group_columns=["model"], **boot)
     summary.insert(0, "tokens", "own generations")
-    kl = bootstrap_summary(pairs, ["kl_a_b", "kl_b_a", "logprob_diff"], unit_columns=UNIT, group_columns=["model_b"], **boot)
+    kl = bootstrap_summary(
+        pairs, ["kl_a_b", "kl_b_a", "logprob_diff"], unit_columns=UNIT, group_columns=["model_b"], **boot
+    )
     kl = kl.rename(columns={"model_b": "model"})
     kl.insert(0, "tokens", "base's generations")
     on_base_text = base_text_tokens(pairs, models)
     tests = []
     for label, frame in (("own generations", own_tokens), ("base's generations", on_base_text)):
-        table = paired_tests(per_unit_means(frame, "entropy", unit_columns=UNIT), models[0], list(models[1:]),
-                             n_perm=options.n_perm, alpha=options.alpha, correction=options.correction, **boot)  # type: ignore[arg-type]
+        table = paired_tests(
+            per_unit_means(frame, "entropy", unit_columns=UNIT),
+            models[0],
+            list(models[1:]),
+            n_perm=options.n_perm,
+            alpha=options.alpha,
+            correction=options.correction,
+            **boot,
+        )
         tests.append(table.assign(metric="mean entropy per prompt", tokens=label))
-    trends = pd.concat([
-        checkpoint_trends(own_tokens, list(models), overlap=False, unit_columns=UNIT, **boot).assign(tokens="own generations"),
-        checkpoint_trends(on_base_text, list(models), pairs=pairs, overlap=True, unit_columns=UNIT, **boot).assign(
-            tokens="base's generations"),
-    ], ignore_index=True)
+    trends = pd.concat(
+        [
+            checkpoint_trends(own_tokens, list(models), overlap=False, unit_columns=UNIT, **boot).assign(
+                tokens="own generations"
+            ),
+            checkpoint_trends(on_base_text, list(models), pairs=pairs, overlap=True, unit_columns=UNIT, **boot).assign(
+                tokens="base's generations"
+            ),
+        ],
+        ignore_index=True,
+    )
     tables = {
         "summary": pd.concat([summary, kl], ignore_index=True),
         "paired_tests": pd.concat(tests, ignore_index=True),
@@ -78,9 +103,15 @@ def compare_group(
     for model in models[1:]:
         rows = pairs[pairs["model_b"] == model].assign(entropy_diff=lambda f: f["entropy_b"] - f["entropy_a"])
         for by, name in ((["token"], "by_token"), (["context_token", "token"], "by_context_token")):
-            tables[f"changed_{model}_{name}"] = pd.concat([
-                token_changes(rows, value, by=by, unit_columns=UNIT, min_count=options.min_count, top_n=options.top_n,
-                              **boot).rename(columns={f"mean_{value}": "mean_change"}).assign(metric=value)
-                for value in ("entropy_diff", "logprob_diff", "kl_a_b")
-            ], ignore_index=True)
+            tables[f"changed_{model}_{name}"] = pd.concat(
+                [
+                    token_changes(
+                        rows, value, by=by, unit_columns=UNIT, min_count=options.min_count, top_n=options.top_n, **boot
+                    )
+                    .rename(columns={f"mean_{value}": "mean_change"})
+                    .assign(metric=value)
+                    for value in ("entropy_diff", "logprob_diff", "kl_a_b")
+                ],
+                ignore_index=True,
+            )
     return tables

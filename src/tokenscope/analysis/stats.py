@@ -22,14 +22,14 @@ from __future__ import annotations
 import re
 from collections.abc import Iterator, Sequence
 from dataclasses import asdict, dataclass
-from typing import Literal
+from typing import Literal, TypedDict
 
 import numpy as np
 import pandas as pd
 from scipy import stats as scipy_stats
 
-from tokenscope.errors import ConfigError, TokenscopeError
 from tokenscope.analysis.tokens import GROUP_KEYS
+from tokenscope.errors import ConfigError, TokenscopeError
 
 DEFAULT_STATISTICS: tuple[str, ...] = ("mean", "median", "p90", "p99")
 # Bootstrap quantiles build a units x tokens int32 table when it has at most this many cells
@@ -37,6 +37,14 @@ DEFAULT_STATISTICS: tuple[str, ...] = ("mean", "median", "p90", "p99")
 _DENSE_CELLS = 1 << 24
 _BLOCK_CELLS = 1 << 22
 Correction = Literal["holm", "bh", "none"]
+
+
+class BootstrapOptions(TypedDict):
+    """The resampling settings every bootstrap function takes as keywords."""
+
+    n_boot: int
+    ci: float
+    seed: int
 
 
 @dataclass(frozen=True)
@@ -138,11 +146,11 @@ def _statistics_of_resamples(
         with np.errstate(invalid="ignore", divide="ignore"):
             mean = np.where(totals > 0, sums / totals, np.nan)
         result.update({name: mean for name, q in levels.items() if q is None})
-    quantile_names = [name for name, q in levels.items() if q is not None]
-    if quantile_names:
+    quantile_levels = {name: q for name, q in levels.items() if q is not None}
+    if quantile_levels:
         order = np.argsort(values, kind="stable")
-        quantiles = _pooled_quantiles(values[order], codes[order], counts, [levels[n] for n in quantile_names])
-        result.update(zip(quantile_names, quantiles))
+        quantiles = _pooled_quantiles(values[order], codes[order], counts, list(quantile_levels.values()))
+        result.update(zip(quantile_levels, quantiles, strict=True))
     return {name: result[name] for name in statistics}
 
 
@@ -257,7 +265,14 @@ def bootstrap_summary(
             codes, n_units = _unit_codes(part.loc[keep], unit_columns)
             estimates = bootstrap_codes(values[keep], codes, n_units, statistics, n_boot=n_boot, ci=ci, seed=seed)
             for name, estimate in estimates.items():
-                rows.append({**dict(zip(group_columns, key)), "metric": metric, "statistic": name, **asdict(estimate)})
+                rows.append(
+                    {
+                        **dict(zip(group_columns, key, strict=True)),
+                        "metric": metric,
+                        "statistic": name,
+                        **asdict(estimate),
+                    }
+                )
     columns = [*group_columns, "metric", "statistic", *Estimate.__dataclass_fields__]
     return pd.DataFrame(rows, columns=columns)
 
@@ -389,10 +404,24 @@ def paired_tests(
                 "permutation_exact": exact,
             }
         )
-    table = pd.DataFrame(rows, columns=[
-        "model", "base", "n_units", "mean_base", "mean_model", "mean_diff", "diff_ci_low", "diff_ci_high",
-        "wilcoxon_stat", "p_wilcoxon", "rank_biserial", "p_permutation", "permutation_exact",
-    ])
+    table = pd.DataFrame(
+        rows,
+        columns=[
+            "model",
+            "base",
+            "n_units",
+            "mean_base",
+            "mean_model",
+            "mean_diff",
+            "diff_ci_low",
+            "diff_ci_high",
+            "wilcoxon_stat",
+            "p_wilcoxon",
+            "rank_biserial",
+            "p_permutation",
+            "permutation_exact",
+        ],
+    )
     table["p_wilcoxon_adj"] = adjust_pvalues(table["p_wilcoxon"].to_numpy(), correction)
     table["p_permutation_adj"] = adjust_pvalues(table["p_permutation"].to_numpy(), correction)
     table["significant"] = table["p_wilcoxon_adj"] < alpha
@@ -511,7 +540,7 @@ def checkpoint_trends(
         raise TokenscopeError(f"no tokens of the base model {base_name!r}")
     threshold = float(np.quantile(base[metric].dropna().to_numpy(np.float64), quantile))
     share_name = f"share_above_base_p{quantile * 100:g}"
-    options = {"n_boot": n_boot, "ci": ci, "seed": seed}
+    options: BootstrapOptions = {"n_boot": n_boot, "ci": ci, "seed": seed}
     rows = []
 
     def add(index: int, model: str, measure: str, estimate: Estimate) -> None:
@@ -529,8 +558,9 @@ def checkpoint_trends(
         if overlap:
             merged = _aligned(base, own, [metric], unit_columns, f"the high-{metric} overlap")
             merged_units, _ = _unit_codes(merged, unit_columns)
-            estimate = high_entropy_overlap(merged[f"{metric}_base"], merged[f"{metric}_other"], merged_units,
-                                            quantile=quantile, **options)
+            estimate = high_entropy_overlap(
+                merged[f"{metric}_base"], merged[f"{metric}_other"], merged_units, quantile=quantile, **options
+            )
             add(index, model, f"high_{metric}_overlap", estimate)
         if pairs is not None and index > 0:
             forward = pairs[(pairs["model_a"] == base_name) & (pairs["model_b"] == model)]
@@ -540,8 +570,8 @@ def checkpoint_trends(
                 pair_units, _ = _unit_codes(pair, unit_columns)
                 base_model, model_base = ("kl_a_b", "kl_b_a") if base_is_a else ("kl_b_a", "kl_a_b")
                 for measure, column in (("mean_kl_base_model", base_model), ("mean_kl_model_base", model_base)):
-                    estimate = cluster_bootstrap(pair[column].to_numpy(np.float64), pair_units, ("mean",), **options)
-                    add(index, model, measure, estimate["mean"])
+                    estimates = cluster_bootstrap(pair[column].to_numpy(np.float64), pair_units, ("mean",), **options)
+                    add(index, model, measure, estimates["mean"])
     return pd.DataFrame(rows, columns=["checkpoint", "model", "measure", *Estimate.__dataclass_fields__])
 
 
@@ -574,7 +604,16 @@ def token_changes(
     by = list(by)
     _require(frame, [*by, *unit_columns, value, *extra_means])
     mean_column = f"mean_{value}"
-    columns = [*by, "count", "n_units", *[f"mean_{c}" for c in extra_means], mean_column, "ci_low", "ci_high", "direction"]
+    columns = [
+        *by,
+        "count",
+        "n_units",
+        *[f"mean_{c}" for c in extra_means],
+        mean_column,
+        "ci_low",
+        "ci_high",
+        "direction",
+    ]
     data = frame[~frame[value].isna()].reset_index(drop=True)
     units, _ = _unit_codes(data, unit_columns)
     data = data.assign(_unit=units)
@@ -588,15 +627,18 @@ def token_changes(
         return pd.DataFrame(columns=columns)
     up = table[table[mean_column] > 0].sort_values([mean_column, "count"], ascending=[False, False], kind="stable")
     down = table[table[mean_column] < 0].sort_values([mean_column, "count"], ascending=[True, False], kind="stable")
-    listed = pd.concat([up.head(top_n).assign(direction="up"), down.head(top_n).assign(direction="down")], ignore_index=True)
+    listed = pd.concat(
+        [up.head(top_n).assign(direction="up"), down.head(top_n).assign(direction="down")], ignore_index=True
+    )
 
     positions = grouped.indices
     lows, highs = [], []
     for key in listed[by].itertuples(index=False, name=None):
         rows = positions[key if len(by) > 1 else key[0]]
         codes, uniques = pd.factorize(data["_unit"].to_numpy()[rows])
-        estimate = bootstrap_codes(data[value].to_numpy(np.float64)[rows], codes, len(uniques), ("mean",),
-                                   n_boot=n_boot, ci=ci, seed=seed)["mean"]
+        estimate = bootstrap_codes(
+            data[value].to_numpy(np.float64)[rows], codes, len(uniques), ("mean",), n_boot=n_boot, ci=ci, seed=seed
+        )["mean"]
         lows.append(estimate.ci_low)
         highs.append(estimate.ci_high)
     listed["ci_low"], listed["ci_high"] = lows, highs
@@ -628,6 +670,14 @@ def changed_tokens(
     merged["other"] = merged[f"{metric}_other"].astype("float64")
     merged["diff"] = merged["other"] - merged["base"]
     return token_changes(
-        merged, "diff", by=by, unit_columns=unit_columns, extra_means=("base", "other"),
-        min_count=min_count, top_n=top_n, n_boot=n_boot, ci=ci, seed=seed,
+        merged,
+        "diff",
+        by=by,
+        unit_columns=unit_columns,
+        extra_means=("base", "other"),
+        min_count=min_count,
+        top_n=top_n,
+        n_boot=n_boot,
+        ci=ci,
+        seed=seed,
     )

@@ -1,9 +1,9 @@
-"""The seed notebook's token analyses on a tokens frame (one row per scored token), vectorized.
+"""Token analyses of a per-token table (one row per scored token), vectorized.
 
-Reproduced: `describe()` of a metric, quantile bins of a metric with tokens sampled from some
-bins, and mean metrics grouped by context token or by scored token. Fixed over the notebook:
-samples per bin are exactly `min(samples_per_bin, bin size)`, group tables carry a count with a
-minimum-count filter, and the highest / lowest groups are taken deterministically.
+`describe()` of a metric, quantile bins of a metric with tokens sampled from some bins, and mean
+metrics grouped by context token or by scored token. Samples per bin are exactly
+`min(samples_per_bin, bin size)`, group tables carry a count with a minimum-count filter, and the
+highest / lowest groups are taken deterministically.
 """
 
 from __future__ import annotations
@@ -47,7 +47,7 @@ def describe_metric(
     """
     by = list(by)
     _require(tokens, [*by, metric])
-    # float64 so that float32 columns give the same statistics as the notebook's float64 frames
+    # float64 so that float32 columns give the same statistics as float64 ones
     values = tokens[metric].astype("float64")
     if by:
         stats = values.groupby([tokens[key] for key in by], sort=True, dropna=False).describe()
@@ -59,7 +59,7 @@ def describe_metric(
 
 
 def displayed_bins(n_bins: int) -> list[int]:
-    """The notebook's displayed bins: 0, n/4, n/2, 3n/4 and n-1 (integer division), deduplicated."""
+    """The bins shown with samples: 0, n/4, n/2, 3n/4 and n-1 (integer division), deduplicated."""
     if n_bins <= 0:
         return []
     return sorted({0, n_bins // 4, n_bins // 2, n_bins * 3 // 4, n_bins - 1})
@@ -77,9 +77,7 @@ def _interval_text(lower: float, upper: float, first: bool) -> str:
     return f"{'[' if first else '('}{lower:.6g}, {upper:.6g}]"
 
 
-def _qcut_one(
-    values: pd.Series, n_bins: int
-) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def _qcut_one(values: pd.Series, n_bins: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """(bin code per value, -1 for NaN; lower edges; upper edges) of the non-empty bins, renumbered 0.."""
     finite = values.notna().to_numpy()
     codes = np.full(len(values), -1, dtype=np.int64)
@@ -92,7 +90,7 @@ def _qcut_one(
         return codes, edges[:1].astype("float64"), edges[:1].astype("float64")
     raw = raw.to_numpy().astype(np.int64)
     # with fewer rows than bins some quantile bins are empty: keep only the bins that hold rows,
-    # as the notebook's nunique() does, so bin numbers run 0..n-1 over bins that exist
+    # so that bin numbers run 0..n-1 over the bins that exist
     used = np.unique(raw)
     renumber = np.full(len(edges) - 1, -1, dtype=np.int64)
     renumber[used] = np.arange(len(used))
@@ -112,7 +110,7 @@ def qcut_bins(
 
     - bins: one row per non-empty bin: group keys, `bin` (0-based), `lower`, `upper` (the quantile
       edges; the first bin includes its lower edge), `count`, `mean_<metric>`, and `displayed`
-      (the notebook's bins 0, n/4, n/2, 3n/4, n-1 of the n bins).
+      (bins 0, n/4, n/2, 3n/4, n-1 of the n bins: those shown with samples).
     - samples: for each displayed bin, min(samples_per_bin, count) rows evenly spaced over the bin
       sorted by the metric (lowest and highest included): group keys, `bin`, `bin_range`,
       prompt_id, sample, step, context_token, token, and the metric.
@@ -154,7 +152,7 @@ def qcut_bins(
                 "displayed": np.isin(np.arange(n_actual), shown),
             }
         )
-        for key, value in zip(keys, key_values):
+        for key, value in zip(keys, key_values, strict=True):
             bins.insert(keys.index(key), key, value)
         bin_frames.append(bins)
 
@@ -163,20 +161,16 @@ def qcut_bins(
         rows = group.loc[kept, [*sample_cols, metric]].assign(bin=codes[kept])
         rows = rows.sort_values(["bin", metric], kind="stable")
         starts = np.concatenate([[0], np.cumsum(count)[:-1]])
-        take = np.concatenate(
-            [starts[b] + _even_positions(count[b], min(samples_per_bin, count[b])) for b in shown]
-        )
+        take = np.concatenate([starts[b] + _even_positions(count[b], min(samples_per_bin, count[b])) for b in shown])
         picked = rows.iloc[take].copy()
         ranges = np.array([_interval_text(lower[b], upper[b], b == 0) for b in range(n_actual)], dtype=object)
         picked["bin_range"] = ranges[picked["bin"].to_numpy()]
-        for key, value in zip(keys, key_values):
+        for key, value in zip(keys, key_values, strict=True):
             picked[key] = value
         sample_frames.append(picked[sample_columns])
 
     bins = pd.concat(bin_frames, ignore_index=True) if bin_frames else pd.DataFrame(columns=bin_columns)
-    samples = (
-        pd.concat(sample_frames, ignore_index=True) if sample_frames else pd.DataFrame(columns=sample_columns)
-    )
+    samples = pd.concat(sample_frames, ignore_index=True) if sample_frames else pd.DataFrame(columns=sample_columns)
     return bins[bin_columns], samples[sample_columns]
 
 
@@ -240,11 +234,7 @@ def _readable(value: object) -> object:
     if not isinstance(value, str):
         return value
     plain = (
-        value != ""
-        and value == value.strip()
-        and value.isprintable()
-        and "\\" not in value
-        and value[0] not in "'\""
+        value != "" and value == value.strip() and value.isprintable() and "\\" not in value and value[0] not in "'\""
     )
     return value if plain else repr(value)
 
@@ -267,9 +257,7 @@ def to_markdown(df: pd.DataFrame, title: str | None = None, float_format: str = 
     """
     if not isinstance(df.index, pd.RangeIndex):
         df = df.reset_index()
-    numeric = [
-        pd.api.types.is_numeric_dtype(df[c]) and not pd.api.types.is_bool_dtype(df[c]) for c in df.columns
-    ]
+    numeric = [pd.api.types.is_numeric_dtype(df[c]) and not pd.api.types.is_bool_dtype(df[c]) for c in df.columns]
     # cells are formatted here and number parsing is off, so a token such as '1.50' or '007'
     # stays the string it is instead of being reformatted as a number by tabulate
     rows = [[_cell(v, float_format) for v in row] for row in df.itertuples(index=False, name=None)]

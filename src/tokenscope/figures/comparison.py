@@ -27,8 +27,8 @@ def plot_trends(trends: pd.DataFrame, title: str) -> Figure:
         fig = Figure(figsize=(4.2 * columns, 3.2 * rows), layout="constrained")
         axes = fig.subplots(rows, columns, squeeze=False).ravel()
         sources = list(dict.fromkeys(trends["tokens"]))
-        colors = dict(zip(sources, sns.color_palette("deep", len(sources))))
-        for ax, measure in zip(axes, measures):
+        colors = dict(zip(sources, sns.color_palette("deep", len(sources)), strict=True))
+        for ax, measure in zip(axes, measures, strict=False):
             for source in sources:
                 line = trends[(trends["measure"] == measure) & (trends["tokens"] == source)].sort_values("checkpoint")
                 if line.empty:
@@ -39,7 +39,7 @@ def plot_trends(trends: pd.DataFrame, title: str) -> Figure:
             ax.set_title(TREND_MEASURES[measure], fontsize="medium")
             ax.set_xlabel("Checkpoint (0 = base)")
             ax.set_xticks(sorted(set(trends["checkpoint"])))
-        for ax in axes[len(measures):]:
+        for ax in axes[len(measures) :]:
             ax.set_visible(False)
         axes[0].legend(fontsize="small")
         fig.suptitle(title)

@@ -35,23 +35,37 @@ def plot_entropy_per_step(tokens: pd.DataFrame, title: str, models: list[str] | 
         fig = Figure(figsize=(10, 1.0 + 2.6 * n), layout="constrained")
         axes = np.atleast_1d(fig.subplots(n, 1, sharex=True, squeeze=False)[:, 0])
         model_names = tokens["model"].astype(str)
-        for ax, model in zip(axes, models):
+        for ax, model in zip(axes, models, strict=True):
             rows = tokens[model_names == str(model)]
             ax.set_title(str(model))
             ax.set_ylabel(ENTROPY_LABEL)
             if rows.empty:
-                ax.text(0.5, 0.5, f"no tokens from {model} for this prompt", ha="center", va="center",
-                        transform=ax.transAxes)
+                ax.text(
+                    0.5,
+                    0.5,
+                    f"no tokens from {model} for this prompt",
+                    ha="center",
+                    va="center",
+                    transform=ax.transAxes,
+                )
                 continue
             line_keys = ["source", "sample"] if "source" in rows and rows["source"].nunique() > 1 else ["sample"]
             lines = list(rows.sort_values([*line_keys, "step"], kind="stable").groupby(line_keys, sort=True))
             many = len(lines) > MANY_SAMPLES
             colors = sns.color_palette("viridis" if many else "deep", len(lines))
-            for color, (key, line) in zip(colors, lines):
+            for color, (key, line) in zip(colors, lines, strict=True):
                 key = key if isinstance(key, tuple) else (key,)
-                label = ", ".join(f"{k} {v}" for k, v in zip(line_keys, key))
-                ax.plot(line["step"].to_numpy(), line["entropy"].to_numpy(), "-o", color=color, label=label,
-                        linewidth=0.8 if many else 1.4, markersize=2 if many else 3.5, alpha=0.8 if many else 1.0)
+                label = ", ".join(f"{k} {v}" for k, v in zip(line_keys, key, strict=True))
+                ax.plot(
+                    line["step"].to_numpy(),
+                    line["entropy"].to_numpy(),
+                    "-o",
+                    color=color,
+                    label=label,
+                    linewidth=0.8 if many else 1.4,
+                    markersize=2 if many else 3.5,
+                    alpha=0.8 if many else 1.0,
+                )
             if 1 < len(lines) <= MAX_LEGEND_SAMPLES:
                 ax.legend(fontsize="x-small", loc="upper right", ncols=min(len(lines), 5))
         axes[-1].set_xlabel(STEP_LABEL)
@@ -74,10 +88,11 @@ def plot_entropy_hist(tokens: pd.DataFrame, title: str, bins: int = 30, hue: str
             edges = np.histogram_bin_edges(values[finite], bins=bins)
             names = tokens[hue].astype(str)
             colors = sns.color_palette("deep", names.nunique())
-            for color, name in zip(colors, _models_in_order(tokens, hue)):
+            for color, name in zip(colors, _models_in_order(tokens, hue), strict=True):
                 x = values[(names == name).to_numpy() & finite].to_numpy()
                 if len(x):
-                    ax.hist(x, bins=edges, density=True, log=True, alpha=0.7, color=color, label=f"{name} (n={len(x)})")
+                    # matplotlib's stubs leave ndarray out of `bins` (it takes any sequence of edges)
+                    ax.hist(x, bins=edges, density=True, log=True, alpha=0.7, color=color, label=f"{name} (n={len(x)})")  # type: ignore[arg-type]
             ax.legend(title=hue)
         else:
             ax.text(0.5, 0.5, "no finite entropy values", ha="center", va="center", transform=ax.transAxes)

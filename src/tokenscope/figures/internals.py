@@ -1,9 +1,10 @@
-"""Figures of the internals analyses, laid out like the paper figures in shared/seeds/.
+"""Figures of the internals analyses.
 
-000 marker attention: (a) entropy and (b) attention to marker tokens per generation step.
-001 attention received per position with vs without inserted filler tokens.
-002 hidden-state convergence heatmap (depth x token chunks, log colour scale).
-004 logit-lens heatmap of prediction entropy over layers x positions with the top-1 tokens.
+Marker attention: (a) entropy and (b) attention to marker tokens per generation step.
+Filler attention: attention received per position with vs without inserted tokens.
+Depth convergence: hidden-state distance to the final state, heatmap of depth x token chunks
+(log colour scale).
+Logit lens: heatmap of prediction entropy over layers x positions with the top-1 tokens.
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ from matplotlib.patches import Rectangle
 
 from tokenscope.figures.style import ENTROPY_LABEL, figure_style
 
-SPAN_COLOR = "#9fd89f"  # light green, as the seeds' shaded filler regions
+SPAN_COLOR = "#9fd89f"  # light green: the shaded span of inserted tokens
 REGION_COLOR = "#2ca02c"
 
 
@@ -28,8 +29,10 @@ def _short(text: str, width: int) -> str:
     return text if len(text) <= width else text[: width - 1] + "…"
 
 
-def plot_marker_attention(frame: pd.DataFrame, markers: Sequence[str], title: str, condition: str = "condition") -> Figure:
-    """Seed 000: mean over sequences per generation step, band = ±1 standard deviation.
+def plot_marker_attention(
+    frame: pd.DataFrame, markers: Sequence[str], title: str, condition: str = "condition"
+) -> Figure:
+    """Marker attention: mean over sequences per generation step, band = ±1 standard deviation.
 
     `frame` has columns step, entropy, marker_share and `condition` (one line per value).
     """
@@ -39,7 +42,7 @@ def plot_marker_attention(frame: pd.DataFrame, markers: Sequence[str], title: st
         ax_entropy, ax_share = fig.subplots(2, 1, sharex=True)
         conditions = list(dict.fromkeys(frame[condition].astype(str)))
         colors = sns.color_palette("tab10", len(conditions))
-        for color, name in zip(colors, conditions):
+        for color, name in zip(colors, conditions, strict=True):
             rows = frame[frame[condition].astype(str) == name]
             stats = rows.groupby("step")[["entropy", "marker_share"]].agg(["mean", "std", "count"])
             steps = stats.index.to_numpy()
@@ -63,10 +66,10 @@ def plot_marker_attention(frame: pd.DataFrame, markers: Sequence[str], title: st
 
 
 def plot_attention_positions(with_filler: pd.DataFrame, without: pd.DataFrame, title: str, margin: int = 8) -> Figure:
-    """Seed 001: per (layer, head) a column of two panels, the whole sequence and a zoom on the
-    inserted span (shaded). x is the position in the sequence with filler tokens; the sequence
-    without them is drawn at the positions its tokens have there (aligned around the span)."""
-    pairs = list(dict.fromkeys(zip(with_filler["layer"], with_filler["head"])))
+    """Filler attention: per (layer, head) a column of two panels, the whole sequence and a zoom
+    on the inserted span (shaded). x is the position in the sequence with inserted tokens; the
+    sequence without them is drawn at the positions its tokens have there (aligned around the span)."""
+    pairs = list(dict.fromkeys(zip(with_filler["layer"], with_filler["head"], strict=True)))
     span = with_filler.loc[with_filler["in_span"], "position"]
     start, end = (int(span.min()), int(span.max()) + 1) if len(span) else (0, 0)
     colors = {"without": "#e4572e", "with": "#17a398"}
@@ -78,18 +81,26 @@ def plot_attention_positions(with_filler: pd.DataFrame, without: pd.DataFrame, t
             wo = without[(without["layer"] == layer) & (without["head"] == head)].sort_values("position")
             wo_x = np.where(wo["position"] < start, wo["position"], wo["position"] + (end - start)).astype(float)
             wo_y = wo["attention_received"].to_numpy(dtype=float)
-            if end > start:  # break the line over the span the sequence without filler does not have
+            if end > start:  # break the line over the span the sequence without insertion does not have
                 cut = int(np.searchsorted(wo_x, start))
                 wo_x, wo_y = np.insert(wo_x, cut, np.nan), np.insert(wo_y, cut, np.nan)
             for row, ax in enumerate(axes[:, column]):
-                ax.plot(wo_x, wo_y, color=colors["without"], linewidth=1.2, label="w/o filler tokens")
-                ax.plot(w["position"], w["attention_received"], color=colors["with"], linewidth=1.2, label="w/ filler tokens")
+                ax.plot(wo_x, wo_y, color=colors["without"], linewidth=1.2, label="w/o inserted tokens")
+                ax.plot(
+                    w["position"],
+                    w["attention_received"],
+                    color=colors["with"],
+                    linewidth=1.2,
+                    label="w/ inserted tokens",
+                )
                 if end > start:
-                    ax.axvspan(start - 0.5, end - 0.5, color=SPAN_COLOR, alpha=0.5, linewidth=0, label="filler tokens")
+                    ax.axvspan(
+                        start - 0.5, end - 0.5, color=SPAN_COLOR, alpha=0.5, linewidth=0, label="inserted tokens"
+                    )
                 if row == 1 and end > start:
                     ax.set_xlim(max(start - margin, 0) - 0.5, end + margin - 0.5)
                 ax.set_ylim(bottom=0)
-                ax.set_xlabel("Tokens (position with filler)")
+                ax.set_xlabel("Tokens (position with inserted tokens)")
                 ax.set_ylabel("Average attention weight")
             axes[0, column].set_title(f"Layer {layer}, Head {head}")
             axes[1, column].set_title(f"Layer {layer}, Head {head}: inserted span")
@@ -99,12 +110,14 @@ def plot_attention_positions(with_filler: pd.DataFrame, without: pd.DataFrame, t
 
 
 def chunk_labels(tokens: Sequence[str], chunk_tokens: int, width: int = 40) -> list[str]:
-    return [_short("".join(tokens[i : i + chunk_tokens]).strip() or "␣", width) for i in range(0, len(tokens), chunk_tokens)]
+    return [
+        _short("".join(tokens[i : i + chunk_tokens]).strip() or "␣", width) for i in range(0, len(tokens), chunk_tokens)
+    ]
 
 
 def plot_convergence(frame: pd.DataFrame, title: str, chunk_tokens: int = 4, max_rows: int = 48) -> Figure:
-    """Seed 002: ||x_s - x_final|| averaged over chunks of `chunk_tokens` tokens; rows are chunks
-    (their text as labels), columns are depth steps (layers or iterations), log colour scale.
+    """Depth convergence: ||x_s - x_final|| averaged over chunks of `chunk_tokens` tokens; rows are
+    chunks (their text as labels), columns are depth steps (layers or iterations), log colour scale.
 
     The last depth step is the reference (distance 0) and is left out. With more than
     `max_rows` chunks, the last `max_rows` are shown.
@@ -122,9 +135,13 @@ def plot_convergence(frame: pd.DataFrame, title: str, chunk_tokens: int = 4, max
     with figure_style():
         fig = Figure(figsize=(10, 1.5 + 0.28 * len(labels)), layout="constrained")
         ax = fig.subplots()
-        image = ax.imshow(np.where(values > 0, values, np.nan), aspect="auto", cmap="viridis",
-                          norm=LogNorm(vmin=positive.min(), vmax=positive.max()) if positive.size else None,
-                          interpolation="nearest")
+        image = ax.imshow(
+            np.where(values > 0, values, np.nan),
+            aspect="auto",
+            cmap="viridis",
+            norm=LogNorm(vmin=positive.min(), vmax=positive.max()) if positive.size else None,
+            interpolation="nearest",
+        )
         ax.set_yticks(range(len(labels)), labels, fontsize="x-small")
         ax.set_xlabel("Iterations at test time" if kind == "iteration" else "Layer")
         ax.set_ylabel(f"Tokens ({chunk_tokens} per row)")
@@ -135,7 +152,7 @@ def plot_convergence(frame: pd.DataFrame, title: str, chunk_tokens: int = 4, max
 
 
 def plot_logit_lens(frame: pd.DataFrame, title: str, max_positions: int = 40, label_width: int = 7) -> Figure:
-    """Seed 004: entropy (nats) of the lens distribution, layers (rows, first at the bottom) x
+    """Logit lens: entropy (nats) of the lens distribution, layers (rows, first at the bottom) x
     positions (columns, labelled with the input token), top-1 predicted token in each cell.
 
     Shows `max_positions` positions: those around the inserted span when there is one, else the
@@ -155,8 +172,9 @@ def plot_logit_lens(frame: pd.DataFrame, title: str, max_positions: int = 40, la
     with figure_style():
         fig = Figure(figsize=(2.0 + 0.42 * len(window), 1.5 + 0.3 * len(grid)), layout="constrained")
         ax = fig.subplots()
-        image = ax.imshow(grid.to_numpy(), aspect="auto", cmap="coolwarm", origin="lower", vmin=0,
-                          interpolation="nearest")
+        image = ax.imshow(
+            grid.to_numpy(), aspect="auto", cmap="coolwarm", origin="lower", vmin=0, interpolation="nearest"
+        )
         for (row, col), text in np.ndenumerate(top.to_numpy()):
             ax.text(col, row, _short(str(text), label_width), ha="center", va="center", fontsize=4.5)
         ax.set_xticks(range(len(window)), [_short(str(tokens[p]), 10) for p in window], rotation=90, fontsize="x-small")
@@ -167,8 +185,17 @@ def plot_logit_lens(frame: pd.DataFrame, title: str, max_positions: int = 40, la
         if len(span):
             inside = np.flatnonzero(np.isin(window, span.to_numpy()))
             if inside.size:
-                ax.add_patch(Rectangle((inside[0] - 0.5, -0.5), inside[-1] - inside[0] + 1, len(grid), fill=False,
-                                       edgecolor=REGION_COLOR, linewidth=2.5, label="inserted tokens"))
+                ax.add_patch(
+                    Rectangle(
+                        (inside[0] - 0.5, -0.5),
+                        inside[-1] - inside[0] + 1,
+                        len(grid),
+                        fill=False,
+                        edgecolor=REGION_COLOR,
+                        linewidth=2.5,
+                        label="inserted tokens",
+                    )
+                )
                 ax.legend(loc="upper right", fontsize="small")
         fig.colorbar(image, ax=ax, label="Entropy (nats)")
         ax.set_title(title)

@@ -56,6 +56,5 @@ class FinetuneConfig:
         return cls(**values)
 
 
-
 def checkpoint_name(k: int, n_checkpoints: int) -> str:
     return f"checkpoint-{k}-of-{n_checkpoints}"

@@ -1,7 +1,7 @@
 """A reasoning-format data set generated from a seed: arithmetic and short word problems.
 
-Every example is a chat in the format of the seed notebook's system prompt: the assistant turn is
-worked reasoning between <think> and </think>, then a short sentence ending in \\boxed{ANSWER}.
+Every example is a chat in the format its system prompt (SYSTEM_PROMPT) asks for: the assistant
+turn is worked reasoning between <think> and </think>, then a short sentence ending in \\boxed{ANSWER}.
 Answers are computed, never written by hand, and the whole set is a pure function of (n, seed).
 """
 
@@ -19,8 +19,18 @@ SYSTEM_PROMPT = (
 
 NAMES = ("Tom", "Anna", "Lena", "Omar", "Priya", "Carlos", "Mei", "Jonas", "Sara", "Kofi", "Ines", "Ravi")
 PRONOUNS = {
-    "Tom": "he", "Omar": "he", "Carlos": "he", "Jonas": "he", "Kofi": "he", "Ravi": "he",
-    "Anna": "she", "Lena": "she", "Priya": "she", "Mei": "she", "Sara": "she", "Ines": "she",
+    "Tom": "he",
+    "Omar": "he",
+    "Carlos": "he",
+    "Jonas": "he",
+    "Kofi": "he",
+    "Ravi": "he",
+    "Anna": "she",
+    "Lena": "she",
+    "Priya": "she",
+    "Mei": "she",
+    "Sara": "she",
+    "Ines": "she",
 }
 COUNTABLE = ("apples", "marbles", "stickers", "pencils", "cookies", "books", "stamps", "shells")
 SHOP_ITEMS = ("notebooks", "pens", "tickets", "mugs", "T-shirts", "plants", "comics")
@@ -81,30 +91,41 @@ def _split_mul(a: int, b: int) -> list[str]:
 
 def _addition(rng: random.Random) -> ReasoningExample:
     a, b = rng.randint(12, 899), rng.randint(11, 899)
-    question = rng.choice(("What is {a} + {b}?", "Calculate {a} + {b}.", "Find the sum of {a} and {b}.",
-                           "Compute $ {a} + {b} $."))
+    question = rng.choice(
+        ("What is {a} + {b}?", "Calculate {a} + {b}.", "Find the sum of {a} and {b}.", "Compute $ {a} + {b} $.")
+    )
     steps = [f"I need to add {a} and {b}.", *_split_add(a, b)]
-    return ReasoningExample("addition", question.format(a=a, b=b), "\n".join(steps),
-                            f"The sum of {a} and {b} is {a + b}.", str(a + b))
+    return ReasoningExample(
+        "addition", question.format(a=a, b=b), "\n".join(steps), f"The sum of {a} and {b} is {a + b}.", str(a + b)
+    )
 
 
 def _subtraction(rng: random.Random) -> ReasoningExample:
     b = rng.randint(11, 499)
     a = b + rng.randint(5, 600)
-    question = rng.choice(("What is {a} - {b}?", "Calculate {a} - {b}.", "Subtract {b} from {a}.",
-                           "Compute $ {a} - {b} $."))
+    question = rng.choice(
+        ("What is {a} - {b}?", "Calculate {a} - {b}.", "Subtract {b} from {a}.", "Compute $ {a} - {b} $.")
+    )
     steps = [f"I need to subtract {b} from {a}.", *_split_sub(a, b)]
-    return ReasoningExample("subtraction", question.format(a=a, b=b), "\n".join(steps),
-                            f"The difference is {a - b}.", str(a - b))
+    return ReasoningExample(
+        "subtraction", question.format(a=a, b=b), "\n".join(steps), f"The difference is {a - b}.", str(a - b)
+    )
 
 
 def _multiplication(rng: random.Random) -> ReasoningExample:
     a, b = rng.randint(11, 99), rng.randint(3, 49)
-    question = rng.choice(("What is {a} × {b}?", "Multiply {a} by {b}.", "Calculate the product of {a} and {b}.",
-                           "Compute $ {a} \\times {b} $."))
+    question = rng.choice(
+        (
+            "What is {a} × {b}?",
+            "Multiply {a} by {b}.",
+            "Calculate the product of {a} and {b}.",
+            "Compute $ {a} \\times {b} $.",
+        )
+    )
     steps = [f"I need to multiply {a} by {b}.", *_split_mul(a, b)]
-    return ReasoningExample("multiplication", question.format(a=a, b=b), "\n".join(steps),
-                            f"The product is {a * b}.", str(a * b))
+    return ReasoningExample(
+        "multiplication", question.format(a=a, b=b), "\n".join(steps), f"The product is {a * b}.", str(a * b)
+    )
 
 
 def _percentage(rng: random.Random) -> ReasoningExample:
@@ -117,8 +138,13 @@ def _percentage(rng: random.Random) -> ReasoningExample:
         f"{n} × {percent} = {n * percent}",
         f"{n * percent} ÷ 100 = {n * percent // 100}",
     ]
-    return ReasoningExample("percentage", question.format(p=percent, n=n), "\n".join(steps),
-                            f"{percent}% of {n} is {n * percent // 100}.", str(n * percent // 100))
+    return ReasoningExample(
+        "percentage",
+        question.format(p=percent, n=n),
+        "\n".join(steps),
+        f"{percent}% of {n} is {n * percent // 100}.",
+        str(n * percent // 100),
+    )
 
 
 def _count_change(rng: random.Random) -> ReasoningExample:
@@ -127,8 +153,10 @@ def _count_change(rng: random.Random) -> ReasoningExample:
     start, bought = rng.randint(3, 60), rng.randint(2, 40)
     given = rng.randint(1, start + bought - 1)
     pronoun = PRONOUNS[name]
-    question = (f"{name} has {start} {item}. {pronoun.capitalize()} buys {bought} more and then gives {given} "
-                f"to {friend}. How many {item} does {name} have now?")
+    question = (
+        f"{name} has {start} {item}. {pronoun.capitalize()} buys {bought} more and then gives {given} "
+        f"to {friend}. How many {item} does {name} have now?"
+    )
     total, left = start + bought, start + bought - given
     steps = [
         f"{name} starts with {start} {item}.",
@@ -144,14 +172,17 @@ def _shopping_change(rng: random.Random) -> ReasoningExample:
     count, price = rng.randint(2, 9), rng.randint(2, 15)
     cost = count * price
     paid = next(bill for bill in (20, 50, 100, 200) if bill > cost)
-    question = (f"{name} buys {count} {item} that cost ${price} each and pays with a ${paid} bill. "
-                f"How much change, in dollars, does {PRONOUNS[name]} get back?")
+    question = (
+        f"{name} buys {count} {item} that cost ${price} each and pays with a ${paid} bill. "
+        f"How much change, in dollars, does {PRONOUNS[name]} get back?"
+    )
     steps = [
         f"The {item} cost {count} × {price} = {cost} dollars in total.",
         f"The change is {paid} - {cost} = {paid - cost}",
     ]
-    return ReasoningExample("shopping_change", question, "\n".join(steps),
-                            f"{name} gets {paid - cost} dollars back.", str(paid - cost))
+    return ReasoningExample(
+        "shopping_change", question, "\n".join(steps), f"{name} gets {paid - cost} dollars back.", str(paid - cost)
+    )
 
 
 def _distance(rng: random.Random) -> ReasoningExample:
@@ -162,12 +193,17 @@ def _distance(rng: random.Random) -> ReasoningExample:
     if rng.random() < 0.5:
         question = f"A {vehicle} travels at {speed} {per_hour} for {hours} hours. How far does it travel, in {unit}?"
         steps = ["Distance equals speed times time.", f"{speed} × {hours} = {distance}"]
-        return ReasoningExample("distance", question, "\n".join(steps),
-                                f"The {vehicle} travels {distance} {unit}.", str(distance))
-    question = (f"A {vehicle} travels {distance} {unit} in {hours} hours at a constant speed. "
-                f"What is its speed in {per_hour}?")
-    steps = ["Speed equals distance divided by time.", f"{distance} ÷ {hours} = {speed}",
-             f"Check: {speed} × {hours} = {distance}"]
+        return ReasoningExample(
+            "distance", question, "\n".join(steps), f"The {vehicle} travels {distance} {unit}.", str(distance)
+        )
+    question = (
+        f"A {vehicle} travels {distance} {unit} in {hours} hours at a constant speed. What is its speed in {per_hour}?"
+    )
+    steps = [
+        "Speed equals distance divided by time.",
+        f"{distance} ÷ {hours} = {speed}",
+        f"Check: {speed} × {hours} = {distance}",
+    ]
     return ReasoningExample("speed", question, "\n".join(steps), f"The speed is {speed} {per_hour}.", str(speed))
 
 
@@ -176,8 +212,7 @@ def _sharing(rng: random.Random) -> ReasoningExample:
     item = rng.choice(COUNTABLE)
     people, each = rng.randint(2, 12), rng.randint(2, 25)
     total = people * each
-    question = (f"{name} shares {total} {item} equally among {people} friends. "
-                f"How many {item} does each friend get?")
+    question = f"{name} shares {total} {item} equally among {people} friends. How many {item} does each friend get?"
     steps = [f"I divide {total} by {people}.", f"{total} ÷ {people} = {each}", f"Check: {people} × {each} = {total}"]
     return ReasoningExample("sharing", question, "\n".join(steps), f"Each friend gets {each} {item}.", str(each))
 
@@ -187,13 +222,26 @@ def _rectangle(rng: random.Random) -> ReasoningExample:
     if rng.random() < 0.5:
         question = f"A rectangle is {length} cm long and {width} cm wide. What is its area in square centimeters?"
         steps = ["The area of a rectangle is length times width.", *_split_mul(length, width)]
-        return ReasoningExample("rectangle_area", question, "\n".join(steps),
-                                f"The area is {length * width} square centimeters.", str(length * width))
+        return ReasoningExample(
+            "rectangle_area",
+            question,
+            "\n".join(steps),
+            f"The area is {length * width} square centimeters.",
+            str(length * width),
+        )
     question = f"A rectangle is {length} cm long and {width} cm wide. What is its perimeter in centimeters?"
-    steps = ["The perimeter of a rectangle is 2 × (length + width).", f"{length} + {width} = {length + width}",
-             f"2 × {length + width} = {2 * (length + width)}"]
-    return ReasoningExample("rectangle_perimeter", question, "\n".join(steps),
-                            f"The perimeter is {2 * (length + width)} centimeters.", str(2 * (length + width)))
+    steps = [
+        "The perimeter of a rectangle is 2 × (length + width).",
+        f"{length} + {width} = {length + width}",
+        f"2 × {length + width} = {2 * (length + width)}",
+    ]
+    return ReasoningExample(
+        "rectangle_perimeter",
+        question,
+        "\n".join(steps),
+        f"The perimeter is {2 * (length + width)} centimeters.",
+        str(2 * (length + width)),
+    )
 
 
 def _average(rng: random.Random) -> ReasoningExample:
@@ -212,16 +260,21 @@ def _average(rng: random.Random) -> ReasoningExample:
 def _linear_equation(rng: random.Random) -> ReasoningExample:
     a, x, b = rng.randint(2, 12), rng.randint(-10, 20), rng.randint(1, 50)
     c = a * x + b
-    question = rng.choice(("Solve for $x$: ${a}x + {b} = {c}$.",
-                           "What is the value of $x$ in the equation ${a}x + {b} = {c}$?",
-                           "Find $x$ if {a}x + {b} = {c}."))
+    question = rng.choice(
+        (
+            "Solve for $x$: ${a}x + {b} = {c}$.",
+            "What is the value of $x$ in the equation ${a}x + {b} = {c}$?",
+            "Find $x$ if {a}x + {b} = {c}.",
+        )
+    )
     steps = [
         f"Subtract {b} from both sides: {a}x = {c} - {b} = {c - b}",
         f"Divide both sides by {a}: x = {c - b} ÷ {a} = {x}",
         f"Check: {a} × {x} + {b} = {c}",
     ]
-    return ReasoningExample("linear_equation", question.format(a=a, b=b, c=c), "\n".join(steps),
-                            f"The solution is x = {x}.", str(x))
+    return ReasoningExample(
+        "linear_equation", question.format(a=a, b=b, c=c), "\n".join(steps), f"The solution is x = {x}.", str(x)
+    )
 
 
 def _discount(rng: random.Random) -> ReasoningExample:
@@ -236,8 +289,13 @@ def _discount(rng: random.Random) -> ReasoningExample:
         f"{price * percent} ÷ 100 = {discount}",
         f"The sale price is {price} - {discount} = {price - discount}",
     ]
-    return ReasoningExample("discount", question, "\n".join(steps),
-                            f"The {item} costs {price - discount} dollars on sale.", str(price - discount))
+    return ReasoningExample(
+        "discount",
+        question,
+        "\n".join(steps),
+        f"The {item} costs {price - discount} dollars on sale.",
+        str(price - discount),
+    )
 
 
 GENERATORS: dict[str, Callable[[random.Random], ReasoningExample]] = {

@@ -27,8 +27,8 @@ import torch
 from torch import Tensor, nn
 from tqdm.auto import tqdm
 
-from tokenscope.errors import ConfigError, ModelError
 from tokenscope import __version__
+from tokenscope.errors import ConfigError, ModelError
 from tokenscope.finetune.config import FinetuneConfig, checkpoint_name
 from tokenscope.finetune.data import generate_examples
 from tokenscope.inputs.batching import pad, pad_id_of
@@ -37,6 +37,7 @@ from tokenscope.io import write_json
 from tokenscope.model.anatomy import model_anatomy
 from tokenscope.model.loading import LoadOptions, load_prepared
 from tokenscope.model.sources import MANIFEST
+from tokenscope.model.types import CausalLM, Tokenizer
 
 log = logging.getLogger(__name__)
 
@@ -86,7 +87,7 @@ def checkpoint_steps(steps: int, n_checkpoints: int) -> list[int]:
     return [round(k * steps / n_checkpoints) for k in range(1, n_checkpoints + 1)]
 
 
-def tokenize_chat(tokenizer: Any, messages: Sequence[dict[str, str]], max_length: int) -> TrainingExample:
+def tokenize_chat(tokenizer: Tokenizer, messages: Sequence[dict[str, str]], max_length: int) -> TrainingExample:
     """Chat-template ids of the whole chat; only the final (assistant) turn is labelled."""
     *context, answer = messages
     if answer["role"] != "assistant":
@@ -97,7 +98,7 @@ def tokenize_chat(tokenizer: Any, messages: Sequence[dict[str, str]], max_length
     return TrainingExample(input_ids=ids, labels=labels)
 
 
-def build_training_set(tokenizer: Any, config: FinetuneConfig) -> list[TrainingExample]:
+def build_training_set(tokenizer: Tokenizer, config: FinetuneConfig) -> list[TrainingExample]:
     """The generated chats, tokenized; chats truncated before their answer are dropped."""
     chats = [example.messages for example in generate_examples(config.n_examples, config.seed)]
     examples = [tokenize_chat(tokenizer, chat, config.max_length) for chat in chats]
@@ -105,8 +106,12 @@ def build_training_set(tokenizer: Any, config: FinetuneConfig) -> list[TrainingE
     if not kept:
         raise ConfigError(f"finetune.max_length={config.max_length} truncates every chat before its answer")
     if len(kept) < len(examples):
-        log.warning("finetune: %d of %d chats dropped (answer beyond max_length=%d)",
-                    len(examples) - len(kept), len(examples), config.max_length)
+        log.warning(
+            "finetune: %d of %d chats dropped (answer beyond max_length=%d)",
+            len(examples) - len(kept),
+            len(examples),
+            config.max_length,
+        )
     return kept
 
 
@@ -118,7 +123,7 @@ def batch_order(n_examples: int, batch_size: int, steps: int, seed: int) -> list
         epoch = list(range(n_examples))
         rng.shuffle(epoch)
         stream.extend(epoch)
-    return [stream[i * batch_size:(i + 1) * batch_size] for i in range(steps)]
+    return [stream[i * batch_size : (i + 1) * batch_size] for i in range(steps)]
 
 
 def collate(examples: Sequence[TrainingExample], pad_id: int) -> tuple[Tensor, Tensor, Tensor]:
@@ -128,7 +133,7 @@ def collate(examples: Sequence[TrainingExample], pad_id: int) -> tuple[Tensor, T
     return ids, mask, labels
 
 
-def causal_lm_loss(model: nn.Module, ids: Tensor, mask: Tensor, labels: Tensor) -> tuple[Tensor, int]:
+def causal_lm_loss(model: CausalLM, ids: Tensor, mask: Tensor, labels: Tensor) -> tuple[Tensor, int]:
     """Mean next-token cross-entropy over labelled tokens, and their count.
 
     Logits are computed only for the trailing positions that can predict a label (the model's own
@@ -142,12 +147,15 @@ def causal_lm_loss(model: nn.Module, ids: Tensor, mask: Tensor, labels: Tensor) 
     kept_targets = targets[:, first:]
     count = int((kept_targets != IGNORE_INDEX).sum())
     loss = nn.functional.cross_entropy(
-        logits.float().reshape(-1, logits.shape[-1]), kept_targets.reshape(-1), ignore_index=IGNORE_INDEX, reduction="sum"
+        logits.float().reshape(-1, logits.shape[-1]),
+        kept_targets.reshape(-1),
+        ignore_index=IGNORE_INDEX,
+        reduction="sum",
     )
     return loss / max(count, 1), count
 
 
-def select_trainable(model: nn.Module, config: FinetuneConfig) -> list[nn.Parameter]:
+def select_trainable(model: CausalLM, config: FinetuneConfig) -> list[nn.Parameter]:
     """Freeze what the config keeps fixed; returns the parameters to optimize.
 
     Freezing the lower layers saves their backward pass (autograd records nothing before the
@@ -184,7 +192,7 @@ def learning_rate_at(step: int, config: FinetuneConfig) -> float:
     return config.learning_rate * (floor + (1 - floor) * 0.5 * (1 + math.cos(math.pi * progress)))
 
 
-def save_checkpoint(model: nn.Module, tokenizer: Any, target: Path, state: dict[str, Any]) -> Path:
+def save_checkpoint(model: CausalLM, tokenizer: Tokenizer, target: Path, state: dict[str, Any]) -> Path:
     """Write a checkpoint folder atomically: into a hidden sibling, then renamed into place."""
     tmp = target.with_name(f".{target.name}.partial")
     shutil.rmtree(tmp, ignore_errors=True)
@@ -199,7 +207,7 @@ def save_checkpoint(model: nn.Module, tokenizer: Any, target: Path, state: dict[
     return target
 
 
-def trainable_copy(model: nn.Module) -> nn.Module:
+def trainable_copy(model: CausalLM) -> CausalLM:
     """The model itself, or for a GGUF-converted one a plain copy that `save_pretrained` accepts.
 
     The embedded model's config keeps the GGUF `quantization_config` although its weights are
@@ -269,19 +277,30 @@ def finetune(
         examples = build_training_set(tokenizer, config)
         pad_id = pad_id_of(tokenizer)
         trainable = select_trainable(model, config)
-        optimizer = torch.optim.AdamW(trainable, lr=config.learning_rate, weight_decay=config.weight_decay,
-                                      betas=(0.9, 0.95), foreach=True)
+        optimizer = torch.optim.AdamW(
+            trainable, lr=config.learning_rate, weight_decay=config.weight_decay, betas=(0.9, 0.95), foreach=True
+        )
         run_log = FinetuneLog(
             config=asdict(config),
-            base_model={"prepared_dir": str(prepared_model_dir.resolve()), "model": manifest.get("model"),
-                        "resolved_revision": manifest.get("resolved_revision"), "weights": manifest.get("weights")},
+            base_model={
+                "prepared_dir": str(prepared_model_dir.resolve()),
+                "model": manifest.get("model"),
+                "resolved_revision": manifest.get("resolved_revision"),
+                "weights": manifest.get("weights"),
+            },
             trainable_parameters=sum(p.numel() for p in trainable),
             total_parameters=sum(p.numel() for p in model.parameters()),
             examples_kept=len(examples),
         )
-        log.info("finetune: %d chats, %d steps x batch %d, %.1fM of %.1fM parameters trained, threads=%d",
-                 len(examples), config.steps, config.batch_size, run_log.trainable_parameters / 1e6,
-                 run_log.total_parameters / 1e6, torch.get_num_threads())
+        log.info(
+            "finetune: %d chats, %d steps x batch %d, %.1fM of %.1fM parameters trained, threads=%d",
+            len(examples),
+            config.steps,
+            config.batch_size,
+            run_log.trainable_parameters / 1e6,
+            run_log.total_parameters / 1e6,
+            torch.get_num_threads(),
+        )
         save_at = {step: k for k, step in enumerate(checkpoint_steps(config.steps, config.n_checkpoints), start=1)}
         log_every = max(1, config.steps // 16)
         saved: list[Path] = []
@@ -303,21 +322,37 @@ def finetune(
             bar.update(1)
             bar.set_postfix(loss=f"{record.loss:.3f}", refresh=False)
             if step % log_every == 0 or step == 1 or step == config.steps:
-                log.info("finetune step %d/%d loss %.4f lr %.2e grad-norm %.2f %.0f tok/s",
-                         step, config.steps, record.loss, rate, grad_norm, record.tokens / record.seconds)
+                log.info(
+                    "finetune step %d/%d loss %.4f lr %.2e grad-norm %.2f %.0f tok/s",
+                    step,
+                    config.steps,
+                    record.loss,
+                    rate,
+                    grad_norm,
+                    record.tokens / record.seconds,
+                )
             if step in save_at:
                 k = save_at[step]
                 previous = max((s for s in save_at if s < step), default=0)
                 window = run_log.losses[previous:step]
                 state = {
-                    "step": step, "steps": config.steps, "checkpoint": k, "n_checkpoints": config.n_checkpoints,
-                    "loss": sum(window) / len(window), "last_step_loss": record.loss, "seed": config.seed,
-                    "examples_seen": step * config.batch_size, "config": asdict(config),
-                    "base_model": run_log.base_model, "loss_curve": run_log.losses,
+                    "step": step,
+                    "steps": config.steps,
+                    "checkpoint": k,
+                    "n_checkpoints": config.n_checkpoints,
+                    "loss": sum(window) / len(window),
+                    "last_step_loss": record.loss,
+                    "seed": config.seed,
+                    "examples_seen": step * config.batch_size,
+                    "config": asdict(config),
+                    "base_model": run_log.base_model,
+                    "loss_curve": run_log.losses,
                     "tokenscope_version": __version__,
                 }
                 model.eval()
-                saved.append(save_checkpoint(model, tokenizer, output_dir / checkpoint_name(k, config.n_checkpoints), state))
+                saved.append(
+                    save_checkpoint(model, tokenizer, output_dir / checkpoint_name(k, config.n_checkpoints), state)
+                )
                 model.train()
                 run_log.checkpoints.append(saved[-1].name)
                 log.info("finetune: saved %s (step %d, mean loss %.4f)", saved[-1].name, step, state["loss"])

@@ -12,17 +12,17 @@ import logging
 from collections import deque
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
 
 import numpy as np
 import torch
-from torch import Tensor, nn
+from torch import Tensor
 from tqdm.auto import tqdm
 
-from tokenscope.generation.kv_cache import build_cache, has_sliding_window
+from tokenscope.generation.kv_cache import build_cache, has_sliding_window, preallocated_layers
 from tokenscope.generation.sampling import SamplingParams, sample_tokens
 from tokenscope.inputs.batching import pad, pad_id_of
 from tokenscope.model.anatomy import Unembedding, backbone
+from tokenscope.model.types import CausalLM, Tokenizer
 from tokenscope.scoring.formulas import TokenMetrics, metrics_from_logits
 
 
@@ -49,7 +49,7 @@ class Generation:
     topk_logprobs: np.ndarray  # [n, k]
 
 
-def eos_token_ids(model: nn.Module, tokenizer) -> list[int]:
+def eos_token_ids(model: CausalLM, tokenizer: Tokenizer) -> list[int]:
     ids: set[int] = set()
     configured = getattr(getattr(model, "generation_config", None), "eos_token_id", None)
     for value in configured if isinstance(configured, (list, tuple)) else [configured]:
@@ -74,7 +74,7 @@ class _Outputs:
     ended_by_eos: Tensor
 
     @classmethod
-    def allocate(cls, rows: int, steps: int, k: int, pad_id: int, device: torch.device) -> "_Outputs":
+    def allocate(cls, rows: int, steps: int, k: int, pad_id: int, device: torch.device) -> _Outputs:
         return cls(
             tokens=torch.full((rows, steps), pad_id, dtype=torch.long, device=device),
             entropy=torch.zeros((rows, steps), dtype=torch.float32, device=device),
@@ -90,9 +90,17 @@ class _Outputs:
 class _Decoder:
     """One model's decode state: samples, records metrics and reports finished rows."""
 
-    def __init__(self, model: nn.Module, unembed: Unembedding, requests: Sequence[GenerationRequest],
-                 params: SamplingParams, eos_ids: Sequence[int], pad_id: int, top_k: int,
-                 progress: tqdm | None) -> None:
+    def __init__(
+        self,
+        model: CausalLM,
+        unembed: Unembedding,
+        requests: Sequence[GenerationRequest],
+        params: SamplingParams,
+        eos_ids: Sequence[int],
+        pad_id: int,
+        top_k: int,
+        progress: tqdm | None,
+    ) -> None:
         self.model, self.unembed, self.requests, self.params = model, unembed, requests, params
         self.body = backbone(model)
         self.sliding = has_sliding_window(model)
@@ -165,7 +173,7 @@ class _Decoder:
                 take = free[: len(queue)]
                 joining = [queue.popleft() for _ in range(int(take.numel()))]
                 new_layers, new_mask, new_hidden, new_position, new_width = self.prefill(joining)
-                for layer, (keys, values) in zip(cache.layers, new_layers):
+                for layer, (keys, values) in zip(preallocated_layers(cache), new_layers, strict=True):
                     layer.write_rows(take, keys, values)
                 full_mask[take] = 0
                 full_mask[take, column - new_width : column] = new_mask
@@ -182,7 +190,7 @@ class _Decoder:
                 if self.sliding:
                     cache.batch_select_indices(kept)
                 else:
-                    for layer in cache.layers:
+                    for layer in preallocated_layers(cache):
                         layer.keep_rows(kept)
                 request, row_step, chosen, position = request[kept], row_step[kept], chosen[kept], position[kept]
                 full_mask = full_mask[kept]
@@ -203,7 +211,9 @@ class _Decoder:
     def results(self) -> list[Generation]:
         out = self.out
         lengths = out.lengths.cpu().numpy()
-        arrays = [t.cpu().numpy() for t in (out.tokens, out.entropy, out.logprob, out.rank, out.topk_ids, out.topk_logprobs)]
+        arrays = [
+            t.cpu().numpy() for t in (out.tokens, out.entropy, out.logprob, out.rank, out.topk_ids, out.topk_logprobs)
+        ]
         eos = out.ended_by_eos.cpu().numpy()
         generations = []
         for row, request in enumerate(self.requests):
@@ -213,8 +223,8 @@ class _Decoder:
 
 
 def generate(
-    model: nn.Module,
-    tokenizer,
+    model: CausalLM,
+    tokenizer: Tokenizer,
     requests: Sequence[GenerationRequest],
     params: SamplingParams,
     batch_size: int,
@@ -230,7 +240,10 @@ def generate(
     eos_ids = list(eos_ids) if eos_ids is not None else eos_token_ids(model, tokenizer)
     pad_id = pad_id_of(tokenizer)
     progress = tqdm(
-        total=len(requests) * params.max_new_tokens, unit="tok", desc="generating", disable=not show_progress,
+        total=len(requests) * params.max_new_tokens,
+        unit="tok",
+        desc="generating",
+        disable=not show_progress,
         mininterval=2.0,
     )
     decoder = _Decoder(model, unembed, requests, params, eos_ids, pad_id, top_k, progress)

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, cast
 
-from torch import Tensor, nn
+from torch import Tensor
 from transformers.cache_utils import Cache, DynamicCache, DynamicLayer
+
+from tokenscope.model.types import CausalLM
 
 
 class PreallocatedLayer(DynamicLayer):
@@ -15,6 +17,9 @@ class PreallocatedLayer(DynamicLayer):
     every step) and attention sees only the filled columns (a static cache attends to them all).
     Rows can be dropped and refilled.
     """
+
+    keys: Tensor  # always set (DynamicLayer declares them optional)
+    values: Tensor
 
     def __init__(self, keys: Tensor, values: Tensor, columns: int) -> None:
         super().__init__()
@@ -52,12 +57,17 @@ class PreallocatedLayer(DynamicLayer):
         self._expose()
 
 
-def has_sliding_window(model: nn.Module) -> bool:
+def has_sliding_window(model: CausalLM) -> bool:
     """Whether some attention layers see only a window of the most recent cache columns."""
-    return any(layer.is_sliding for layer in DynamicCache(config=model.config).layers)
+    return any(DynamicCache(config=model.config).is_sliding)
 
 
-def build_cache(model: nn.Module, prompt_layers: list[tuple[Tensor, Tensor]], columns: int, sliding: bool) -> Cache:
+def preallocated_layers(cache: Cache) -> list[PreallocatedLayer]:
+    """The layers of a cache that build_cache made without a sliding window: all preallocated."""
+    return cast("list[PreallocatedLayer]", cache.layers)
+
+
+def build_cache(model: CausalLM, prompt_layers: list[tuple[Tensor, Tensor]], columns: int, sliding: bool) -> Cache:
     """Preallocated layers holding the prefilled prompts; transformers' own growing cache for
     sliding-window models (those generate one sequence at a time, see `generate`)."""
     if sliding:

@@ -16,11 +16,14 @@ from tokenscope.inputs.prompts import Prompt
 from tokenscope.inputs.sequences import generated_sequences
 from tokenscope.inputs.transforms import splice_insertion
 from tokenscope.model.token_text import VocabularyStrings
+from tokenscope.model.types import CausalLM, Tokenizer
 from tokenscope.scoring.formulas import TokenMetrics
 from tokenscope.scoring.tables import generation_table, token_table
 
 
-def generation_requests(tokenizer: Any, prompts: Sequence[Prompt], n_samples: int, seed: int) -> list[GenerationRequest]:
+def generation_requests(
+    tokenizer: Tokenizer, prompts: Sequence[Prompt], n_samples: int, seed: int
+) -> list[GenerationRequest]:
     requests = []
     for prompt in prompts:
         ids, inserted = splice_insertion(
@@ -34,8 +37,8 @@ def generation_requests(tokenizer: Any, prompts: Sequence[Prompt], n_samples: in
 
 
 def run_generation(
-    model: Any,
-    tokenizer: Any,
+    model: CausalLM,
+    tokenizer: Tokenizer,
     prompts: Sequence[Prompt],
     *,
     model_name: str,
@@ -75,8 +78,5 @@ def run_generation(
             for field in ("entropy", "logprob", "rank", "topk_ids", "topk_logprobs")
         )
     )
-    tokens = token_table(
-        model=model_name, source=model_name, prompt_set=prompt_set, sequences=sequences,
-        metrics=metrics, vocab=VocabularyStrings.from_tokenizer(tokenizer),
-    )
-    return gen_table, tokens
+    vocab = VocabularyStrings.from_tokenizer(tokenizer)
+    return gen_table, token_table(sequences, metrics, vocab, model=model_name, source=model_name, prompt_set=prompt_set)

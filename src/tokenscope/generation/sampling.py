@@ -38,7 +38,7 @@ class SamplingParams:
     max_new_tokens: int = 256
 
     @classmethod
-    def resolve(cls, generation_config: Any, overrides: dict[str, Any]) -> "SamplingParams":
+    def resolve(cls, generation_config: Any, overrides: dict[str, Any]) -> SamplingParams:
         """Config overrides > the model's generation_config > transformers' library defaults."""
         library_defaults = {"do_sample": False, "temperature": 1.0, "top_k": 50, "top_p": 1.0, "max_new_tokens": 256}
         values: dict[str, Any] = {}

@@ -3,14 +3,17 @@
 from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Literal
 
 import numpy as np
 import torch
 from torch import Tensor
 
+if TYPE_CHECKING:
+    from tokenscope.model.types import TokenIds, Tokenizer
 
-def length_sorted_batches(lengths: Sequence[int], batch_size: int) -> Iterator[np.ndarray]:
+
+def length_sorted_batches(lengths: Sequence[int] | np.ndarray, batch_size: int) -> Iterator[np.ndarray]:
     """Indices of the sequences in batches, longest first, so padding stays small."""
     order = np.argsort(-np.asarray(lengths, dtype=np.int64), kind="stable")
     for begin in range(0, len(order), batch_size):
@@ -18,7 +21,7 @@ def length_sorted_batches(lengths: Sequence[int], batch_size: int) -> Iterator[n
 
 
 def pad(
-    sequences: Sequence[Sequence[int]], pad_id: int, side: Literal["left", "right"], device: torch.device | str
+    sequences: Sequence[TokenIds], pad_id: int, side: Literal["left", "right"], device: torch.device | str
 ) -> tuple[Tensor, Tensor]:
     """(ids, attention mask) of sequences padded to the longest; left padding for generation."""
     width = max(len(s) for s in sequences)
@@ -31,7 +34,7 @@ def pad(
     return ids.to(device), mask.to(device)
 
 
-def pad_id_of(tokenizer: Any) -> int:
+def pad_id_of(tokenizer: Tokenizer) -> int:
     """The id that pads batches: the tokenizer's pad token, else its end-of-sequence token.
 
     Padding never changes a metric (padded positions are masked or come after the scored ones).

@@ -39,7 +39,7 @@ class Insertion:
             raise ConfigError(f"insert.place must be one of {list(INSERT_PLACES)}, got {self.place!r}")
 
     @classmethod
-    def from_config(cls, entry: dict[str, Any] | None) -> "Insertion | None":
+    def from_config(cls, entry: dict[str, Any] | None) -> Insertion | None:
         return None if not entry else cls(**entry)
 
 
@@ -63,9 +63,7 @@ def _check_record(record: Any, where: str) -> Prompt:
         raise PromptSetError(f"{where}: expected a JSON object, got {type(record).__name__}")
     unknown = set(record) - {"id", "messages", "reference", "metadata"}
     if unknown:
-        raise PromptSetError(
-            f"{where}: unknown key(s) {sorted(unknown)}; allowed: id, messages, reference, metadata"
-        )
+        raise PromptSetError(f"{where}: unknown key(s) {sorted(unknown)}; allowed: id, messages, reference, metadata")
     if "id" not in record:
         raise PromptSetError(f"{where}: missing key 'id'")
     prompt_id = record["id"]
@@ -137,7 +135,9 @@ def resolve_prompt_sets(entries: dict[str, Any]) -> dict[str, tuple[str, dict[st
             continue
         source = entry.get("from")
         if source not in entries:
-            raise PromptSetError(f"prompt_sets.{name}.from: unknown prompt set {source!r}; prompt sets: {sorted(entries)}")
+            raise PromptSetError(
+                f"prompt_sets.{name}.from: unknown prompt set {source!r}; prompt sets: {sorted(entries)}"
+            )
         if not isinstance(entries[source], str):
             raise PromptSetError(f"prompt_sets.{name}.from: {source!r} is itself derived; derive from a file entry")
         try:

@@ -9,13 +9,16 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from tokenscope.inputs.chat import ScoreSpan, teacher_forced_ids
 from tokenscope.inputs.prompts import Prompt
 from tokenscope.inputs.transforms import splice_insertion
+
+if TYPE_CHECKING:
+    from tokenscope.model.types import TokenIds, Tokenizer
 
 
 @dataclass(frozen=True)
@@ -36,12 +39,12 @@ class ScoredSequence:
 def generated_sequences(
     prompt_ids: Sequence[str],
     samples: Sequence[int],
-    prompt_token_ids: Sequence[Sequence[int]],
-    token_ids: Sequence[Sequence[int]],
+    prompt_token_ids: Sequence[TokenIds],
+    token_ids: Sequence[TokenIds],
 ) -> list[ScoredSequence]:
     """Generations as scored sequences: the prompt, then the generated tokens, scored from the first."""
     sequences = []
-    for prompt_id, sample, prompt, generated in zip(prompt_ids, samples, prompt_token_ids, token_ids):
+    for prompt_id, sample, prompt, generated in zip(prompt_ids, samples, prompt_token_ids, token_ids, strict=True):
         prompt_array = np.asarray(prompt, dtype=np.int64)
         sequences.append(
             ScoredSequence(
@@ -62,7 +65,9 @@ def generation_table_sequences(generations: Any) -> list[ScoredSequence]:
     )
 
 
-def reference_sequences(tokenizer: Any, prompts: Sequence[Prompt], span: ScoreSpan = "answer") -> list[ScoredSequence]:
+def reference_sequences(
+    tokenizer: Tokenizer, prompts: Sequence[Prompt], span: ScoreSpan = "answer"
+) -> list[ScoredSequence]:
     """The chats with their reference answers appended, for the prompts that have one."""
     sequences = []
     for prompt in prompts:

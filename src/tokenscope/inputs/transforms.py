@@ -9,7 +9,7 @@ position p < start is the same token, position p >= end is token p - (end - star
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any
+from typing import TYPE_CHECKING, cast
 
 import numpy as np
 
@@ -17,13 +17,16 @@ from tokenscope.errors import ConfigError
 from tokenscope.inputs.chat import has_chat_template, render_chat, template_ids
 from tokenscope.inputs.prompts import Insertion
 
+if TYPE_CHECKING:
+    from tokenscope.model.types import Tokenizer
+
 Span = tuple[int, int]
 
 
-def filler_ids(tokenizer: Any, insertion: Insertion) -> list[int]:
+def filler_ids(tokenizer: Tokenizer, insertion: Insertion) -> list[int]:
     """The ids inserted: `count` repetitions of the text's ids, or of the single token."""
     if insertion.token is not None:
-        token_id = tokenizer.convert_tokens_to_ids(insertion.token)
+        token_id = cast("int | None", tokenizer.convert_tokens_to_ids(insertion.token))  # one token: one id
         if token_id is None or (token_id == tokenizer.unk_token_id and insertion.token != tokenizer.unk_token):
             raise ConfigError(f"insert.token {insertion.token!r} is not one token of this tokenizer's vocabulary")
         unit = [int(token_id)]
@@ -34,7 +37,7 @@ def filler_ids(tokenizer: Any, insertion: Insertion) -> list[int]:
     return unit * insertion.count
 
 
-def _place_char(tokenizer: Any, messages: Sequence[dict[str, str]], place: str, text: str) -> int:
+def _place_char(tokenizer: Tokenizer, messages: Sequence[dict[str, str]], place: str, text: str) -> int:
     if place == "before_answer":
         return len(text)
     if place == "after_system":
@@ -54,7 +57,7 @@ def _place_char(tokenizer: Any, messages: Sequence[dict[str, str]], place: str, 
     return found
 
 
-def insertion_index(tokenizer: Any, messages: Sequence[dict[str, str]], place: str, ids: Sequence[int]) -> int:
+def insertion_index(tokenizer: Tokenizer, messages: Sequence[dict[str, str]], place: str, ids: Sequence[int]) -> int:
     """Index in `ids` (the generation prompt's token ids) where the place's token boundary is."""
     if place == "before_answer":
         return len(ids)
@@ -70,7 +73,7 @@ def insertion_index(tokenizer: Any, messages: Sequence[dict[str, str]], place: s
 
 
 def splice_insertion(
-    tokenizer: Any, messages: Sequence[dict[str, str]], insertion: Insertion | None, ids: Sequence[int]
+    tokenizer: Tokenizer, messages: Sequence[dict[str, str]], insertion: Insertion | None, ids: Sequence[int]
 ) -> tuple[list[int], Span | None]:
     """Apply `insertion` to `ids`, a sequence that starts with the chat's generation prompt
     (the prompt alone, or prompt + teacher-forced answer). Returns the new ids and the inserted

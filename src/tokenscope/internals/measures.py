@@ -21,9 +21,16 @@ from tqdm.auto import tqdm
 
 from tokenscope.errors import ConfigError
 from tokenscope.inputs.batching import length_sorted_batches, pad
-from tokenscope.model.anatomy import attention_hooks, backbone, eager_attention, layer_output, model_anatomy, resolve_layers
+from tokenscope.model.anatomy import (
+    attention_hooks,
+    backbone,
+    eager_attention,
+    layer_output,
+    model_anatomy,
+    resolve_layers,
+)
+from tokenscope.model.types import CausalLM, TokenIds
 from tokenscope.scoring.formulas import prediction_summary
-
 
 # --- attention to marker tokens -------------------------------------------------------------
 
@@ -45,8 +52,8 @@ def marker_mask(token_strings: Sequence[str], markers: Sequence[str]) -> np.ndar
 
 @torch.no_grad()
 def marker_attention(
-    model: nn.Module,
-    sequences: Sequence[Sequence[int]],
+    model: CausalLM,
+    sequences: Sequence[TokenIds],
     masks: Sequence[np.ndarray],
     query_starts: Sequence[int],
     *,
@@ -66,7 +73,9 @@ def marker_attention(
     device = next(model.parameters()).device
     lengths = np.array([len(s) for s in sequences], dtype=np.int64)
     results: list[np.ndarray] = [np.zeros(0, np.float32)] * len(sequences)
-    progress = tqdm(total=len(sequences), unit="seq", desc="marker attention", disable=not show_progress, mininterval=2.0)
+    progress = tqdm(
+        total=len(sequences), unit="seq", desc="marker attention", disable=not show_progress, mininterval=2.0
+    )
     for rows in length_sorted_batches(lengths, batch_size):
         ids, attention_mask = pad([sequences[i] for i in rows], pad_id, "right", device)
         key_mask = torch.zeros(ids.shape, dtype=torch.float32, device=device)
@@ -92,7 +101,7 @@ def marker_attention(
 
 
 @torch.no_grad()
-def attention_received(model: nn.Module, ids: Sequence[int], heads: Sequence[tuple[int, int]]) -> np.ndarray:
+def attention_received(model: CausalLM, ids: Sequence[int], heads: Sequence[tuple[int, int]]) -> np.ndarray:
     """For each (layer, head): mean attention weight each key position k receives, averaged over
     the query positions that can attend to it (q >= k, causal). Returns [len(heads), T] float32."""
     anatomy = model_anatomy(model)
@@ -131,7 +140,7 @@ class RecurrentDepth:
 
 
 @torch.no_grad()
-def depth_states(model: nn.Module, ids: Sequence[int], recurrent: RecurrentDepth | None = None) -> Tensor:
+def depth_states(model: CausalLM, ids: Sequence[int], recurrent: RecurrentDepth | None = None) -> Tensor:
     """Hidden states along depth, [S, T, H] float32 on the model's device.
 
     Layered models: S = L + 1, state 0 is the input of the first layer (embeddings), state l the
@@ -145,7 +154,9 @@ def depth_states(model: nn.Module, ids: Sequence[int], recurrent: RecurrentDepth
         modules = dict(model.named_modules())
         if recurrent.module not in modules:
             raise ConfigError(f"recurrent.module {recurrent.module!r} is not a submodule of {type(model).__name__}")
-        handle = modules[recurrent.module].register_forward_hook(lambda m, a, o: states.append(layer_output(o, 0)[0].float()))
+        handle = modules[recurrent.module].register_forward_hook(
+            lambda m, a, o: states.append(layer_output(o, 0)[0].float())
+        )
         try:
             model(input_ids=input_ids, **{recurrent.steps_argument: recurrent.steps})
         finally:
@@ -160,7 +171,9 @@ def depth_states(model: nn.Module, ids: Sequence[int], recurrent: RecurrentDepth
 
     handles = [anatomy.layers[0].register_forward_pre_hook(first_input, with_kwargs=True)]
     handles += [
-        layer.register_forward_hook(lambda m, a, o: states.append(layer_output(o, anatomy.layer_output_index)[0].float()))
+        layer.register_forward_hook(
+            lambda m, a, o: states.append(layer_output(o, anatomy.layer_output_index)[0].float())
+        )
         for layer in anatomy.layers
     ]
     try:
@@ -184,7 +197,7 @@ class LogitLens:
 
 
 @torch.no_grad()
-def logit_lens(model: nn.Module, states: Tensor, chunk_rows: int = 512) -> LogitLens:
+def logit_lens(model: CausalLM, states: Tensor, chunk_rows: int = 512) -> LogitLens:
     """Final norm + unembedding applied to every depth state, in chunks of positions (fp32 logits)."""
     anatomy = model_anatomy(model)
     flat = states.reshape(-1, states.shape[-1])

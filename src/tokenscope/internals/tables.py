@@ -16,8 +16,17 @@ from tokenscope.inputs.chat import generation_prompt_ids
 from tokenscope.inputs.prompts import Prompt
 from tokenscope.inputs.sequences import generation_table_sequences, reference_sequences
 from tokenscope.inputs.transforms import splice_insertion
-from tokenscope.internals.measures import RecurrentDepth, attention_received, convergence_distances, depth_states, logit_lens, marker_attention, marker_mask
+from tokenscope.internals.measures import (
+    RecurrentDepth,
+    attention_received,
+    convergence_distances,
+    depth_states,
+    logit_lens,
+    marker_attention,
+    marker_mask,
+)
 from tokenscope.model.token_text import VocabularyStrings
+from tokenscope.model.types import CausalLM, Tokenizer
 from tokenscope.scoring.tables import SCHEMA_VERSION
 
 
@@ -28,23 +37,55 @@ def _schema(name: str, fields: list[tuple[str, pa.DataType]]) -> pa.Schema:
 _KEYS = [("model", pa.string()), ("prompt_set", pa.string()), ("prompt_id", pa.string())]
 MARKER_ATTENTION_SCHEMA = _schema(
     "marker_attention",
-    [*_KEYS, ("sample", pa.int32()), ("step", pa.int32()), ("position", pa.int32()), ("token", pa.string()),
-     ("entropy", pa.float32()), ("marker_share", pa.float32()), ("n_marker_tokens", pa.int32())],
+    [
+        *_KEYS,
+        ("sample", pa.int32()),
+        ("step", pa.int32()),
+        ("position", pa.int32()),
+        ("token", pa.string()),
+        ("entropy", pa.float32()),
+        ("marker_share", pa.float32()),
+        ("n_marker_tokens", pa.int32()),
+    ],
 )
 ATTENTION_POSITIONS_SCHEMA = _schema(
     "attention_positions",
-    [*_KEYS, ("layer", pa.int32()), ("head", pa.int32()), ("position", pa.int32()), ("source_position", pa.int32()),
-     ("in_span", pa.bool_()), ("token", pa.string()), ("attention_received", pa.float32())],
+    [
+        *_KEYS,
+        ("layer", pa.int32()),
+        ("head", pa.int32()),
+        ("position", pa.int32()),
+        ("source_position", pa.int32()),
+        ("in_span", pa.bool_()),
+        ("token", pa.string()),
+        ("attention_received", pa.float32()),
+    ],
 )
 CONVERGENCE_SCHEMA = _schema(
     "convergence",
-    [*_KEYS, ("depth", pa.int32()), ("depth_kind", pa.string()), ("position", pa.int32()), ("in_span", pa.bool_()),
-     ("token", pa.string()), ("distance", pa.float32())],
+    [
+        *_KEYS,
+        ("depth", pa.int32()),
+        ("depth_kind", pa.string()),
+        ("position", pa.int32()),
+        ("in_span", pa.bool_()),
+        ("token", pa.string()),
+        ("distance", pa.float32()),
+    ],
 )
 LOGIT_LENS_SCHEMA = _schema(
     "logit_lens",
-    [*_KEYS, ("layer", pa.int32()), ("position", pa.int32()), ("in_span", pa.bool_()), ("token", pa.string()),
-     ("entropy", pa.float32()), ("top_token_id", pa.int32()), ("top_token", pa.string()), ("top_prob", pa.float32())],
+    [
+        *_KEYS,
+        ("layer", pa.int32()),
+        ("position", pa.int32()),
+        ("in_span", pa.bool_()),
+        ("token", pa.string()),
+        ("entropy", pa.float32()),
+        ("top_token_id", pa.int32()),
+        ("top_token", pa.string()),
+        ("top_prob", pa.float32()),
+    ],
 )
 
 
@@ -71,7 +112,9 @@ class ProbeSequence:
         return np.where(positions < start, positions, np.where(positions >= end, positions - (end - start), -1))
 
 
-def probe_sequences(tokenizer: Any, prompts: Sequence[Prompt], prompt_ids: Sequence[str] | None = None) -> list[ProbeSequence]:
+def probe_sequences(
+    tokenizer: Tokenizer, prompts: Sequence[Prompt], prompt_ids: Sequence[str] | None = None
+) -> list[ProbeSequence]:
     """Each prompt's chat with its reference answer when it has one (else the generation prompt)."""
     chosen = [p for p in prompts if prompt_ids is None or p.id in prompt_ids]
     if prompt_ids is not None and len(chosen) != len(set(prompt_ids)):
@@ -106,8 +149,8 @@ def _standalone_strings(vocab: VocabularyStrings, ids: np.ndarray) -> np.ndarray
 
 
 def run_marker_attention(
-    model: Any,
-    tokenizer: Any,
+    model: CausalLM,
+    tokenizer: Tokenizer,
     generations: pd.DataFrame,
     tokens: pd.DataFrame,
     *,
@@ -128,31 +171,50 @@ def run_marker_attention(
     lengths = np.array([len(s) for s in sequences], dtype=np.int64)
     offsets = np.cumsum(lengths) - lengths
     strings = vocab.readable(_flat(sequences, np.int64), offsets).to_pylist()
-    masks = [marker_mask(strings[o : o + n], markers) for o, n in zip(offsets, lengths)]
+    masks = [marker_mask(strings[o : o + n], markers) for o, n in zip(offsets, lengths, strict=True)]
     prompt_lengths = generations["prompt_token_ids"].map(len).to_numpy()
     counts = lengths - prompt_lengths
     shares = marker_attention(
-        model, sequences, masks, list(prompt_lengths - 1), layers=layers, batch_size=batch_size,
-        pad_id=pad_id_of(tokenizer), show_progress=show_progress,
+        model,
+        sequences,
+        masks,
+        list(prompt_lengths - 1),
+        layers=layers,
+        batch_size=batch_size,
+        pad_id=pad_id_of(tokenizer),
+        show_progress=show_progress,
     )
     # Query p - 1 produced token p: the last query produced nothing and is dropped.
     keys = ["prompt_id", "sample", "step"]
-    frame = pd.DataFrame({
-        "prompt_id": np.repeat(generations["prompt_id"].to_numpy(), counts),
-        "sample": np.repeat(generations["sample"].to_numpy(), counts).astype(np.int32),
-        "step": (np.arange(counts.sum()) - np.repeat(np.cumsum(counts) - counts, counts)).astype(np.int32),
-        "marker_share": _flat([s[:c] for s, c in zip(shares, counts)], np.float32),
-        "n_marker_tokens": _flat([np.cumsum(m)[p - 1 : p - 1 + c] for m, p, c in zip(masks, prompt_lengths, counts)], np.int32),
-    })
+    frame = pd.DataFrame(
+        {
+            "prompt_id": np.repeat(generations["prompt_id"].to_numpy(), counts),
+            "sample": np.repeat(generations["sample"].to_numpy(), counts).astype(np.int32),
+            "step": (np.arange(counts.sum()) - np.repeat(np.cumsum(counts) - counts, counts)).astype(np.int32),
+            "marker_share": _flat([s[:c] for s, c in zip(shares, counts, strict=True)], np.float32),
+            "n_marker_tokens": _flat(
+                [np.cumsum(m)[p - 1 : p - 1 + c] for m, p, c in zip(masks, prompt_lengths, counts, strict=True)],
+                np.int32,
+            ),
+        }
+    )
     # Position, token string and entropy of each generated token come from the per-token table.
     frame = frame.merge(tokens[[*keys, "position", "token", "entropy"]], on=keys, how="left", validate="one_to_one")
     frame = frame.assign(model=model_name, prompt_set=prompt_set)
-    return pa.Table.from_pandas(frame[MARKER_ATTENTION_SCHEMA.names], schema=MARKER_ATTENTION_SCHEMA, preserve_index=False)
+    return pa.Table.from_pandas(
+        frame[MARKER_ATTENTION_SCHEMA.names], schema=MARKER_ATTENTION_SCHEMA, preserve_index=False
+    )
 
 
 def run_attention_positions(
-    model: Any, tokenizer: Any, prompts: Sequence[Prompt], *, model_name: str, prompt_set: str,
-    heads: Sequence[tuple[int, int]], prompt_ids: Sequence[str] | None = None,
+    model: CausalLM,
+    tokenizer: Tokenizer,
+    prompts: Sequence[Prompt],
+    *,
+    model_name: str,
+    prompt_set: str,
+    heads: Sequence[tuple[int, int]],
+    prompt_ids: Sequence[str] | None = None,
 ) -> pa.Table:
     """Mean attention each position receives (queries q >= k) for chosen (layer, head) pairs."""
     vocab = VocabularyStrings.from_tokenizer(tokenizer)
@@ -160,24 +222,37 @@ def run_attention_positions(
     for sequence in probe_sequences(tokenizer, prompts, prompt_ids):
         received = attention_received(model, sequence.token_ids.tolist(), heads)  # [pairs, T]
         n = len(sequence.token_ids)
-        frames.append(pd.DataFrame({
-            "model": model_name,
-            "prompt_set": prompt_set,
-            "prompt_id": sequence.prompt_id,
-            "layer": np.repeat([layer for layer, _ in heads], n).astype(np.int32),
-            "head": np.repeat([head for _, head in heads], n).astype(np.int32),
-            "position": np.tile(np.arange(n), len(heads)).astype(np.int32),
-            "source_position": np.tile(sequence.source_positions(), len(heads)).astype(np.int32),
-            "in_span": np.tile(sequence.in_span(), len(heads)),
-            "token": np.tile(np.asarray(_strings(vocab, sequence.token_ids), dtype=object), len(heads)),
-            "attention_received": received.reshape(-1),
-        }))
-    return pa.Table.from_pandas(pd.concat(frames, ignore_index=True), schema=ATTENTION_POSITIONS_SCHEMA, preserve_index=False)
+        frames.append(
+            pd.DataFrame(
+                {
+                    "model": model_name,
+                    "prompt_set": prompt_set,
+                    "prompt_id": sequence.prompt_id,
+                    "layer": np.repeat([layer for layer, _ in heads], n).astype(np.int32),
+                    "head": np.repeat([head for _, head in heads], n).astype(np.int32),
+                    "position": np.tile(np.arange(n), len(heads)).astype(np.int32),
+                    "source_position": np.tile(sequence.source_positions(), len(heads)).astype(np.int32),
+                    "in_span": np.tile(sequence.in_span(), len(heads)),
+                    "token": np.tile(np.asarray(_strings(vocab, sequence.token_ids), dtype=object), len(heads)),
+                    "attention_received": received.reshape(-1),
+                }
+            )
+        )
+    return pa.Table.from_pandas(
+        pd.concat(frames, ignore_index=True), schema=ATTENTION_POSITIONS_SCHEMA, preserve_index=False
+    )
 
 
 def run_depth(
-    model: Any, tokenizer: Any, prompts: Sequence[Prompt], *, model_name: str, prompt_set: str,
-    prompt_ids: Sequence[str] | None = None, recurrent: RecurrentDepth | None = None, chunk_rows: int = 512,
+    model: CausalLM,
+    tokenizer: Tokenizer,
+    prompts: Sequence[Prompt],
+    *,
+    model_name: str,
+    prompt_set: str,
+    prompt_ids: Sequence[str] | None = None,
+    recurrent: RecurrentDepth | None = None,
+    chunk_rows: int = 512,
 ) -> tuple[pa.Table, pa.Table | None]:
     """Hidden-state convergence (and, for layered models, the logit lens) of each prompt's tokens.
 
@@ -190,27 +265,52 @@ def run_depth(
         n_depth, n = states.shape[:2]
         tokens = np.asarray(_strings(vocab, sequence.token_ids), dtype=object)
         common = {
-            "model": model_name, "prompt_set": prompt_set, "prompt_id": sequence.prompt_id,
+            "model": model_name,
+            "prompt_set": prompt_set,
+            "prompt_id": sequence.prompt_id,
             "position": np.tile(np.arange(n), n_depth).astype(np.int32),
             "in_span": np.tile(sequence.in_span(), n_depth),
             "token": np.tile(tokens, n_depth),
         }
         depth = np.repeat(np.arange(n_depth), n).astype(np.int32)
-        convergence.append(pd.DataFrame({
-            **common, "depth": depth, "depth_kind": "iteration" if recurrent else "layer",
-            "distance": convergence_distances(states).reshape(-1),
-        }))
+        convergence.append(
+            pd.DataFrame(
+                {
+                    **common,
+                    "depth": depth,
+                    "depth_kind": "iteration" if recurrent else "layer",
+                    "distance": convergence_distances(states).reshape(-1),
+                }
+            )
+        )
         if recurrent is None:
             lens = logit_lens(model, states, chunk_rows)
             top_ids = lens.top_ids.reshape(-1)
-            lens_frames.append(pd.DataFrame({
-                **common, "layer": depth, "entropy": lens.entropy.reshape(-1), "top_token_id": top_ids.astype(np.int32),
-                "top_token": _standalone_strings(vocab, top_ids),
-                "top_prob": lens.top_probs.reshape(-1),
-            }))
+            lens_frames.append(
+                pd.DataFrame(
+                    {
+                        **common,
+                        "layer": depth,
+                        "entropy": lens.entropy.reshape(-1),
+                        "top_token_id": top_ids.astype(np.int32),
+                        "top_token": _standalone_strings(vocab, top_ids),
+                        "top_prob": lens.top_probs.reshape(-1),
+                    }
+                )
+            )
         del states
-    conv_table = pa.Table.from_pandas(pd.concat(convergence, ignore_index=True)[CONVERGENCE_SCHEMA.names],
-                                      schema=CONVERGENCE_SCHEMA, preserve_index=False)
-    lens_table = None if recurrent else pa.Table.from_pandas(
-        pd.concat(lens_frames, ignore_index=True)[LOGIT_LENS_SCHEMA.names], schema=LOGIT_LENS_SCHEMA, preserve_index=False)
+    conv_table = pa.Table.from_pandas(
+        pd.concat(convergence, ignore_index=True)[CONVERGENCE_SCHEMA.names],
+        schema=CONVERGENCE_SCHEMA,
+        preserve_index=False,
+    )
+    lens_table = (
+        None
+        if recurrent
+        else pa.Table.from_pandas(
+            pd.concat(lens_frames, ignore_index=True)[LOGIT_LENS_SCHEMA.names],
+            schema=LOGIT_LENS_SCHEMA,
+            preserve_index=False,
+        )
+    )
     return conv_table, lens_table

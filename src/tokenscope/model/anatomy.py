@@ -21,6 +21,7 @@ import torch
 from torch import Tensor, nn
 
 from tokenscope.errors import ConfigError, ModelError
+from tokenscope.model.types import CausalLM
 
 Reducer = Callable[[int, Tensor], None]  # (layer index, attention weights [B, heads, Tq, Tk])
 
@@ -33,7 +34,7 @@ class Unembedding(nn.Module):
     With low-precision weights the product is done in fp32 so that metrics see fp32 logits.
     """
 
-    def __init__(self, model: nn.Module) -> None:
+    def __init__(self, model: CausalLM) -> None:
         super().__init__()
         head = model.get_output_embeddings()
         if head is None or not hasattr(head, "weight"):
@@ -60,12 +61,12 @@ class Unembedding(nn.Module):
         return logits
 
 
-def backbone(model: nn.Module) -> nn.Module:
+def backbone(model: CausalLM) -> nn.Module:
     """The model without its head: returns final (normalized) hidden states."""
     return model.base_model
 
 
-def check_unembedding(model: nn.Module, unembed: Unembedding, vocab_size: int) -> None:
+def check_unembedding(model: CausalLM, unembed: Unembedding, vocab_size: int) -> None:
     """Fail loudly if backbone + Unembedding does not reproduce the model's own logits.
 
     Architectures that post-process logits in ways this class does not know would otherwise give
@@ -103,7 +104,7 @@ class RecorderSpec:
         return hit
 
 
-def _recorder_specs(model: nn.Module, key: str) -> list[RecorderSpec]:
+def _recorder_specs(model: CausalLM, key: str) -> list[RecorderSpec]:
     """The model's `_can_record_outputs[key]` entries, normalized as transformers does."""
     flags = getattr(model.base_model, "_can_record_outputs", None) or getattr(model, "_can_record_outputs", None) or {}
     entries = flags.get(key)
@@ -112,14 +113,20 @@ def _recorder_specs(model: nn.Module, key: str) -> list[RecorderSpec]:
     specs = []
     for entry in entries if isinstance(entries, list) else [entries]:
         if isinstance(entry, (type, str)):
-            specs.append(RecorderSpec(entry if isinstance(entry, type) else None, 0 if key == "hidden_states" else 1, None,
-                                      entry if isinstance(entry, str) else None))
+            specs.append(
+                RecorderSpec(
+                    entry if isinstance(entry, type) else None,
+                    0 if key == "hidden_states" else 1,
+                    None,
+                    entry if isinstance(entry, str) else None,
+                )
+            )
         else:  # transformers' OutputRecorder
             specs.append(RecorderSpec(entry.target_class, entry.index, entry.layer_name, entry.class_name))
     return specs
 
 
-def _find_modules(model: nn.Module, key: str) -> tuple[list[nn.Module], int]:
+def _find_modules(model: CausalLM, key: str) -> tuple[list[nn.Module], int]:
     specs = _recorder_specs(model, key)
     modules, index = [], 0
     for name, module in model.base_model.named_modules():
@@ -158,14 +165,14 @@ class Anatomy:
 _ANATOMIES: weakref.WeakKeyDictionary[nn.Module, Anatomy] = weakref.WeakKeyDictionary()
 
 
-def model_anatomy(model: nn.Module) -> Anatomy:
+def model_anatomy(model: CausalLM) -> Anatomy:
     """The model's Anatomy, found once per model object (every analysis of every prompt asks)."""
     if model not in _ANATOMIES:
         _ANATOMIES[model] = _find_anatomy(model)
     return _ANATOMIES[model]
 
 
-def _find_anatomy(model: nn.Module) -> Anatomy:
+def _find_anatomy(model: CausalLM) -> Anatomy:
     """Find layers, attention modules and the final norm, and check them against the model's output."""
     layers, layer_index = _find_modules(model, "hidden_states")
     if not layers:
@@ -193,7 +200,9 @@ def _find_anatomy(model: nn.Module) -> Anatomy:
     finally:
         for handle in handles:
             handle.remove()
-    anatomy = Anatomy(layers, layer_index, attentions, weights_index, [m for m in calls if m is not layers[-1]], Unembedding(model))
+    anatomy = Anatomy(
+        layers, layer_index, attentions, weights_index, [m for m in calls if m is not layers[-1]], Unembedding(model)
+    )
     with torch.no_grad():
         got = anatomy.normalize(last_output[-1])
     if not torch.allclose(got.float(), expected.float(), atol=1e-3 * max(1.0, expected.abs().max().item()), rtol=1e-3):
@@ -202,7 +211,7 @@ def _find_anatomy(model: nn.Module) -> Anatomy:
 
 
 @contextmanager
-def eager_attention(model: nn.Module) -> Iterator[None]:
+def eager_attention(model: CausalLM) -> Iterator[None]:
     """Attention weights exist only in the eager implementation: switch to it for one pass."""
     previous = model.config._attn_implementation
     if previous != "eager":
@@ -221,11 +230,15 @@ def attention_hooks(anatomy: Anatomy, layers: Sequence[int], reduce: Reducer) ->
         raise ModelError("this model does not expose its self-attention modules (_can_record_outputs['attentions'])")
     handles = []
     for layer in layers:
+
         def hook(module: nn.Module, args: Any, output: Any, layer: int = layer) -> None:
-            weights = layer_output(output, anatomy.attention_weights_index) if isinstance(output, (tuple, list)) else None
+            weights = (
+                layer_output(output, anatomy.attention_weights_index) if isinstance(output, (tuple, list)) else None
+            )
             if weights is None:
                 raise RuntimeError("attention weights not returned; the eager implementation is required")
             reduce(layer, weights)
+
         handles.append(anatomy.attentions[layer].register_forward_hook(hook))
     try:
         yield
@@ -242,5 +255,3 @@ def resolve_layers(layers: Sequence[int] | None, n_layers: int) -> list[int]:
     if -1 in resolved:
         raise ConfigError(f"layers {list(layers)} out of range for a model with {n_layers} layers")
     return resolved
-
-

@@ -13,8 +13,10 @@ from tokenscope.model.sources import MANIFEST
 if TYPE_CHECKING:  # torch is imported lazily: the workflow's DAG code imports this package without it
     import torch
 
+    from tokenscope.model.types import CausalLM, Tokenizer
 
-def resolve_device(device: str = "auto") -> "torch.device":
+
+def resolve_device(device: str = "auto") -> torch.device:
     import torch
 
     if device == "auto":
@@ -25,14 +27,19 @@ def resolve_device(device: str = "auto") -> "torch.device":
     return resolved
 
 
-def resolve_dtype(dtype: str, device: "torch.device") -> "torch.dtype":
+def resolve_dtype(dtype: str, device: torch.device) -> torch.dtype:
     """`auto` is fp32 on CPU and bf16 on GPU; metrics are always computed from fp32 logits."""
     import torch
 
     if dtype == "auto":
         return torch.bfloat16 if device.type == "cuda" else torch.float32
     try:
-        return {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16, "float64": torch.float64}[dtype]
+        return {
+            "float32": torch.float32,
+            "bfloat16": torch.bfloat16,
+            "float16": torch.float16,
+            "float64": torch.float64,
+        }[dtype]
     except KeyError:
         raise ModelError(f"unknown dtype {dtype!r}; use auto, float32, bfloat16, float16 or float64") from None
 
@@ -55,7 +62,7 @@ def _prepared_manifest(model_dir: Path) -> dict[str, Any]:
     return json.loads(manifest_path.read_text())
 
 
-def load_prepared_tokenizer(model_dir: str | Path) -> Any:
+def load_prepared_tokenizer(model_dir: str | Path) -> Tokenizer:
     """The tokenizer of a prepared model folder (remote code only where its manifest allows it)."""
     from transformers import AutoTokenizer
 
@@ -67,7 +74,7 @@ def load_prepared_tokenizer(model_dir: str | Path) -> Any:
     return tokenizer
 
 
-def load_prepared(model_dir: str | Path, options: LoadOptions = LoadOptions()) -> tuple[Any, Any]:
+def load_prepared(model_dir: str | Path, options: LoadOptions = LoadOptions()) -> tuple[CausalLM, Tokenizer]:
     """Load a prepared model folder (safetensors only) and its tokenizer, in eval mode."""
     from transformers import AutoModelForCausalLM
 
@@ -82,12 +89,13 @@ def load_prepared(model_dir: str | Path, options: LoadOptions = LoadOptions()) -
         kwargs["device_map"] = options.device_map
     model = AutoModelForCausalLM.from_pretrained(model_dir, **kwargs)
     if not options.device_map:
-        model = model.to(device)
+        # transformers wraps .to() with functools.wraps(nn.Module.to), which mypy reads as unbound
+        model = model.to(device)  # type: ignore[arg-type]
     model.eval()
     return model, load_prepared_tokenizer(model_dir)
 
 
-def load_model(model_dir: str | Path, options: LoadOptions = LoadOptions()) -> tuple[Any, Any]:
+def load_model(model_dir: str | Path, options: LoadOptions = LoadOptions()) -> tuple[CausalLM, Tokenizer]:
     """load_prepared, then check that backbone + unembedding reproduce the model's own logits."""
     from tokenscope.model.anatomy import Unembedding, check_unembedding
 

@@ -46,14 +46,14 @@ class ModelSpec:
     allow_pickle: bool = False
 
     @classmethod
-    def from_config(cls, name: str, entry: dict[str, Any]) -> "ModelSpec":
+    def from_config(cls, name: str, entry: dict[str, Any]) -> ModelSpec:
         kinds = [k for k in ("embedded", "hub", "path") if k in entry]
         if len(kinds) != 1:
             raise ModelError(f"models.{name}: give exactly one of 'embedded', 'hub' or 'path'")
         kind = kinds[0]
         return cls(
             name=name,
-            kind=kind,  # type: ignore[arg-type]
+            kind=kind,
             location=str(entry[kind]),
             revision=entry.get("revision"),
             trust_remote_code=bool(entry.get("trust_remote_code", False)),
@@ -224,7 +224,9 @@ def prepare_model(source: ModelSpec, out_dir: str | Path, cache_dir: Path | None
         "resolved_revision": resolved_revision,
         "trust_remote_code": source.trust_remote_code,
         "weights": {p.name: sha256_file(p) for p in weights},
-        "tokenizer_sha256": tokenizer_fingerprint(AutoTokenizer.from_pretrained(out_dir, trust_remote_code=source.trust_remote_code)),
+        "tokenizer_sha256": tokenizer_fingerprint(
+            AutoTokenizer.from_pretrained(out_dir, trust_remote_code=source.trust_remote_code)
+        ),
         "tokenscope_version": __version__,
         "transformers_version": transformers.__version__,
         "torch_version": torch.__version__,

@@ -13,16 +13,22 @@ import json
 import re
 from dataclasses import dataclass
 from functools import lru_cache
+from typing import TYPE_CHECKING, cast
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
+if TYPE_CHECKING:
+    from tokenscope.model.types import Tokenizer
+
 
 @lru_cache(maxsize=1)
 def _byte_level_decoder() -> dict[str, int]:
     """Inverse of GPT-2's bytes_to_unicode map: printable stand-in character -> byte."""
-    printable = list(range(ord("!"), ord("~") + 1)) + list(range(ord("¡"), ord("¬") + 1)) + list(range(ord("®"), ord("ÿ") + 1))
+    printable = (
+        list(range(ord("!"), ord("~") + 1)) + list(range(ord("¡"), ord("¬") + 1)) + list(range(ord("®"), ord("ÿ") + 1))
+    )
     codes = printable[:]
     extra = 0
     for byte in range(256):
@@ -30,13 +36,13 @@ def _byte_level_decoder() -> dict[str, int]:
             printable.append(byte)
             codes.append(256 + extra)
             extra += 1
-    return {chr(code): byte for byte, code in zip(printable, codes)}
+    return {chr(code): byte for byte, code in zip(printable, codes, strict=True)}
 
 
 _BYTE_FALLBACK = re.compile(r"^<0x([0-9A-Fa-f]{2})>$")
 
 
-def _decoder_kind(tokenizer) -> str:
+def _decoder_kind(tokenizer: Tokenizer) -> str:
     backend = getattr(tokenizer, "backend_tokenizer", None)
     if backend is None:
         return "generic"
@@ -58,7 +64,7 @@ class VocabularyStrings:
     byte_offsets: np.ndarray  # int64 [V + 1]
 
     @classmethod
-    def from_tokenizer(cls, tokenizer) -> "VocabularyStrings":
+    def from_tokenizer(cls, tokenizer: Tokenizer) -> VocabularyStrings:
         size = len(tokenizer)
         pieces = [p if p is not None else "" for p in tokenizer.convert_ids_to_tokens(list(range(size)))]
         special = {int(i) for i in getattr(tokenizer, "added_tokens_decoder", {})}
@@ -75,7 +81,7 @@ class VocabularyStrings:
                 match = _BYTE_FALLBACK.match(piece)
                 chunks.append(bytes([int(match.group(1), 16)]) if match else piece.replace("▁", " ").encode("utf-8"))
             else:
-                chunks.append(tokenizer.decode([token_id]).encode("utf-8"))
+                chunks.append(cast(str, tokenizer.decode([token_id])).encode("utf-8"))
         lengths = np.fromiter((len(c) for c in chunks), dtype=np.int64, count=size)
         offsets = np.concatenate([[0], np.cumsum(lengths)])
         data = np.frombuffer(b"".join(chunks), dtype=np.uint8)
@@ -127,6 +133,8 @@ class VocabularyStrings:
         except pa.ArrowInvalid:
             # Rare: invalid UTF-8 (a truncated character at the end of a generation). Decode those
             # strings one by one with replacement characters.
-            binary = pa.BinaryArray.from_buffers(pa.binary(), n, [None, pa.py_buffer(out_offsets.tobytes()), pa.py_buffer(out_data.tobytes())])
+            binary = pa.BinaryArray.from_buffers(
+                pa.binary(), n, [None, pa.py_buffer(out_offsets.tobytes()), pa.py_buffer(out_data.tobytes())]
+            )
             array = pa.array([b.decode("utf-8", errors="replace") for b in binary.to_pylist()], type=pa.string())
         return array

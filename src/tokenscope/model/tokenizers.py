@@ -6,12 +6,15 @@ import hashlib
 import json
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from tokenscope.errors import TokenizerMismatchError
 
+if TYPE_CHECKING:
+    from tokenscope.model.types import Tokenizer
 
-def tokenizer_fingerprint(tokenizer: Any) -> str:
+
+def tokenizer_fingerprint(tokenizer: Tokenizer) -> str:
     """sha256 of the vocabulary and special tokens: equal fingerprints tokenize alike."""
     vocab = sorted(tokenizer.get_vocab().items())
     special = sorted((str(k), str(v)) for k, v in tokenizer.special_tokens_map.items())

@@ -18,8 +18,19 @@ from typing import Any
 from tokenscope import __version__
 
 PACKAGES = (
-    "torch", "transformers", "tokenizers", "accelerate", "safetensors", "gguf", "numpy", "pandas",
-    "pyarrow", "scipy", "matplotlib", "seaborn", "snakemake",
+    "torch",
+    "transformers",
+    "tokenizers",
+    "accelerate",
+    "safetensors",
+    "gguf",
+    "numpy",
+    "pandas",
+    "pyarrow",
+    "scipy",
+    "matplotlib",
+    "seaborn",
+    "snakemake",
 )
 
 

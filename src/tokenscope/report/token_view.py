@@ -79,16 +79,25 @@ class PairScores:
 def token_metrics(tokens: pd.DataFrame, model: str, pair_scores: Sequence[PairScores]) -> list[PageMetric]:
     """The metrics of a token file: entropy, surprisal, and KL(model ‖ other) per pair table."""
     metrics = [
-        PageMetric("entropy", "entropy", "entropy (nats) of the next-token distribution, full vocabulary, raw logits",
-               tokens["entropy"].to_numpy(np.float64)),
+        PageMetric(
+            "entropy",
+            "entropy",
+            "entropy (nats) of the next-token distribution, full vocabulary, raw logits",
+            tokens["entropy"].to_numpy(np.float64),
+        ),
         PageMetric("surprisal", "surprisal", "−log p of the token (nats)", -tokens["logprob"].to_numpy(np.float64)),
     ]
     index = pd.MultiIndex.from_frame(tokens[TOKEN_KEYS])
     for scores in pair_scores:
         kl = scores.kl_from_model().reindex(index).to_numpy(np.float64)
-        metrics.append(PageMetric(f"kl:{scores.other}", f"KL({model} ‖ {scores.other})",
-                              f"KL divergence (nats) from {model}'s next-token distribution to {scores.other}'s",
-                              kl))
+        metrics.append(
+            PageMetric(
+                f"kl:{scores.other}",
+                f"KL({model} ‖ {scores.other})",
+                f"KL divergence (nats) from {model}'s next-token distribution to {scores.other}'s",
+                kl,
+            )
+        )
     return metrics
 
 
@@ -113,7 +122,7 @@ class Alternatives:
 
     def rows(self, start: int, end: int) -> Alternatives:
         first, last = self.offsets[start], self.offsets[end]
-        return Alternatives(self.texts[first:last], self.probs[first:last], self.offsets[start:end + 1] - first)
+        return Alternatives(self.texts[first:last], self.probs[first:last], self.offsets[start : end + 1] - first)
 
 
 def _rounded(values: np.ndarray, digits: int = 6) -> list[float]:
@@ -140,8 +149,14 @@ class PageContext:
     finish_reason: str | None = None
 
 
-def page_data(context: PageContext, tokens: pd.DataFrame, metrics: Sequence[PageMetric], alternatives: Alternatives,
-              scales: Mapping[str, float], initial_metric: str) -> dict[str, Any]:
+def page_data(
+    context: PageContext,
+    tokens: pd.DataFrame,
+    metrics: Sequence[PageMetric],
+    alternatives: Alternatives,
+    scales: Mapping[str, float],
+    initial_metric: str,
+) -> dict[str, Any]:
     """The data one page carries: the rows of one sequence, in step order; `initial_metric` is a metric key."""
     prompt = context.prompt
     insertion = prompt.insertion if prompt else None
@@ -155,7 +170,8 @@ def page_data(context: PageContext, tokens: pd.DataFrame, metrics: Sequence[Page
         "messages": list(prompt.messages) if prompt else [],
         "insertion": (
             {"text": insertion.text, "token": insertion.token, "count": insertion.count, "place": insertion.place}
-            if insertion else None
+            if insertion
+            else None
         ),
         "tokens": tokens["token"].tolist(),
         "token_ids": tokens["token_id"].tolist(),
@@ -168,8 +184,13 @@ def page_data(context: PageContext, tokens: pd.DataFrame, metrics: Sequence[Page
         "alternative_probs": _rounded(alternatives.probs),
         "alternative_offsets": alternatives.offsets.tolist(),
         "metrics": [
-            {"key": m.key, "label": m.label, "description": m.description, "scale_max": scales[m.key],
-             "values": _rounded(m.values)}
+            {
+                "key": m.key,
+                "label": m.label,
+                "description": m.description,
+                "scale_max": scales[m.key],
+                "values": _rounded(m.values),
+            }
             for m in metrics
         ],
         "initial_metric": initial_metric,
@@ -231,11 +252,13 @@ def write_token_views(
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     written = []
-    for start, end in zip(starts.tolist(), ends.tolist()):  # one iteration per page
+    for start, end in zip(starts.tolist(), ends.tolist(), strict=True):  # one iteration per page
         rows = tokens.iloc[start:end]
         prompt_id, sample = str(rows["prompt_id"].iat[0]), int(rows["sample"].iat[0])
         page_context = replace(
-            context, prompt=(prompts or {}).get(prompt_id), finish_reason=(finish_reasons or {}).get((prompt_id, sample))
+            context,
+            prompt=(prompts or {}).get(prompt_id),
+            finish_reason=(finish_reasons or {}).get((prompt_id, sample)),
         )
         page_metrics = [PageMetric(m.key, m.label, m.description, m.values[start:end]) for m in metrics]
         data = page_data(page_context, rows, page_metrics, alternatives.rows(start, end), scales, opening)

@@ -9,32 +9,30 @@ nats over the full vocabulary, from fp32 logits (formulas in `scoring.formulas`)
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any
 
 import pyarrow as pa
 import torch
-from torch import nn
-from tqdm.auto import tqdm
 
 from tokenscope.errors import ModelError
 from tokenscope.inputs.batching import pad_id_of
 from tokenscope.inputs.sequences import ScoredSequence
 from tokenscope.model.anatomy import Unembedding, backbone
 from tokenscope.model.tokenizers import require_same_tokenizer, tokenizer_fingerprint
+from tokenscope.model.types import CausalLM, TokenIds, Tokenizer
 from tokenscope.scoring.formulas import PairMetrics, divergence_from_logits
 from tokenscope.scoring.tables import pair_table
 from tokenscope.scoring.teacher_forcing import ScoringLayout
 
 
-def _vocab_size(model: nn.Module) -> int:
+def _vocab_size(model: CausalLM) -> int:
     return int(model.get_output_embeddings().weight.shape[0])
 
 
 @torch.no_grad()
 def pair_divergence(
-    model_a: nn.Module,
-    model_b: nn.Module,
-    sequences: Sequence[Sequence[int]],
+    model_a: CausalLM,
+    model_b: CausalLM,
+    sequences: Sequence[TokenIds],
     score_starts: Sequence[int],
     *,
     batch_size: int = 8,
@@ -64,8 +62,7 @@ def pair_divergence(
     body_a, body_b = backbone(model_a), backbone(model_b)
     device = next(model_a.parameters()).device
     parts: list[PairMetrics] = []
-    progress = tqdm(total=layout.n_tokens, unit="tok", desc="cross-scoring", disable=not show_progress, mininterval=2.0)
-    for batch in layout.iter_batches(sequences, pad_id):
+    for batch in layout.iter_batches(sequences, pad_id, "cross-scoring", show_progress):
         hidden_a = batch.scored_hidden(body_a)
         hidden_b = batch.scored_hidden(body_b)
         targets = batch.targets.to(device)
@@ -74,18 +71,16 @@ def pair_divergence(
             logits_a = unembed_a(hidden_a[rows])
             logits_b = unembed_b(hidden_b[rows]).to(device)
             parts.append(divergence_from_logits(logits_a, logits_b, targets[rows]).to("cpu"))
-        progress.update(targets.shape[0])
-    progress.close()
     if not parts:
         return PairMetrics.empty()
     return PairMetrics.cat(parts).take(layout.input_order())
 
 
 def score_pair(
-    model_a: nn.Module,
-    tokenizer_a: Any,
-    model_b: nn.Module,
-    tokenizer_b: Any,
+    model_a: CausalLM,
+    tokenizer_a: Tokenizer,
+    model_b: CausalLM,
+    tokenizer_b: Tokenizer,
     sequences: Sequence[ScoredSequence],
     *,
     model_a_name: str,
@@ -97,7 +92,9 @@ def score_pair(
     show_progress: bool = True,
 ) -> pa.Table:
     """The pair table of two models on `sequences` (tokens of `source`); refuses different tokenizers."""
-    require_same_tokenizer({model_a_name: tokenizer_fingerprint(tokenizer_a), model_b_name: tokenizer_fingerprint(tokenizer_b)})
+    require_same_tokenizer(
+        {model_a_name: tokenizer_fingerprint(tokenizer_a), model_b_name: tokenizer_fingerprint(tokenizer_b)}
+    )
     metrics = pair_divergence(
         model_a,
         model_b,
@@ -110,6 +107,10 @@ def score_pair(
         names=(model_a_name, model_b_name),
     )
     return pair_table(
-        model_a=model_a_name, model_b=model_b_name, source=source, prompt_set=prompt_set,
-        sequences=sequences, metrics=metrics,
+        model_a=model_a_name,
+        model_b=model_b_name,
+        source=source,
+        prompt_set=prompt_set,
+        sequences=sequences,
+        metrics=metrics,
     )

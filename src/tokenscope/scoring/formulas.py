@@ -8,7 +8,9 @@ vocabulary entries with a strictly larger logit; KL(A || B) = sum_v p_A(v) (log 
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, fields
+from typing import TypeVar
 
 import torch
 from torch import Tensor
@@ -54,11 +56,28 @@ def kl_from_log_probs(logp_a: Tensor, logp_b: Tensor) -> tuple[Tensor, Tensor]:
     )
 
 
+_Rows = TypeVar("_Rows", bound="TensorRows")
+
+
+class TensorRows:
+    """A dataclass of tensors with one row per scored token, concatenated, indexed and moved together."""
+
+    @classmethod
+    def cat(cls: type[_Rows], parts: Sequence[_Rows]) -> _Rows:
+        return cls(*(torch.cat([getattr(p, f.name) for p in parts]) for f in fields(cls)))  # type: ignore[arg-type]
+
+    def take(self: _Rows, index: Tensor) -> _Rows:
+        return type(self)(*(getattr(self, f.name)[index] for f in fields(self)))  # type: ignore[arg-type]
+
+    def to(self: _Rows, device: torch.device | str) -> _Rows:
+        return type(self)(*(getattr(self, f.name).to(device) for f in fields(self)))  # type: ignore[arg-type]
+
+
 # --- One model's metrics of observed tokens ---------------------------------------------------------
 
 
 @dataclass
-class TokenMetrics:
+class TokenMetrics(TensorRows):
     """Metrics for N scored positions (tensors on the device they were computed on)."""
 
     entropy: Tensor  # [N] float32
@@ -70,16 +89,6 @@ class TokenMetrics:
     @property
     def prob(self) -> Tensor:
         return self.logprob.exp()
-
-    @staticmethod
-    def cat(parts: list[TokenMetrics]) -> TokenMetrics:
-        return TokenMetrics(*(torch.cat([getattr(p, f.name) for p in parts]) for f in fields(TokenMetrics)))
-
-    def take(self, index: Tensor) -> TokenMetrics:
-        return TokenMetrics(*(getattr(self, f.name)[index] for f in fields(TokenMetrics)))
-
-    def to(self, device: torch.device | str) -> TokenMetrics:
-        return TokenMetrics(*(getattr(self, f.name).to(device) for f in fields(TokenMetrics)))
 
     @staticmethod
     def empty(top_k: int) -> TokenMetrics:
@@ -117,7 +126,7 @@ def chunked_metrics(hidden: Tensor, targets: Tensor, unembed: Unembedding, top_k
 
 
 @dataclass
-class PairMetrics:
+class PairMetrics(TensorRows):
     """Metrics of N tokens scored by models A and B, flat in input order (CPU, float32 [N])."""
 
     logprob_a: Tensor
@@ -131,16 +140,6 @@ class PairMetrics:
     def logprob_diff(self) -> Tensor:
         """log p_B(token) - log p_A(token)."""
         return self.logprob_b - self.logprob_a
-
-    @staticmethod
-    def cat(parts: list[PairMetrics]) -> PairMetrics:
-        return PairMetrics(*(torch.cat([getattr(p, f.name) for p in parts]) for f in fields(PairMetrics)))
-
-    def take(self, index: Tensor) -> PairMetrics:
-        return PairMetrics(*(getattr(self, f.name)[index] for f in fields(PairMetrics)))
-
-    def to(self, device: torch.device | str) -> PairMetrics:
-        return PairMetrics(*(getattr(self, f.name).to(device) for f in fields(PairMetrics)))
 
     @staticmethod
     def empty() -> PairMetrics:

@@ -12,6 +12,7 @@ from torch import Tensor
 
 from tokenscope.inputs.sequences import ScoredSequence
 from tokenscope.model.token_text import VocabularyStrings
+from tokenscope.model.types import TokenIds
 from tokenscope.scoring.formulas import PairMetrics, TokenMetrics
 
 SCHEMA_VERSION = "1"
@@ -103,7 +104,7 @@ class ScoredPositions:
     flat_index: np.ndarray  # index in all_ids of each scored token
 
     @classmethod
-    def of(cls, sequences: Sequence[ScoredSequence]) -> "ScoredPositions":
+    def of(cls, sequences: Sequence[ScoredSequence]) -> ScoredPositions:
         lengths = np.array([len(s.token_ids) for s in sequences], dtype=np.int64)
         starts = np.array([s.score_start for s in sequences], dtype=np.int64)
         counts = lengths - starts
@@ -129,8 +130,9 @@ class ScoredPositions:
             "sample": pa.array(np.repeat([s.sample for s in sequences], self.counts).astype(np.int32)),
             "step": pa.array(self.step.astype(np.int32)),
             "position": pa.array(self.position.astype(np.int32)),
-            "segment": pa.array(np.where(self.position >= prompt_lengths, "completion", "prompt").astype(object),
-                                type=pa.string()),
+            "segment": pa.array(
+                np.where(self.position >= prompt_lengths, "completion", "prompt").astype(object), type=pa.string()
+            ),
         }
 
 
@@ -143,13 +145,13 @@ def constant_column(value: str, n: int) -> pa.Array:
 
 
 def token_table(
+    sequences: Sequence[ScoredSequence],
+    metrics: TokenMetrics,
+    vocab: VocabularyStrings,
     *,
     model: str,
     source: str,
     prompt_set: str,
-    sequences: Sequence[ScoredSequence],
-    metrics: TokenMetrics,
-    vocab: VocabularyStrings,
 ) -> pa.Table:
     """One row per scored token; `metrics` rows are in sequence order, then position order."""
     where = ScoredPositions.of(sequences)
@@ -192,8 +194,8 @@ def generation_table(
     prompt_ids: Sequence[str],
     samples: Sequence[int],
     seeds: Sequence[int],
-    prompt_token_ids: Sequence[Sequence[int]],
-    token_ids: Sequence[Sequence[int]],
+    prompt_token_ids: Sequence[TokenIds],
+    token_ids: Sequence[TokenIds],
     texts: Sequence[str],
     finish_reasons: Sequence[str],
     inserted: Sequence[tuple[int, int] | None] | None = None,

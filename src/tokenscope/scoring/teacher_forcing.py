@@ -19,6 +19,7 @@ from tokenscope.inputs.prompts import Prompt
 from tokenscope.inputs.sequences import ScoredSequence, reference_sequences
 from tokenscope.model.anatomy import Unembedding, backbone
 from tokenscope.model.token_text import VocabularyStrings
+from tokenscope.model.types import CausalLM, TokenIds, Tokenizer
 from tokenscope.scoring.formulas import TokenMetrics, chunked_metrics
 from tokenscope.scoring.tables import token_table
 
@@ -62,7 +63,7 @@ class ScoringLayout:
     batches: list[np.ndarray]
 
     @classmethod
-    def build(cls, sequences: Sequence[Sequence[int]], score_starts: Sequence[int], batch_size: int) -> ScoringLayout:
+    def build(cls, sequences: Sequence[TokenIds], score_starts: Sequence[int], batch_size: int) -> ScoringLayout:
         lengths = np.array([len(s) for s in sequences], dtype=np.int64)
         starts = np.asarray(score_starts, dtype=np.int64)
         if starts.shape != lengths.shape:
@@ -79,13 +80,19 @@ class ScoringLayout:
     def n_tokens(self) -> int:
         return int(self.counts.sum())
 
-    def iter_batches(self, sequences: Sequence[Sequence[int]], pad_id: int) -> Iterator[ScoredBatch]:
+    def iter_batches(
+        self, sequences: Sequence[TokenIds], pad_id: int, desc: str = "scoring", show_progress: bool = False
+    ) -> Iterator[ScoredBatch]:
+        """The batches in order; with show_progress, a progress bar counts their scored tokens."""
         counts = self.counts
+        progress = tqdm(total=self.n_tokens, unit="tok", desc=desc, disable=not show_progress, mininterval=2.0)
         for rows in self.batches:
             ids, mask = pad([sequences[i] for i in rows], pad_id, "right", "cpu")
             batch_row = np.repeat(np.arange(len(rows)), counts[rows])
             position = np.concatenate([np.arange(self.starts[i], self.lengths[i]) for i in rows])
             yield ScoredBatch(rows, ids, mask, torch.as_tensor(batch_row), torch.as_tensor(position))
+            progress.update(int(counts[rows].sum()))
+        progress.close()
 
     def input_order(self) -> Tensor:
         """Index that takes flat batch-order rows to flat input-order rows."""
@@ -96,13 +103,15 @@ class ScoringLayout:
         # flat offset of each sequence's first scored token in batch order
         offsets = np.zeros(len(order), dtype=np.int64)
         offsets[order] = np.concatenate([[0], np.cumsum(counts[order])[:-1]])
-        return torch.as_tensor(np.concatenate([np.arange(o, o + c) for o, c in zip(offsets, counts)]), dtype=torch.long)
+        return torch.as_tensor(
+            np.concatenate([np.arange(o, o + c) for o, c in zip(offsets, counts, strict=True)]), dtype=torch.long
+        )
 
 
 @torch.no_grad()
 def score_sequences(
-    model: nn.Module,
-    sequences: Sequence[Sequence[int]],
+    model: CausalLM,
+    sequences: Sequence[TokenIds],
     score_starts: Sequence[int],
     batch_size: int,
     top_k: int = 5,
@@ -120,20 +129,17 @@ def score_sequences(
     unembed, body = Unembedding(model), backbone(model)
     device = next(model.parameters()).device
     parts: list[TokenMetrics] = []
-    progress = tqdm(total=layout.n_tokens, unit="tok", desc="scoring", disable=not show_progress, mininterval=2.0)
-    for batch in layout.iter_batches(sequences, pad_id):
+    for batch in layout.iter_batches(sequences, pad_id, "scoring", show_progress):
         hidden = batch.scored_hidden(body)
         parts.append(chunked_metrics(hidden, batch.targets.to(device), unembed, top_k, chunk_rows).to("cpu"))
-        progress.update(hidden.shape[0])
-    progress.close()
     if not parts:
         return TokenMetrics.empty(top_k)
     return TokenMetrics.cat(parts).take(layout.input_order())
 
 
 def score_token_sequences(
-    model: Any,
-    tokenizer: Any,
+    model: CausalLM,
+    tokenizer: Tokenizer,
     sequences: Sequence[ScoredSequence],
     *,
     model_name: str,
@@ -155,15 +161,13 @@ def score_token_sequences(
         pad_id=pad_id_of(tokenizer),
         show_progress=show_progress,
     )
-    return token_table(
-        model=model_name, source=source, prompt_set=prompt_set, sequences=sequences,
-        metrics=metrics, vocab=VocabularyStrings.from_tokenizer(tokenizer),
-    )
+    vocab = VocabularyStrings.from_tokenizer(tokenizer)
+    return token_table(sequences, metrics, vocab, model=model_name, source=source, prompt_set=prompt_set)
 
 
 def run_teacher_forcing(
-    model: Any,
-    tokenizer: Any,
+    model: CausalLM,
+    tokenizer: Tokenizer,
     prompts: Sequence[Prompt],
     *,
     model_name: str,
