@@ -12,9 +12,11 @@ from pathlib import Path
 from helpers.paths import REPO, TEST_CONFIGS, TEST_DATA
 
 
-def snakemake(workdir: Path, config: str, *args: str, check: bool = True) -> subprocess.CompletedProcess:
+def snakemake(
+    workdir: Path, config: str, *args: str, check: bool = True, env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess:
     """Run snakemake on the repo's Snakefile in `workdir` with a test config from tests/configs (an
-    absolute path replaces tests/configs/)."""
+    absolute path replaces tests/configs/); `env` adds environment variables."""
     command = [
         sys.executable,
         "-m",
@@ -28,8 +30,8 @@ def snakemake(workdir: Path, config: str, *args: str, check: bool = True) -> sub
         "--show-failed-logs",
         *args,
     ]
-    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
-    result = subprocess.run(command, capture_output=True, text=True, env=env, cwd=workdir)
+    full_env = {**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})}
+    result = subprocess.run(command, capture_output=True, text=True, env=full_env, cwd=workdir)
     if check and result.returncode != 0:
         raise AssertionError(
             f"snakemake failed ({result.returncode}):\n{result.stdout[-6000:]}\n{result.stderr[-6000:]}"

@@ -3,6 +3,8 @@ snakemake dry runs on tiny checkpoints."""
 
 from __future__ import annotations
 
+import os
+
 import pytest
 
 from helpers.tiny_models import save_tiny_checkpoint
@@ -29,6 +31,26 @@ GOOD = "models:\n  base:\n    path: checkpoints/base\nprompt_sets:\n  tiny_b: pr
 
 def test_good_config_dry_runs(workdir):
     assert "generate" in snakemake(workdir, str(_write(workdir, GOOD)), "--dry-run").stdout
+
+
+def test_planning_never_imports_torch(workdir, tmp_path_factory):
+    """DAG time is torch-free: a dry run of a config with internals and a comparison still plans
+    when importing torch (or transformers) fails."""
+    blocked = tmp_path_factory.mktemp("blocked")
+    for name in ("torch", "transformers"):
+        (blocked / name).mkdir()
+        (blocked / name / "__init__.py").write_text(f"raise ImportError('{name} imported while planning')\n")
+    config = (
+        "models:\n  base: {path: checkpoints/base}\n  base2: {path: checkpoints/base}\n"
+        "prompt_sets:\n  tiny_b: prompts/tiny_b.jsonl\n"
+        "groups:\n  pair: [base, base2]\n"
+        "internals:\n  depth: {prompt_sets: [tiny_b]}\n"
+    )
+    path = _write(workdir, config)
+    env = {"PYTHONPATH": os.pathsep.join([str(blocked), os.environ.get("PYTHONPATH", "")])}
+    result = snakemake(workdir, str(path), "--dry-run", env=env)
+    assert "cross_score" in result.stdout and "rule depth" in result.stdout
+    assert "imported while planning" not in result.stdout + result.stderr
 
 
 def _write(workdir, text):
