@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import tempfile
@@ -50,5 +51,16 @@ def write_json(obj: Any, path: str | Path) -> None:
 
 
 def safe_file_name(text: object) -> str:
-    """`text` with every character other than letters, digits and ._- replaced by '_'."""
-    return "".join(c if c.isalnum() or c in "._-" else "_" for c in str(text))
+    """`text` as a file name (of a prompt id's page or figure): one name per text, readable.
+
+    A text of letters, digits and ._- only is its own name (`math01` -> `math01`). Any other
+    character is replaced by '_' and '~' plus the first 8 hex digits of the text's sha256 are
+    appended, so texts that differ only there keep distinct files (`a/b` -> `a_b~<hash>`, while
+    `a_b` stays `a_b`); '~' appears in no unescaped name. File systems that ignore case (macOS,
+    Windows) still map `A` and `a` to one file.
+    """
+    text = str(text)
+    safe = "".join(c if c.isalnum() or c in "._-" else "_" for c in text)
+    if safe == text:
+        return text
+    return f"{safe}~{hashlib.sha256(text.encode('utf-8', 'surrogatepass')).hexdigest()[:8]}"

@@ -6,7 +6,7 @@ import pandas as pd
 import seaborn as sns
 from matplotlib.figure import Figure
 
-from tokenscope.figures.style import figure_style
+from tokenscope.figures.style import figure_style, literal
 
 TREND_MEASURES = {
     "mean_entropy": "Mean entropy (nats)",
@@ -41,6 +41,6 @@ def plot_trends(trends: pd.DataFrame, title: str) -> Figure:
             ax.set_xticks(sorted(set(trends["checkpoint"])))
         for ax in axes[len(measures) :]:
             ax.set_visible(False)
-        axes[0].legend(fontsize="small")
-        fig.suptitle(title)
+        literal(axes[0].legend(fontsize="small"))
+        literal(fig.suptitle(title))
     return fig

@@ -7,7 +7,7 @@ import pandas as pd
 import seaborn as sns
 from matplotlib.figure import Figure
 
-from tokenscope.figures.style import ENTROPY_LABEL, figure_style
+from tokenscope.figures.style import ENTROPY_LABEL, figure_style, literal
 
 STEP_LABEL = "Generation step (token index)"
 DENSITY_LABEL = "Density (log scale)"
@@ -37,16 +37,18 @@ def plot_entropy_per_step(tokens: pd.DataFrame, title: str, models: list[str] | 
         model_names = tokens["model"].astype(str)
         for ax, model in zip(axes, models, strict=True):
             rows = tokens[model_names == str(model)]
-            ax.set_title(str(model))
+            literal(ax.set_title(str(model)))
             ax.set_ylabel(ENTROPY_LABEL)
             if rows.empty:
-                ax.text(
-                    0.5,
-                    0.5,
-                    f"no tokens from {model} for this prompt",
-                    ha="center",
-                    va="center",
-                    transform=ax.transAxes,
+                literal(
+                    ax.text(
+                        0.5,
+                        0.5,
+                        f"no tokens from {model} for this prompt",
+                        ha="center",
+                        va="center",
+                        transform=ax.transAxes,
+                    )
                 )
                 continue
             line_keys = ["source", "sample"] if "source" in rows and rows["source"].nunique() > 1 else ["sample"]
@@ -67,9 +69,9 @@ def plot_entropy_per_step(tokens: pd.DataFrame, title: str, models: list[str] | 
                     alpha=0.8 if many else 1.0,
                 )
             if 1 < len(lines) <= MAX_LEGEND_SAMPLES:
-                ax.legend(fontsize="x-small", loc="upper right", ncols=min(len(lines), 5))
+                literal(ax.legend(fontsize="x-small", loc="upper right", ncols=min(len(lines), 5)))
         axes[-1].set_xlabel(STEP_LABEL)
-        fig.suptitle(title)
+        literal(fig.suptitle(title))
     return fig
 
 
@@ -93,10 +95,10 @@ def plot_entropy_hist(tokens: pd.DataFrame, title: str, bins: int = 30, hue: str
                 if len(x):
                     # matplotlib's stubs leave ndarray out of `bins` (it takes any sequence of edges)
                     ax.hist(x, bins=edges, density=True, log=True, alpha=0.7, color=color, label=f"{name} (n={len(x)})")  # type: ignore[arg-type]
-            ax.legend(title=hue)
+            literal(ax.legend(title=hue))
         else:
             ax.text(0.5, 0.5, "no finite entropy values", ha="center", va="center", transform=ax.transAxes)
         ax.set_xlabel(ENTROPY_LABEL)
         ax.set_ylabel(DENSITY_LABEL)
-        ax.set_title(title)
+        literal(ax.set_title(title))
     return fig

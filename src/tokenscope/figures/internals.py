@@ -18,7 +18,7 @@ from matplotlib.colors import LogNorm
 from matplotlib.figure import Figure
 from matplotlib.patches import Rectangle
 
-from tokenscope.figures.style import ENTROPY_LABEL, figure_style
+from tokenscope.figures.style import ENTROPY_LABEL, figure_style, literal
 
 SPAN_COLOR = "#9fd89f"  # light green: the shaded span of inserted tokens
 REGION_COLOR = "#2ca02c"
@@ -34,9 +34,12 @@ def plot_marker_attention(
 ) -> Figure:
     """Marker attention: mean over sequences per generation step, band = ±1 standard deviation.
 
-    `frame` has columns step, entropy, marker_share and `condition` (one line per value).
+    `frame` has columns step, entropy, marker_share and `condition` (one line per value), and
+    n_marker_tokens: where that is 0 throughout a condition's sequences, the markers never occur
+    there (their attention share is 0 by construction) and panel (b) says so.
     """
     marker_text = ", ".join(markers)
+    absent = markers_absent(frame, condition)
     with figure_style():
         fig = Figure(figsize=(9, 6.5), layout="constrained")
         ax_entropy, ax_share = fig.subplots(2, 1, sharex=True)
@@ -59,10 +62,23 @@ def plot_marker_attention(
         ax_share.set_xlabel("Generation step")
         ax_entropy.set_ylim(bottom=0)
         ax_share.set_ylim(bottom=0)
+        literal(ax_share.title)
         for ax in (ax_entropy, ax_share):
-            ax.legend(loc="upper left", fontsize="small")
-        fig.suptitle(title)
+            literal(ax.legend(loc="upper left", fontsize="small"))
+        if absent:
+            where = "these sequences" if absent == conditions else f"the sequences of {', '.join(absent)}"
+            note = f"marker(s) {marker_text} never occur in {where}"
+            literal(ax_share.text(0.5, 0.5, note, ha="center", va="center", transform=ax_share.transAxes))
+        literal(fig.suptitle(title))
     return fig
+
+
+def markers_absent(frame: pd.DataFrame, condition: str = "condition") -> list[str]:
+    """The values of `condition` (in order) in whose sequences no marker token occurs."""
+    if "n_marker_tokens" not in frame or frame.empty:
+        return []
+    seen = frame.groupby(frame[condition].astype(str), sort=False)["n_marker_tokens"].max()
+    return [str(name) for name, count in seen.items() if count == 0]
 
 
 def plot_attention_positions(with_filler: pd.DataFrame, without: pd.DataFrame, title: str, margin: int = 8) -> Figure:
@@ -104,8 +120,8 @@ def plot_attention_positions(with_filler: pd.DataFrame, without: pd.DataFrame, t
                 ax.set_ylabel("Average attention weight")
             axes[0, column].set_title(f"Layer {layer}, Head {head}")
             axes[1, column].set_title(f"Layer {layer}, Head {head}: inserted span")
-        axes[0, 0].legend(loc="upper right", fontsize="small")
-        fig.suptitle(title)
+        literal(axes[0, 0].legend(loc="upper right", fontsize="small"))
+        literal(fig.suptitle(title))
     return fig
 
 
@@ -142,12 +158,12 @@ def plot_convergence(frame: pd.DataFrame, title: str, chunk_tokens: int = 4, max
             norm=LogNorm(vmin=positive.min(), vmax=positive.max()) if positive.size else None,
             interpolation="nearest",
         )
-        ax.set_yticks(range(len(labels)), labels, fontsize="x-small")
+        literal(ax.set_yticks(range(len(labels)), labels, fontsize="x-small"))
         ax.set_xlabel("Iterations at test time" if kind == "iteration" else "Layer")
         ax.set_ylabel(f"Tokens ({chunk_tokens} per row)")
         ax.grid(False)
         fig.colorbar(image, ax=ax, label="Distance ||x - x*|| (log scale)")
-        ax.set_title(title)
+        literal(ax.set_title(title))
     return fig
 
 
@@ -176,8 +192,12 @@ def plot_logit_lens(frame: pd.DataFrame, title: str, max_positions: int = 40, la
             grid.to_numpy(), aspect="auto", cmap="coolwarm", origin="lower", vmin=0, interpolation="nearest"
         )
         for (row, col), text in np.ndenumerate(top.to_numpy()):
-            ax.text(col, row, _short(str(text), label_width), ha="center", va="center", fontsize=4.5)
-        ax.set_xticks(range(len(window)), [_short(str(tokens[p]), 10) for p in window], rotation=90, fontsize="x-small")
+            literal(ax.text(col, row, _short(str(text), label_width), ha="center", va="center", fontsize=4.5))
+        literal(
+            ax.set_xticks(
+                range(len(window)), [_short(str(tokens[p]), 10) for p in window], rotation=90, fontsize="x-small"
+            )
+        )
         ax.set_yticks(range(len(grid)), grid.index.tolist(), fontsize="x-small")
         ax.set_xlabel("Input token (position)")
         ax.set_ylabel("Layer (0 = embeddings)")
@@ -198,5 +218,5 @@ def plot_logit_lens(frame: pd.DataFrame, title: str, max_positions: int = 40, la
                 )
                 ax.legend(loc="upper right", fontsize="small")
         fig.colorbar(image, ax=ax, label="Entropy (nats)")
-        ax.set_title(title)
+        literal(ax.set_title(title))
     return fig

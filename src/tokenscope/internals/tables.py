@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -28,6 +29,8 @@ from tokenscope.internals.measures import (
 from tokenscope.model.token_text import VocabularyStrings
 from tokenscope.model.types import CausalLM, Tokenizer
 from tokenscope.scoring.tables import SCHEMA_VERSION
+
+log = logging.getLogger(__name__)
 
 
 def _schema(name: str, fields: list[tuple[str, pa.DataType]]) -> pa.Schema:
@@ -172,6 +175,17 @@ def run_marker_attention(
     offsets = np.cumsum(lengths) - lengths
     strings = vocab.readable(_flat(sequences, np.int64), offsets).to_pylist()
     masks = [marker_mask(strings[o : o + n], markers) for o, n in zip(offsets, lengths, strict=True)]
+    texts = ["".join(strings[o : o + n]) for o, n in zip(offsets, lengths, strict=True)]
+    absent = [marker for marker in markers if not any(marker in text for text in texts)]
+    if absent:
+        log.warning(
+            "marker(s) %s never occur in the %d sequence(s) of model %s on prompt set %s%s",
+            ", ".join(repr(m) for m in absent),
+            len(texts),
+            model_name,
+            prompt_set,
+            ": their attention share is 0 at every step" if len(absent) == len(markers) else "",
+        )
     prompt_lengths = generations["prompt_token_ids"].map(len).to_numpy()
     counts = lengths - prompt_lengths
     shares = marker_attention(

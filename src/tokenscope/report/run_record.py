@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from tokenscope import __version__
+from tokenscope.inputs.chat import prepared_chat_template
 
 PACKAGES = (
     "torch",
@@ -45,9 +46,11 @@ def package_versions(names: Sequence[str] = PACKAGES) -> dict[str, str]:
     return versions
 
 
-def model_entry(manifest: dict[str, Any]) -> dict[str, Any]:
-    """The identity of a prepared model, from its manifest."""
-    return {
+def model_entry(manifest: dict[str, Any], model_dir: str | Path | None = None) -> dict[str, Any]:
+    """The identity of a prepared model, from its manifest; with its folder `model_dir`, also
+    whether its tokenizer has a chat template (`chat_template`; without one, chats are the
+    messages' contents joined by blank lines)."""
+    entry = {
         "name": manifest["model"],
         "source": manifest["source"],
         "source_text": describe_source(manifest["source"]),
@@ -56,6 +59,9 @@ def model_entry(manifest: dict[str, Any]) -> dict[str, Any]:
         "tokenizer_sha256": manifest["tokenizer_sha256"],
         "trust_remote_code": manifest.get("trust_remote_code", False),
     }
+    if model_dir is not None:
+        entry["chat_template"] = prepared_chat_template(model_dir)
+    return entry
 
 
 def describe_source(source: dict[str, Any]) -> str:
@@ -70,7 +76,7 @@ def build_run_record(
     """The record: `runtime` is the config's model-loading settings (device, dtype, device_map)."""
     return {
         "config_files": [str(path) for path in config_files],
-        "models": [model_entry(json.loads(Path(path).read_text())) for path in manifest_paths],
+        "models": [model_entry(json.loads(Path(path).read_text()), Path(path).parent) for path in manifest_paths],
         "packages": package_versions(),
         "python": sys.version.split()[0],
         "platform": platform.platform(),

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import html
 import json
+import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
 from functools import lru_cache
@@ -34,6 +35,8 @@ TOKEN_KEYS = ["prompt_id", "sample", "position"]
 # Colours saturate at this quantile of a metric over the whole token file, so that one extreme
 # token does not wash out the rest and pages of one file share a scale.
 SCALE_QUANTILE = 0.99
+# The page template's placeholders (report/token_view.html)
+PLACEHOLDER = re.compile("__TITLE__|__DATA__")
 
 
 @dataclass(frozen=True)
@@ -201,7 +204,9 @@ def render_page(data: Mapping[str, Any]) -> str:
     """A self-contained HTML page (inline CSS, JS and data) for one sequence."""
     tokens = "reference answer" if data["source"] == "reference" else f"{data['source']}'s generation"
     title = f"{data['model']} on {data['prompt_set']}, prompt {data['prompt_id']}, sample {data['sample']} ({tokens})"
-    return page_template().replace("__TITLE__", html.escape(title)).replace("__DATA__", _script_json(data))
+    # One pass over the template: a title or data that contains a placeholder's name stays text.
+    values = {"__TITLE__": html.escape(title), "__DATA__": _script_json(data)}
+    return PLACEHOLDER.sub(lambda match: values[match.group(0)], page_template())
 
 
 @lru_cache(maxsize=1)
