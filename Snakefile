@@ -4,7 +4,12 @@ from snakemake.utils import min_version
 min_version("9.0")
 
 
-configfile: "config/config.yaml"
+# The default config, unless --configfile (or a profile's configfile) names the user's own: a user's
+# file replaces this one rather than being merged into it (docs/config.md). --config KEY=VALUE
+# alone still edits the default config.
+if not workflow.overwrite_configfiles:
+
+    configfile: "config/config.yaml"
 
 
 report: "report/workflow.rst"

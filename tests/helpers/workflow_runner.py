@@ -39,9 +39,29 @@ def snakemake(
     return result
 
 
+def snakemake_in_repo(*args: str, check: bool = True) -> subprocess.CompletedProcess:
+    """Run snakemake as the README says, from the repository root with no -s or -d: the Snakefile,
+    the workflow profile profiles/default and relative paths such as config/config.yaml are the
+    clone's own. Dry runs only (they write nothing but .snakemake/ there)."""
+    assert "--dry-run" in args or "-n" in args, "a run from the repository root must be a dry run"
+    command = [sys.executable, "-m", "snakemake", *args]
+    result = subprocess.run(
+        command, capture_output=True, text=True, env={**os.environ, "PYTHONUNBUFFERED": "1"}, cwd=REPO
+    )
+    if check and result.returncode != 0:
+        raise AssertionError(
+            f"snakemake failed ({result.returncode}):\n{result.stdout[-6000:]}\n{result.stderr[-6000:]}"
+        )
+    return result
+
+
 def planned_jobs(workdir: Path, config: str) -> list[tuple[str, dict[str, str]]]:
     """(rule, wildcards) of every job a dry run plans."""
-    out = snakemake(workdir, config, "--dry-run").stdout
+    return parse_jobs(snakemake(workdir, config, "--dry-run").stdout)
+
+
+def parse_jobs(out: str) -> list[tuple[str, dict[str, str]]]:
+    """(rule, wildcards) of every job in a dry run's output."""
     jobs: list[tuple[str, dict[str, str]]] = []
     for block in re.split(r"\n(?=(?:local)?rule \w+:)", out):
         match = re.match(r"(?:local)?rule (\w+):", block.strip())

@@ -8,7 +8,7 @@ import os
 import pytest
 
 from helpers.tiny_models import save_tiny_checkpoint
-from helpers.workflow_runner import copy_prompts, snakemake
+from helpers.workflow_runner import copy_prompts, parse_jobs, snakemake, snakemake_in_repo
 
 
 def dry_run_error(tmp_path, config_text: str) -> str:
@@ -27,6 +27,7 @@ def workdir(tmp_path):
 
 
 GOOD = "models:\n  base:\n    path: checkpoints/base\nprompt_sets:\n  tiny_b: prompts/tiny_b.jsonl\n"
+DEVICES = "auto, cpu, mps, cuda or cuda:N (N: a GPU index; auto: cuda when present, else cpu)"
 
 
 def test_good_config_dry_runs(workdir):
@@ -74,6 +75,14 @@ def _write(workdir, text):
         ("token_view:\n  metric: kl_divergence\n", "invalid config at token_view.metric"),
         # The report front page's run record travels in config; a config file cannot set it.
         ("_run_record: {}\n", "invalid config: unknown key _run_record"),
+        # Any string used to pass and fail at job time with torch's traceback.
+        ("runtime:\n  device: banana\n", f"invalid config at runtime.device: 'banana' is not {DEVICES}"),
+        ("runtime:\n  device: cuda:one\n", f"invalid config at runtime.device: 'cuda:one' is not {DEVICES}"),
+        ("runtime:\n  threads: 0\n", "invalid config at runtime.threads: 0 is less than the minimum of 1"),
+        ("runtime:\n  mem_mb: 8GB\n", "invalid config at runtime.mem_mb: '8GB' is not of type 'integer'"),
+        # A YAML syntax error: Snakemake reads the file before the workflow starts and names neither
+        # the file nor the line (README, Troubleshooting).
+        ("runtime: {device: cpu\n", "Config file is not valid JSON or YAML."),
     ],
 )
 def test_config_errors_name_the_key(workdir, extra, expected):
@@ -103,3 +112,32 @@ def test_malformed_prompt_line_is_named_in_workflow(workdir):
     path.write_text(path.read_text() + '{"id": "x", "messages": [{"role": "user"}]}\n')
     message = dry_run_error(workdir, GOOD)
     assert f"{path.relative_to(workdir)}, line 3: messages[0].content must be a string" in message
+
+
+def test_missing_configfile_names_the_path(workdir):
+    """Snakemake reads --configfile before the workflow starts: a wrong path is its traceback,
+    whose last line names the path (README, Troubleshooting)."""
+    missing = workdir / "no-such.yaml"
+    result = snakemake(workdir, str(missing), "--dry-run", check=False)
+    assert result.returncode != 0
+    last = (result.stderr + result.stdout).strip().splitlines()[-1]
+    assert last == f"FileNotFoundError: [Errno 2] No such file or directory: '{missing}'"
+
+
+def test_configfile_replaces_the_default_config(workdir):
+    """The README's command from the repository root: --configfile my.yaml plans my.yaml's models
+    only, not config/config.yaml's embedded model, finetune and math24 comparison merged in."""
+    absolute = GOOD.replace("checkpoints/", f"{workdir}/checkpoints/").replace("prompts/", f"{workdir}/prompts/")
+    result = snakemake_in_repo("--configfile", str(_write(workdir, absolute)), "--dry-run", "--forceall")
+    jobs = parse_jobs(result.stdout)
+    assert {w.get("model") for _, w in jobs if "model" in w} == {"base"}
+    assert {w.get("prompt_set") for _, w in jobs if "prompt_set" in w} == {"tiny_b"}
+    assert not {"finetune", "cross_score", "compare_group"} & {rule for rule, _ in jobs}
+    assert "config/config.yaml" not in result.stdout + result.stderr
+
+
+def test_without_configfile_the_default_config_runs():
+    """`make demo` (no --configfile) still runs config/config.yaml."""
+    jobs = parse_jobs(snakemake_in_repo("--dry-run", "--forceall").stdout)
+    assert {"finetune", "cross_score", "compare_group"} <= {rule for rule, _ in jobs}
+    assert ("prepare_model", {"model": "smollm2"}) in jobs

@@ -80,37 +80,76 @@ def hashed_uniform(seeds: Tensor, step: int | Tensor, token_ids: Tensor) -> Tens
     return ((high << 21) + (low >> 11)).double().add_(0.5).mul_(2.0**-53)
 
 
-def _nucleus(sorted_probs: Tensor, top_p: float) -> Tensor:
-    """Keep the smallest prefix of descending probabilities whose mass reaches top_p (at least one)."""
-    mass_before = sorted_probs.cumsum(-1) - sorted_probs
+def _nucleus(exact_probs: Tensor, top_p: float) -> Tensor:
+    """Keep the smallest prefix of descending probabilities whose mass reaches top_p (at least one).
+
+    The probabilities are float64, computed without fp32 rounding at the scale of the logits, and
+    summed in float64. In fp32 the mass before a token near 0.95 is off by up to a few 1e-6 (an fp32
+    logsumexp of logits around 60 alone moves it by 3e-6), which dropped tokens whose mass before
+    them is just under top_p. transformers' TopPLogitsWarper keeps a token when the mass of it and
+    every less likely token (an ascending fp32 sum, accurate to about 1e-8 there) exceeds 1 - top_p,
+    i.e. when the mass before it is below top_p: the criterion here.
+    """
+    mass_before = exact_probs.cumsum(-1) - exact_probs
     return mass_before < top_p
+
+
+def _filter(scaled: Tensor, params: SamplingParams) -> tuple[Tensor, Tensor, Tensor | None]:
+    """Each row's candidate tokens in descending order of logit: (fp32 probabilities, token ids,
+    the top-p keep mask or None without top-p). Tokens outside the candidates are dropped (top-k)
+    or have no mass that top-p could keep."""
+    vocab = scaled.shape[-1]
+    top_k = 0 < params.top_k < vocab
+    k = params.top_k if top_k else vocab
+    if params.top_p < 1.0 and k == vocab:
+        k = min(vocab, _CANDIDATES_FOR_TOP_P)
+    values, ids = scaled.topk(k, dim=-1) if k < vocab else scaled.sort(dim=-1, descending=True)
+    if top_k:
+        probs = torch.softmax(values, dim=-1)  # top-k renormalizes before top-p, as in transformers
+    else:
+        probs = (values - torch.logsumexp(scaled, dim=-1, keepdim=True)).exp()
+    if params.top_p >= 1.0:
+        return probs, ids, None
+    if top_k:
+        exact = torch.softmax(values.double(), dim=-1)
+    else:
+        # float64 softmax of the candidates over the full row: values - max is exact, and the sum
+        # of exp(logit - max) carries no large logit, so nothing rounds at the scale of the logits.
+        row_max = values[..., :1]
+        log_norm = (scaled - row_max).exp().sum(-1, keepdim=True).double().log()
+        exact = (values.double() - row_max.double() - log_norm).exp()
+    keep = _nucleus(exact, params.top_p)
+    if not top_k and k < vocab:
+        # Rows whose nucleus does not fit in the candidates: sort the full vocabulary for them.
+        short = exact.sum(-1) < params.top_p
+        if bool(short.any()):
+            values, ids = scaled.sort(dim=-1, descending=True)
+            probs = torch.softmax(values, dim=-1)
+            keep = _nucleus(torch.softmax(values.double(), dim=-1), params.top_p)
+    return probs, ids, keep
 
 
 def sample_tokens(logits: Tensor, params: SamplingParams, seeds: Tensor, step: int | Tensor) -> Tensor:
     """Next tokens [B] from fp32 raw logits [B, V]; `step` is one int or each row's own step [B]."""
     if not params.do_sample:
         return logits.argmax(-1)
-    scaled = logits / params.temperature
-    vocab = scaled.shape[-1]
-    k = params.top_k if 0 < params.top_k < vocab else vocab
-    if params.top_p < 1.0 and k == vocab:
-        k = min(vocab, _CANDIDATES_FOR_TOP_P)
-    values, ids = scaled.topk(k, dim=-1) if k < vocab else scaled.sort(dim=-1, descending=True)
-    if params.top_k and params.top_k < vocab:
-        probs = torch.softmax(values, dim=-1)  # top-k renormalizes before top-p, as in transformers
-    else:
-        probs = (values - torch.logsumexp(scaled, dim=-1, keepdim=True)).exp()
-    if params.top_p < 1.0:
-        keep = _nucleus(probs, params.top_p)
-        if not (params.top_k and params.top_k < vocab) and k < vocab:
-            # Rows whose nucleus does not fit in the candidates: sort the full vocabulary for them.
-            short = probs.sum(-1) < params.top_p
-            if bool(short.any()):
-                values, ids = scaled.sort(dim=-1, descending=True)
-                probs = torch.softmax(values, dim=-1)
-                keep = _nucleus(probs, params.top_p)
+    probs, ids, keep = _filter(logits / params.temperature, params)
+    if keep is not None:
         probs = probs * keep
     # Exponential race (Gumbel-max): argmax p_i / E_i with E_i ~ Exp(1) samples i with prob. p_i.
     exponential = -hashed_uniform(seeds, step, ids).log()
     choice = (probs.double() / exponential).argmax(-1, keepdim=True)
     return ids.gather(-1, choice).squeeze(-1)
+
+
+def sampled_support(logits: Tensor, params: SamplingParams) -> Tensor:
+    """Boolean [B, V]: the tokens `sample_tokens` can draw from fp32 raw logits [B, V] (with
+    sampling: those temperature, top-k and top-p leave, the ones transformers' warpers leave finite;
+    greedy: the argmax)."""
+    support = torch.zeros_like(logits, dtype=torch.bool)
+    if not params.do_sample:
+        return support.scatter_(-1, logits.argmax(-1, keepdim=True), True)
+    _, ids, keep = _filter(logits / params.temperature, params)
+    if keep is None:
+        return support.scatter_(-1, ids, True)
+    return support.scatter_(-1, ids, keep)

@@ -20,4 +20,8 @@ def config_error_message(error: Exception) -> str:
         if unknown:
             prefix = f"{key}." if path else ""
             return f"invalid config: unknown key {', '.join(prefix + u for u in unknown)}"
+    schema = getattr(cause, "schema", None)
+    if getattr(cause, "validator", None) == "pattern" and isinstance(schema, dict) and schema.get("description"):
+        # A regular expression is no answer to a user: the key's description lists the values.
+        return f"invalid config at {key}: {getattr(cause, 'instance', None)!r} is not {schema['description']}"
     return f"invalid config at {key}: {message}"
