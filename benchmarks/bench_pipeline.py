@@ -249,7 +249,11 @@ def role_tokenscope(config: dict[str, Any]) -> dict[str, Any]:
     ts_prompts = prompts[: config["ts_prompts"]]
     sampling = {**_sampling(config), "max_new_tokens": config["max_new_tokens"]}
     common = dict(
-        model_name="bench", prompt_set="bench", seed=config["seed"], top_k=config["metrics_top_k"], show_progress=False
+        model_name="bench",
+        prompt_set="bench",
+        seed=config["seed"],
+        n_alternatives=config["metrics_top_k"],
+        show_progress=False,
     )
     rss_loaded = _current_rss_mib()
     result: dict[str, Any] = {"rss_loaded_mib": rss_loaded, "threads": torch.get_num_threads()}
@@ -308,7 +312,7 @@ def role_tokenscope(config: dict[str, Any]) -> dict[str, Any]:
         source="bench",
         prompt_set="bench",
         batch_size=config["score_batch_size"],
-        top_k=config["metrics_top_k"],
+        n_alternatives=config["metrics_top_k"],
         show_progress=False,
     )
     body = backbone(model)

@@ -4,6 +4,7 @@ sys.path.insert(0, f"{snakemake.scriptdir}/../src")
 from tokenscope.generation.run import run_generation
 from tokenscope.inputs.prompts import load_prompt_set
 from tokenscope.io import write_parquet
+from tokenscope.scoring.options import n_alternatives_of
 from tokenscope.workflow.jobs import load_rule_model, run_script
 
 
@@ -20,7 +21,9 @@ def main(smk):
         seed=generation["seed"],
         sampling=dict(generation["sampling"]),
         batch_size=generation["batch_size"],
-        top_k=smk.params.scoring["top_k"],
+        # scoring.n_alternatives, or the deprecated scoring.top_k (warns where planning did not map it)
+        n_alternatives=n_alternatives_of(smk.params.scoring),
+        truncate_to_context=generation.get("truncate_to_context", False),
     )
     write_parquet(tokens, smk.output.tokens)
     write_parquet(generations, smk.output.generations)

@@ -3,6 +3,7 @@ import sys
 sys.path.insert(0, f"{snakemake.scriptdir}/../src")
 from tokenscope.inputs.prompts import load_prompt_set
 from tokenscope.io import write_parquet
+from tokenscope.scoring.options import n_alternatives_of
 from tokenscope.scoring.teacher_forcing import run_teacher_forcing
 from tokenscope.workflow.jobs import load_rule_model, run_script
 
@@ -18,7 +19,7 @@ def main(smk):
         prompt_set=smk.wildcards.prompt_set,
         span=scoring["score_span"],
         batch_size=scoring["batch_size"],
-        top_k=scoring["top_k"],
+        n_alternatives=n_alternatives_of(scoring),  # or the deprecated scoring.top_k, with a warning
         chunk_rows=scoring["chunk_rows"],
     )
     write_parquet(tokens, smk.output.tokens)

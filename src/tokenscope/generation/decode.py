@@ -8,22 +8,29 @@ a row that finishes hands its slot to the next queued prompt, so the batch stays
 
 from __future__ import annotations
 
+import inspect
 import logging
 from collections import deque
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
+from typing import Any
 
 import numpy as np
 import torch
 from torch import Tensor
 from tqdm.auto import tqdm
 
+from tokenscope.errors import ConfigError
 from tokenscope.generation.kv_cache import build_cache, has_sliding_window, preallocated_layers
 from tokenscope.generation.sampling import SamplingParams, sample_tokens
 from tokenscope.inputs.batching import pad, pad_id_of
 from tokenscope.model.anatomy import Unembedding, backbone
+from tokenscope.model.loading import max_positions
 from tokenscope.model.types import CausalLM, Tokenizer
 from tokenscope.scoring.formulas import TokenMetrics, metrics_from_logits
+from tokenscope.scoring.options import renamed_top_k
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -33,6 +40,77 @@ class GenerationRequest:
     seed: int
     prompt_ids: tuple[int, ...]
     inserted: tuple[int, int] | None = None  # span of a prompt transform's tokens in prompt_ids
+    max_new_tokens: int | None = None  # this request's own cap (fit_to_context), below the sampling one
+
+
+def new_token_budget(request: GenerationRequest, max_new_tokens: int) -> int:
+    """The most tokens a request may generate: the sampling limit, or its own smaller cap."""
+    limit = int(max_new_tokens)
+    return limit if request.max_new_tokens is None else min(limit, int(request.max_new_tokens))
+
+
+def fit_to_context(
+    requests: Sequence[GenerationRequest],
+    max_new_tokens: int,
+    limit: int | None,
+    *,
+    truncate: bool = False,
+    model_name: str | None = None,
+) -> list[GenerationRequest]:
+    """Check that every prompt + its new tokens fits the model's `limit` positions (None: no limit).
+
+    Refuses the first that does not with a ConfigError naming the prompt, its length and the
+    limit; with `truncate`, caps each such request's new tokens to what fits instead (a prompt
+    that leaves no room for one token is still refused). Requests that fit are returned as given.
+    """
+    if limit is None:
+        return list(requests)
+    model = f"model {model_name!r}" if model_name else "the model"
+    fitted = []
+    truncated: dict[str, int] = {}
+    for request in requests:
+        length, budget = len(request.prompt_ids), new_token_budget(request, max_new_tokens)
+        if length + budget <= limit:
+            fitted.append(request)
+            continue
+        if length >= limit:
+            raise ConfigError(
+                f"prompt {request.prompt_id!r}: {length} prompt tokens leave no room for a new token "
+                f"in the {limit} positions of {model}; shorten the prompt"
+            )
+        if not truncate:
+            raise ConfigError(
+                f"prompt {request.prompt_id!r}: {length} prompt tokens + max_new_tokens {budget} = "
+                f"{length + budget} exceed the {limit} positions of {model}; lower "
+                "generation.sampling.max_new_tokens, shorten the prompt, or set "
+                "generation.truncate_to_context: true to cap each prompt's new tokens to what fits"
+            )
+        truncated[request.prompt_id] = limit - length
+        fitted.append(replace(request, max_new_tokens=limit - length))
+    if truncated:
+        shown = ", ".join(f"{prompt_id!r} to {n}" for prompt_id, n in list(truncated.items())[:10])
+        log.warning(
+            "truncate_to_context: new tokens capped to the %d positions of %s for %d prompt(s): %s%s",
+            limit,
+            model,
+            len(truncated),
+            shown,
+            ", ..." if len(truncated) > 10 else "",
+        )
+    return fitted
+
+
+def cache_argument(body: Any) -> str:
+    """The name under which a backbone's forward takes the KV cache: `cache` (transformers >= 5.24),
+    or `past_key_values` for models (remote code) written against the earlier name."""
+    parameters = inspect.signature(body.forward).parameters
+    return "cache" if "cache" in parameters or "past_key_values" not in parameters else "past_key_values"
+
+
+def output_cache(out: Any) -> Any:
+    """The KV cache a forward pass returned, under its current attribute (`cache`) or the earlier one."""
+    cache = getattr(out, "cache", None)
+    return cache if cache is not None else out.past_key_values
 
 
 @dataclass
@@ -98,18 +176,22 @@ class _Decoder:
         params: SamplingParams,
         eos_ids: Sequence[int],
         pad_id: int,
-        top_k: int,
+        n_alternatives: int,
         progress: tqdm | None,
     ) -> None:
         self.model, self.unembed, self.requests, self.params = model, unembed, requests, params
         self.body = backbone(model)
+        self.cache_argument = cache_argument(self.body)
         self.sliding = has_sliding_window(model)
         self.device = next(model.parameters()).device
         self.pad_id, self.progress = pad_id, progress
         self.eos = torch.tensor(list(eos_ids), dtype=torch.long, device=self.device)
         self.seeds = torch.tensor([r.seed for r in requests], dtype=torch.long, device=self.device)
-        self.k = min(top_k, unembed.weight.shape[0])
-        self.out = _Outputs.allocate(len(requests), params.max_new_tokens, self.k, pad_id, self.device)
+        budgets = [new_token_budget(r, params.max_new_tokens) for r in requests]
+        self.budgets = torch.tensor(budgets, dtype=torch.long, device=self.device)
+        self.steps = max(budgets, default=0)  # the longest answer any request may have
+        self.k = min(n_alternatives, unembed.weight.shape[0])
+        self.out = _Outputs.allocate(len(requests), self.steps, self.k, pad_id, self.device)
 
     def step(self, hidden: Tensor, request: Tensor, row_step: Tensor) -> tuple[Tensor, Tensor]:
         """Sample the next token of each row, record its metrics; returns (tokens, finished)."""
@@ -124,7 +206,7 @@ class _Decoder:
         out.topk_ids[request, row_step] = m.topk_ids
         out.topk_logprobs[request, row_step] = m.topk_logprobs
         is_eos = torch.isin(chosen, self.eos)
-        finished = is_eos | (row_step == self.params.max_new_tokens - 1)
+        finished = is_eos | (row_step == self.budgets[request] - 1)
         out.lengths[request[finished]] = row_step[finished] + 1
         out.ended_by_eos[request[is_eos]] = True
         if self.progress is not None:
@@ -140,7 +222,7 @@ class _Decoder:
         ids, mask = pad(unique, self.pad_id, "left", self.device)
         positions = (mask.cumsum(-1) - 1).clamp(min=0)
         out = self.body(input_ids=ids, attention_mask=mask, position_ids=positions, use_cache=True)
-        layers = [(layer.keys[inverse], layer.values[inverse]) for layer in out.past_key_values.layers]
+        layers = [(layer.keys[inverse], layer.values[inverse]) for layer in output_cache(out).layers]
         hidden = out.last_hidden_state[inverse, -1]
         return layers, mask[inverse], hidden, positions[inverse, -1] + 1, ids.shape[1]
 
@@ -152,7 +234,7 @@ class _Decoder:
         written into the cache right before the current column), so the batch stays full; once
         the cache has no room for a whole new answer, finished rows just leave the batch.
         """
-        steps, device = self.params.max_new_tokens, self.device
+        steps, device = self.steps, self.device
         first = [queue.popleft() for _ in range(min(slots, len(queue)))]
         prompt_layers, mask, hidden, position, width = self.prefill(first)
         # Twice the answer length leaves room for prompts joining during the first `steps` steps.
@@ -201,8 +283,8 @@ class _Decoder:
                 input_ids=chosen.unsqueeze(1),
                 attention_mask=full_mask[:, : column + 1],
                 position_ids=position.unsqueeze(1),
-                past_key_values=cache,
                 use_cache=True,
+                **{self.cache_argument: cache},
             )
             hidden = out.last_hidden_state[:, -1]
             position = position + 1
@@ -228,25 +310,32 @@ def generate(
     requests: Sequence[GenerationRequest],
     params: SamplingParams,
     batch_size: int,
-    top_k: int = 5,
+    n_alternatives: int | None = None,
     show_progress: bool = True,
     eos_ids: Sequence[int] | None = None,
+    *,
+    top_k: int | None = None,
 ) -> list[Generation]:
     """Generate for all requests in length-sorted batches; results come back in request order.
 
     `eos_ids` (default: the model's and tokenizer's end-of-sequence tokens) end a sequence.
+    `n_alternatives` (default 5) most probable tokens are recorded per step (`top_k`: its
+    deprecated name). A request generates at most params.max_new_tokens tokens, or its own
+    smaller `max_new_tokens`; prompt + that must fit the model's positions (see fit_to_context).
     """
+    n_alternatives = renamed_top_k(n_alternatives, top_k, "generate")
+    fit_to_context(requests, params.max_new_tokens, max_positions(model))
     unembed = Unembedding(model)
     eos_ids = list(eos_ids) if eos_ids is not None else eos_token_ids(model, tokenizer)
     pad_id = pad_id_of(tokenizer)
     progress = tqdm(
-        total=len(requests) * params.max_new_tokens,
+        total=sum(new_token_budget(r, params.max_new_tokens) for r in requests),
         unit="tok",
         desc="generating",
         disable=not show_progress,
         mininterval=2.0,
     )
-    decoder = _Decoder(model, unembed, requests, params, eos_ids, pad_id, top_k, progress)
+    decoder = _Decoder(model, unembed, requests, params, eos_ids, pad_id, n_alternatives, progress)
     if decoder.sliding and batch_size > 1:
         # Windows count cache columns, and left padding would shift them by a row's padding.
         logging.getLogger(__name__).warning("sliding-window attention: generating one sequence at a time")

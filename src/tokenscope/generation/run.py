@@ -9,15 +9,17 @@ import numpy as np
 import pyarrow as pa
 import torch
 
-from tokenscope.generation.decode import GenerationRequest, generate
+from tokenscope.generation.decode import GenerationRequest, fit_to_context, generate
 from tokenscope.generation.sampling import SamplingParams, sequence_seed
 from tokenscope.inputs.chat import generation_prompt_ids
 from tokenscope.inputs.prompts import Prompt
 from tokenscope.inputs.sequences import generated_sequences
 from tokenscope.inputs.transforms import splice_insertion
+from tokenscope.model.loading import max_positions
 from tokenscope.model.token_text import VocabularyStrings
 from tokenscope.model.types import CausalLM, Tokenizer
 from tokenscope.scoring.formulas import TokenMetrics
+from tokenscope.scoring.options import renamed_top_k
 from tokenscope.scoring.tables import generation_table, token_table
 
 
@@ -47,13 +49,29 @@ def run_generation(
     seed: int = 0,
     sampling: dict[str, Any] | None = None,
     batch_size: int = 16,
-    top_k: int = 5,
+    n_alternatives: int | None = None,
     show_progress: bool = True,
+    truncate_to_context: bool = False,
+    top_k: int | None = None,
 ) -> tuple[pa.Table, pa.Table]:
-    """Generate for every prompt and sample; returns (generations table, per-token table)."""
+    """Generate for every prompt and sample; returns (generations table, per-token table).
+
+    `n_alternatives` (default 5) most probable tokens are recorded per token (`top_k`: its
+    deprecated name; the sampling cut-off is `sampling["top_k"]`). Prompt + max_new_tokens must
+    fit the model's positions (config max_position_embeddings or n_positions), else a ConfigError
+    names the prompt; with `truncate_to_context` such prompts generate only as many tokens as fit
+    (prompts that fit are unaffected).
+    """
+    n_alternatives = renamed_top_k(n_alternatives, top_k, "run_generation")
     params = SamplingParams.resolve(getattr(model, "generation_config", None), sampling or {})
-    requests = generation_requests(tokenizer, prompts, n_samples, seed)
-    generations = generate(model, tokenizer, requests, params, batch_size, top_k, show_progress)
+    requests = fit_to_context(
+        generation_requests(tokenizer, prompts, n_samples, seed),
+        params.max_new_tokens,
+        max_positions(model),
+        truncate=truncate_to_context,
+        model_name=model_name,
+    )
+    generations = generate(model, tokenizer, requests, params, batch_size, n_alternatives, show_progress)
     gen_table = generation_table(
         model=model_name,
         prompt_set=prompt_set,

@@ -103,20 +103,29 @@ def load_prompt_set(path: str | Path, insertion: dict[str, Any] | Insertion | No
         raise PromptSetError(f"{path}: prompt set file not found")
     prompts: list[Prompt] = []
     seen: dict[str, int] = {}
-    with path.open(encoding="utf-8") as handle:
-        for line_number, line in enumerate(handle, start=1):
-            if not line.strip():
-                continue
-            where = f"{path}, line {line_number}"
-            try:
-                record = json.loads(line)
-            except json.JSONDecodeError as error:
-                raise PromptSetError(f"{where}: invalid JSON ({error.msg} at column {error.colno})") from None
-            prompt = _check_record(record, where)
-            if prompt.id in seen:
-                raise PromptSetError(f"{where}: duplicate id {prompt.id!r} (first on line {seen[prompt.id]})")
-            seen[prompt.id] = line_number
-            prompts.append(prompt)
+    # Bytes split into lines as text mode would (\n, \r\n, \r), each decoded on its own so that
+    # a byte that is not UTF-8 is reported with its line; a leading byte-order mark is dropped.
+    raw = path.read_bytes().removeprefix(b"\xef\xbb\xbf")
+    for line_number, raw_line in enumerate(raw.splitlines(), start=1):
+        where = f"{path}, line {line_number}"
+        try:
+            line = raw_line.decode("utf-8")
+        except UnicodeDecodeError as error:
+            raise PromptSetError(
+                f"{where}: not UTF-8 text (byte 0x{raw_line[error.start]:02x} at byte {error.start + 1} of the line); "
+                "save the file as UTF-8"
+            ) from None
+        if not line.strip():
+            continue
+        try:
+            record = json.loads(line)
+        except json.JSONDecodeError as error:
+            raise PromptSetError(f"{where}: invalid JSON ({error.msg} at column {error.colno})") from None
+        prompt = _check_record(record, where)
+        if prompt.id in seen:
+            raise PromptSetError(f"{where}: duplicate id {prompt.id!r} (first on line {seen[prompt.id]})")
+        seen[prompt.id] = line_number
+        prompts.append(prompt)
     if not prompts:
         raise PromptSetError(f"{path}: prompt set is empty")
     return [replace(p, insertion=insertion) for p in prompts] if insertion else prompts

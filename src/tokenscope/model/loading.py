@@ -55,6 +55,28 @@ class LoadOptions:
         return asdict(self)
 
 
+POSITION_KEYS = ("max_position_embeddings", "n_positions")
+
+
+def max_positions(model_or_config: Any) -> int | None:
+    """The most positions a model declares (config `max_position_embeddings` or `n_positions`, or
+    its text config's), or None when it declares none (then nothing is checked against it).
+
+    Accepts a model (reads its `config`) or a config; torch-free.
+    """
+    config = getattr(model_or_config, "config", model_or_config)
+    configs = [config]
+    get_text_config = getattr(config, "get_text_config", None)
+    if callable(get_text_config):
+        configs.append(get_text_config())
+    for candidate in configs:
+        for key in POSITION_KEYS:
+            value = getattr(candidate, key, None)
+            if isinstance(value, int) and not isinstance(value, bool) and value > 0:
+                return value
+    return None
+
+
 def _prepared_manifest(model_dir: Path) -> dict[str, Any]:
     manifest_path = model_dir / MANIFEST
     if not manifest_path.exists():

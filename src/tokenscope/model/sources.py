@@ -7,11 +7,17 @@ loads models only from prepared folders, so a model is resolved once per source.
 
 from __future__ import annotations
 
+import copy
 import hashlib
 import importlib.util
+import json
 import logging
+import math
 import os
+import pickle
 import shutil
+import struct
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -118,21 +124,161 @@ def convert_gguf(gguf: Path, out_dir: Path) -> None:
     """Dequantize a GGUF file once into a safetensors model folder.
 
     A model loaded from GGUF refuses `save_pretrained`, so the weights are moved into a model
-    built from the same config, which saves normally and reloads in a fraction of a second.
+    built from the same config, which saves normally and reloads in a fraction of a second. The
+    GGUF loader's `quantization_config` is dropped: the saved weights are plain fp32, and a config
+    that declares GGUF quantization makes other tools refuse (or re-quantize) the folder.
     """
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    tmp = out_dir.with_name(out_dir.name + ".partial")
-    shutil.rmtree(tmp, ignore_errors=True)
-    tokenizer = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
-    loaded = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name, dtype=torch.float32)
-    model = AutoModelForCausalLM.from_config(loaded.config, dtype=torch.float32)
-    model.load_state_dict(loaded.state_dict())
-    model.generation_config = loaded.generation_config
-    model.save_pretrained(tmp, safe_serialization=True)
-    tokenizer.save_pretrained(tmp)
-    os.replace(tmp, out_dir)
+    out_dir.parent.mkdir(parents=True, exist_ok=True)
+    # A folder of its own per conversion: two jobs converting at once do not write into each other.
+    tmp = Path(tempfile.mkdtemp(prefix=out_dir.name + ".partial-", dir=out_dir.parent))
+    tmp.chmod(0o755)  # mkdtemp makes it private; the cache is an ordinary folder
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
+        loaded = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name, dtype=torch.float32)
+        config = copy.deepcopy(loaded.config)
+        if hasattr(config, "quantization_config"):
+            del config.quantization_config
+        model = AutoModelForCausalLM.from_config(config, dtype=torch.float32)
+        model.load_state_dict(loaded.state_dict())
+        model.generation_config = loaded.generation_config
+        model.save_pretrained(tmp, safe_serialization=True)
+        tokenizer.save_pretrained(tmp)
+        _replace_folder(tmp, out_dir)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def _replace_folder(new: Path, target: Path) -> None:
+    """Move folder `new` to `target`, replacing an existing (stale) folder there."""
+    if target.exists():
+        stale = Path(tempfile.mkdtemp(prefix=target.name + ".stale-", dir=target.parent))
+        os.replace(target, stale / target.name)
+        shutil.rmtree(stale, ignore_errors=True)
+    try:
+        os.replace(new, target)
+    except OSError:
+        if not conversion_is_current(target):  # another job finished the same conversion first
+            raise
+
+
+def conversion_is_current(folder: Path) -> bool:
+    """Whether a cached GGUF conversion can be used: a config without `quantization_config` (made
+    before that was dropped) and complete safetensors weights."""
+    try:
+        config = json.loads((folder / "config.json").read_text())
+    except (OSError, ValueError):
+        return False
+    weights = sorted(folder.glob("*.safetensors"))
+    return (
+        isinstance(config, dict)
+        and "quantization_config" not in config
+        and bool(weights)
+        and all(safetensors_problem(p) is None for p in weights)
+    )
+
+
+# Bytes per element of the safetensors dtypes whose size is a whole number of bytes.
+_SAFETENSORS_DTYPE_BYTES = {
+    "BOOL": 1,
+    "U8": 1,
+    "I8": 1,
+    "F8_E4M3": 1,
+    "F8_E5M2": 1,
+    "F8_E8M0": 1,
+    "U16": 2,
+    "I16": 2,
+    "F16": 2,
+    "BF16": 2,
+    "U32": 4,
+    "I32": 4,
+    "F32": 4,
+    "C64": 8,
+    "U64": 8,
+    "I64": 8,
+    "F64": 8,
+}
+
+
+def safetensors_problem(path: Path) -> str | None:
+    """What is wrong with a safetensors file's layout, or None when it is sound.
+
+    Reads the header only: an 8-byte little-endian header length, a JSON object of tensors
+    (dtype, shape, data_offsets into the data that follows the header), and data that the
+    tensors cover exactly, so the file size is 8 + header length + the last tensor's end.
+    """
+    try:
+        size = path.stat().st_size
+        with path.open("rb") as handle:
+            prefix = handle.read(8)
+            if len(prefix) < 8:
+                return f"{size} bytes, shorter than the 8-byte header length"
+            (header_length,) = struct.unpack("<Q", prefix)
+            if 8 + header_length > size:
+                return (
+                    f"header length {header_length} runs past the end of the file ({size} bytes): "
+                    "truncated, or not safetensors"
+                )
+            raw = handle.read(header_length)
+    except OSError as error:
+        return f"cannot be read ({error.strerror or error})"
+    try:
+        header = json.loads(raw.decode("utf-8"))
+    except ValueError as error:  # UnicodeDecodeError is a ValueError
+        return f"header is not JSON ({type(error).__name__})"
+    if not isinstance(header, dict):
+        return "header is not a JSON object"
+    data_size = size - 8 - header_length
+    spans: list[tuple[int, int, str]] = []
+    for name, entry in header.items():
+        if name == "__metadata__":
+            continue
+        if not isinstance(entry, dict):
+            return f"tensor {name!r}: entry is not an object"
+        offsets, shape, dtype = entry.get("data_offsets"), entry.get("shape"), entry.get("dtype")
+        if (
+            not isinstance(offsets, list)
+            or len(offsets) != 2
+            or not all(isinstance(o, int) and not isinstance(o, bool) for o in offsets)
+            or not 0 <= offsets[0] <= offsets[1]
+        ):
+            return f"tensor {name!r}: data_offsets {offsets!r} are not two increasing byte offsets"
+        if not isinstance(shape, list) or not all(isinstance(d, int) and d >= 0 for d in shape):
+            return f"tensor {name!r}: shape {shape!r} is not a list of sizes"
+        itemsize = _SAFETENSORS_DTYPE_BYTES.get(dtype) if isinstance(dtype, str) else None
+        if itemsize is not None and offsets[1] - offsets[0] != math.prod(shape) * itemsize:
+            return (
+                f"tensor {name!r}: data_offsets {offsets} hold {offsets[1] - offsets[0]} bytes, "
+                f"its {dtype} shape {shape} needs {math.prod(shape) * itemsize}"
+            )
+        spans.append((offsets[0], offsets[1], name))
+    spans.sort()
+    end = 0
+    for begin, stop, name in spans:
+        if begin != end:
+            return f"tensor {name!r}: data_offsets [{begin}, {stop}] leave a gap or overlap at data byte {end}"
+        end = stop
+    expected = 8 + header_length + end
+    if expected > size:
+        last = spans[-1]
+        return (
+            f"file size {size} bytes is less than the {expected} bytes its header describes "
+            f"(tensor {last[2]!r} data_offsets [{last[0]}, {last[1]}], data {data_size} bytes): truncated"
+        )
+    if expected < size:
+        return f"file size {size} bytes is more than the {expected} bytes its header describes"
+    return None
+
+
+def validate_weights(model: str, weights: list[Path]) -> None:
+    """Refuse a prepared model whose safetensors files are truncated or corrupted, naming the file."""
+    for path in weights:
+        problem = safetensors_problem(path)
+        if problem is not None:
+            shown = path.resolve() if path.is_symlink() else path
+            raise ModelError(f"models.{model}: {shown} is not a valid safetensors file: {problem}")
 
 
 def _link_or_copy(src: Path, dst: Path, link: bool) -> None:
@@ -144,7 +290,7 @@ def _link_or_copy(src: Path, dst: Path, link: bool) -> None:
         shutil.copy2(src, dst)
 
 
-def _populate_from_folder(folder: Path, out_dir: Path, allow_pickle: bool) -> None:
+def _populate_from_folder(folder: Path, out_dir: Path, allow_pickle: bool, model: str) -> None:
     """Link weight files and copy small files of a checkpoint folder into the prepared folder."""
     for path in sorted(folder.iterdir()):
         if not path.is_file():
@@ -158,8 +304,31 @@ def _populate_from_folder(folder: Path, out_dir: Path, allow_pickle: bool) -> No
         # Opt-in only: unpickling runs code. Convert once so everything downstream reads safetensors.
         from transformers import AutoModelForCausalLM
 
-        model = AutoModelForCausalLM.from_pretrained(folder, use_safetensors=False, dtype="auto")
-        model.save_pretrained(out_dir, safe_serialization=True)
+        try:
+            loaded = AutoModelForCausalLM.from_pretrained(folder, use_safetensors=False, dtype="auto")
+        except pickle.UnpicklingError as error:  # torch.load(weights_only=True) refused a global
+            raise ModelError(
+                f"models.{model}: torch's safe loading (weights_only) refused the pickled weights "
+                f"{_pickle_names(folder)} in {folder}: {_refusal_reason(error)}; convert them to safetensors "
+                "where they were made (loading them without weights_only runs the code they contain)"
+            ) from None
+        except (OSError, RuntimeError, ValueError, EOFError) as error:
+            reason = next((line.strip() for line in str(error).splitlines() if line.strip()), type(error).__name__)
+            raise ModelError(
+                f"models.{model}: cannot load the pickled weights {_pickle_names(folder)} in {folder}: {reason}"
+            ) from None
+        loaded.save_pretrained(out_dir, safe_serialization=True)
+
+
+def _pickle_names(folder: Path) -> str:
+    return ", ".join(sorted(p.name for p in folder.iterdir() if p.suffix in PICKLE_SUFFIXES)) or "(none)"
+
+
+def _refusal_reason(error: Exception) -> str:
+    """The line of torch's weights_only refusal that names what was refused."""
+    lines = [line.strip() for line in str(error).splitlines() if line.strip()]
+    named = [line for line in lines if "GLOBAL" in line or line.startswith("Unsupported")]
+    return (named or lines or [type(error).__name__])[0].rstrip(".")
 
 
 def _download_hub(source: ModelSpec) -> tuple[Path, str]:
@@ -195,25 +364,28 @@ def prepare_model(source: ModelSpec, out_dir: str | Path, cache_dir: Path | None
         gguf = embedded_gguf_path(source.location)
         gguf_sha = sha256_file(gguf)
         converted = (cache_dir or default_cache_dir()) / "embedded" / f"{source.location}-{gguf_sha[:16]}"
-        if not (converted / "config.json").exists():
+        if not conversion_is_current(converted):
+            # Also a conversion cached by an older version (config still declaring GGUF quantization)
+            # or one whose files were damaged.
             log.info("converting %s to safetensors in %s (once)", gguf, converted)
             converted.parent.mkdir(parents=True, exist_ok=True)
             convert_gguf(gguf, converted)
-        _populate_from_folder(converted, out_dir, allow_pickle=False)
+        _populate_from_folder(converted, out_dir, allow_pickle=False, model=source.name)
         origin.update(file=str(gguf), file_sha256=gguf_sha)
         resolved_revision = f"gguf-sha256:{gguf_sha}"
     elif source.kind == "hub":
         folder, resolved_revision = _download_hub(source)
-        _populate_from_folder(folder, out_dir, source.allow_pickle)
+        _populate_from_folder(folder, out_dir, source.allow_pickle, source.name)
         origin["revision"] = source.revision
     else:
         folder = Path(source.location).resolve()
         model_input_files(source)  # raises a clear error for a missing folder or missing weights
-        _populate_from_folder(folder, out_dir, source.allow_pickle)
+        _populate_from_folder(folder, out_dir, source.allow_pickle, source.name)
 
     if not (out_dir / "config.json").exists():
         raise ModelError(f"models.{source.name}: no config.json in {source.location}")
     weights = sorted(p for p in out_dir.iterdir() if p.suffix in WEIGHT_SUFFIXES)
+    validate_weights(source.name, weights)
     import torch
     import transformers
     from transformers import AutoTokenizer

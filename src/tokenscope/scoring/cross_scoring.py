@@ -15,8 +15,9 @@ import torch
 
 from tokenscope.errors import ModelError
 from tokenscope.inputs.batching import pad_id_of
-from tokenscope.inputs.sequences import ScoredSequence
+from tokenscope.inputs.sequences import ScoredSequence, require_within_context
 from tokenscope.model.anatomy import Unembedding, backbone
+from tokenscope.model.loading import max_positions
 from tokenscope.model.tokenizers import require_same_tokenizer, tokenizer_fingerprint
 from tokenscope.model.types import CausalLM, TokenIds, Tokenizer
 from tokenscope.scoring.formulas import PairMetrics, divergence_from_logits
@@ -91,10 +92,13 @@ def score_pair(
     chunk_rows: int = 512,
     show_progress: bool = True,
 ) -> pa.Table:
-    """The pair table of two models on `sequences` (tokens of `source`); refuses different tokenizers."""
+    """The pair table of two models on `sequences` (tokens of `source`); refuses different tokenizers,
+    and sequences longer than either model's positions."""
     require_same_tokenizer(
         {model_a_name: tokenizer_fingerprint(tokenizer_a), model_b_name: tokenizer_fingerprint(tokenizer_b)}
     )
+    for model, name in ((model_a, model_a_name), (model_b, model_b_name)):
+        require_within_context(sequences, max_positions(model), model=name, source=source)
     metrics = pair_divergence(
         model_a,
         model_b,

@@ -45,6 +45,7 @@ TOKEN_SCHEMA = pa.schema(
         ("topk_ids", pa.list_(pa.int32())),
         ("topk_pieces", pa.list_(pa.string())),
         ("topk_probs", pa.list_(pa.float32())),
+        ("in_answer", pa.bool_()),
     ],
     metadata={"tokenscope_schema": SCHEMA_VERSION, "tokenscope_table": "tokens"},
 )
@@ -135,6 +136,12 @@ class ScoredPositions:
             ),
         }
 
+    def in_answer(self, sequences: Sequence[ScoredSequence]) -> np.ndarray:
+        """Whether each scored token is one of its sequence's answer text tokens (`answer_span`)."""
+        spans = np.array([s.answer_span for s in sequences], dtype=np.int64).reshape(-1, 2)
+        start, end = np.repeat(spans[:, 0], self.counts), np.repeat(spans[:, 1], self.counts)
+        return (self.position >= start) & (self.position < end)
+
 
 def _float32_column(values: Tensor) -> pa.Array:
     return pa.array(values.numpy().astype(np.float32))
@@ -183,6 +190,7 @@ def token_table(
             pa.array(np.arange(n + 1, dtype=np.int32) * k), vocab.piece_array(topk_ids.reshape(-1))
         ),
         "topk_probs": _list_array(np.exp(metrics.topk_logprobs.numpy()).astype(np.float32), k, pa.float32()),
+        "in_answer": pa.array(where.in_answer(sequences), type=pa.bool_()),
     }
     return pa.table(columns, schema=TOKEN_SCHEMA)
 

@@ -16,11 +16,13 @@ from tokenscope.errors import PromptSetError
 from tokenscope.inputs.batching import length_sorted_batches, pad, pad_id_of
 from tokenscope.inputs.chat import ScoreSpan
 from tokenscope.inputs.prompts import Prompt
-from tokenscope.inputs.sequences import ScoredSequence, reference_sequences
+from tokenscope.inputs.sequences import ScoredSequence, reference_sequences, require_within_context
 from tokenscope.model.anatomy import Unembedding, backbone
+from tokenscope.model.loading import max_positions
 from tokenscope.model.token_text import VocabularyStrings
 from tokenscope.model.types import CausalLM, TokenIds, Tokenizer
 from tokenscope.scoring.formulas import TokenMetrics, chunked_metrics
+from tokenscope.scoring.options import renamed_top_k
 from tokenscope.scoring.tables import token_table
 
 
@@ -114,26 +116,31 @@ def score_sequences(
     sequences: Sequence[TokenIds],
     score_starts: Sequence[int],
     batch_size: int,
-    top_k: int = 5,
+    n_alternatives: int | None = None,
     chunk_rows: int = 512,
     pad_id: int = 0,
     show_progress: bool = True,
+    *,
+    top_k: int | None = None,
 ) -> TokenMetrics:
     """Metrics of tokens sequences[i][score_starts[i]:] given their prefixes, flat in input order.
 
     Sequences are batched by length with right padding (causal attention: padding after a
     token cannot change it). Only the hidden states of scored positions go through the output
     embedding, chunk_rows at a time, so no [sequence x vocabulary] tensor is ever whole.
+    `n_alternatives` (default 5) most probable tokens are recorded per position (`top_k`: its
+    deprecated name).
     """
+    k = renamed_top_k(n_alternatives, top_k, "score_sequences")
     layout = ScoringLayout.build(sequences, score_starts, batch_size)
     unembed, body = Unembedding(model), backbone(model)
     device = next(model.parameters()).device
     parts: list[TokenMetrics] = []
     for batch in layout.iter_batches(sequences, pad_id, "scoring", show_progress):
         hidden = batch.scored_hidden(body)
-        parts.append(chunked_metrics(hidden, batch.targets.to(device), unembed, top_k, chunk_rows).to("cpu"))
+        parts.append(chunked_metrics(hidden, batch.targets.to(device), unembed, k, chunk_rows).to("cpu"))
     if not parts:
-        return TokenMetrics.empty(top_k)
+        return TokenMetrics.empty(k)
     return TokenMetrics.cat(parts).take(layout.input_order())
 
 
@@ -146,22 +153,30 @@ def score_token_sequences(
     source: str,
     prompt_set: str,
     batch_size: int = 8,
-    top_k: int = 5,
+    n_alternatives: int | None = None,
     chunk_rows: int = 512,
     show_progress: bool = True,
+    vocab: VocabularyStrings | None = None,
+    top_k: int | None = None,
 ) -> pa.Table:
-    """Teacher-forced metrics of given token sequences under `model`, as a per-token table."""
+    """Teacher-forced metrics of given token sequences under `model`, as a per-token table.
+
+    Sequences longer than the model's positions are refused (ConfigError naming the prompt).
+    `n_alternatives` (default 5) alternatives are recorded per token (`top_k`: its deprecated name).
+    """
+    k = renamed_top_k(n_alternatives, top_k, "score_token_sequences")
+    require_within_context(sequences, max_positions(model), model=model_name, source=source)
     metrics = score_sequences(
         model,
         [s.token_ids.tolist() for s in sequences],
         [s.score_start for s in sequences],
         batch_size=batch_size,
-        top_k=top_k,
+        n_alternatives=k,
         chunk_rows=chunk_rows,
         pad_id=pad_id_of(tokenizer),
         show_progress=show_progress,
     )
-    vocab = VocabularyStrings.from_tokenizer(tokenizer)
+    vocab = vocab if vocab is not None else VocabularyStrings.from_tokenizer(tokenizer)
     return token_table(sequences, metrics, vocab, model=model_name, source=source, prompt_set=prompt_set)
 
 
@@ -175,10 +190,26 @@ def run_teacher_forcing(
     span: ScoreSpan = "answer",
     **scoring: Any,
 ) -> pa.Table:
-    """Score the prompts' reference answers (teacher forcing), as a per-token table."""
-    sequences = reference_sequences(tokenizer, prompts, span)
+    """Score the prompts' reference answers (teacher forcing), as a per-token table.
+
+    `scoring` are score_token_sequences' options (batch_size, n_alternatives, chunk_rows,
+    show_progress). The answer span also holds the template's tokens after the answer text
+    (e.g. ChatML's `<|im_end|>` and newline); the `in_answer` column tells them apart.
+    """
+    if "top_k" in scoring:  # the deprecated name, warned about as this function's argument
+        top_k = scoring.pop("top_k")
+        scoring["n_alternatives"] = renamed_top_k(scoring.pop("n_alternatives", None), top_k, "run_teacher_forcing")
+    vocab = VocabularyStrings.from_tokenizer(tokenizer)
+    sequences = reference_sequences(tokenizer, prompts, span, vocab=vocab)
     if not sequences:
         raise PromptSetError(f"prompt set {prompt_set!r} has no 'reference' answers to score")
     return score_token_sequences(
-        model, tokenizer, sequences, model_name=model_name, source="reference", prompt_set=prompt_set, **scoring
+        model,
+        tokenizer,
+        sequences,
+        model_name=model_name,
+        source="reference",
+        prompt_set=prompt_set,
+        vocab=vocab,
+        **scoring,
     )

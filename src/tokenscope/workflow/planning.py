@@ -19,6 +19,7 @@ from tokenscope.errors import ConfigError
 from tokenscope.finetune.config import FinetuneConfig, checkpoint_name
 from tokenscope.inputs.prompts import load_prompt_set, resolve_prompt_sets
 from tokenscope.model.sources import ModelSpec, model_input_files
+from tokenscope.scoring.options import normalize_scoring_config
 from tokenscope.workflow.devices import gpu_count
 
 # A model, group or prompt set name: one path segment (the schema checks config names with it).
@@ -326,11 +327,12 @@ class Plan:
         return targets + self.internals_targets() + self.comparison_targets() + self.token_view_targets() + [RUN_RECORD]
 
 
-def plan_workflow(config: Mapping[str, Any]) -> Plan:
+def plan_workflow(config: dict[str, Any]) -> Plan:
     """The plan of a validated config, reading the model folders and prompt set files it names.
 
     Raises ConfigError, ModelError or PromptSetError (one line each), in that order of checks:
     the finetune section, the models, the prompt set files, then the names the sections use.
     """
+    normalize_scoring_config(config["scoring"])  # the deprecated scoring.top_k, mapped once here
     files = model_files(config)
     return Plan(config, load_prompt_sets(config["prompt_sets"]), files)

@@ -43,7 +43,7 @@ def scored(tiny_loaded, tmp_path_factory):
         head.add_(0.5 * torch.randn(head.shape, generator=generator))
     prompts = load_prompt_set(DATA / "tiny_a.jsonl")
     tokens = run_teacher_forcing(
-        model_b, tokenizer, prompts, model_name="b", prompt_set="tiny_a", top_k=4, show_progress=False
+        model_b, tokenizer, prompts, model_name="b", prompt_set="tiny_a", n_alternatives=4, show_progress=False
     )
     pairs = score_pair(
         model_a,
