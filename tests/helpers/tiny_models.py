@@ -39,7 +39,7 @@ def build_tokenizer(vocab_size: int = 400):
     return tokenizer
 
 
-def tiny_config(arch: str, vocab_size: int, eos_id: int, pad_id: int):
+def tiny_config(arch: str, vocab_size: int, eos_id: int, pad_id: int, positions: int = 1024):
     from transformers import GPT2Config, LlamaConfig, Qwen2Config
 
     common = dict(vocab_size=vocab_size, eos_token_id=eos_id, pad_token_id=pad_id, bos_token_id=eos_id)
@@ -50,7 +50,7 @@ def tiny_config(arch: str, vocab_size: int, eos_id: int, pad_id: int):
             num_hidden_layers=2,
             num_attention_heads=4,
             num_key_value_heads=2,
-            max_position_embeddings=1024,
+            max_position_embeddings=positions,
             initializer_range=0.3,
             **common,
         )
@@ -61,7 +61,7 @@ def tiny_config(arch: str, vocab_size: int, eos_id: int, pad_id: int):
             num_hidden_layers=2,
             num_attention_heads=4,
             num_key_value_heads=2,
-            max_position_embeddings=1024,
+            max_position_embeddings=positions,
             initializer_range=0.3,
             tie_word_embeddings=False,
             **common,
@@ -73,7 +73,7 @@ def tiny_config(arch: str, vocab_size: int, eos_id: int, pad_id: int):
             num_hidden_layers=2,
             num_attention_heads=4,
             num_key_value_heads=2,
-            max_position_embeddings=1024,
+            max_position_embeddings=positions,
             initializer_range=0.3,
             use_sliding_window=True,
             sliding_window=24,
@@ -81,16 +81,19 @@ def tiny_config(arch: str, vocab_size: int, eos_id: int, pad_id: int):
             **common,
         )
     if arch == "gpt2":
-        return GPT2Config(n_embd=32, n_layer=2, n_head=4, n_positions=1024, initializer_range=0.3, **common)
+        return GPT2Config(n_embd=32, n_layer=2, n_head=4, n_positions=positions, initializer_range=0.3, **common)
     raise ValueError(arch)
 
 
-def save_tiny_checkpoint(folder: Path, arch: str = "llama", seed: int = 0, vocab_size: int = 400) -> Path:
-    """A Hugging Face checkpoint folder (safetensors + tokenizer) of a tiny random model."""
+def save_tiny_checkpoint(
+    folder: Path, arch: str = "llama", seed: int = 0, vocab_size: int = 400, positions: int = 1024
+) -> Path:
+    """A Hugging Face checkpoint folder (safetensors + tokenizer) of a tiny random model with
+    `positions` positions (max_position_embeddings, GPT-2's n_positions)."""
     from transformers import AutoModelForCausalLM
 
     tokenizer = build_tokenizer(vocab_size)
-    config = tiny_config(arch, len(tokenizer), tokenizer.eos_token_id, tokenizer.pad_token_id)
+    config = tiny_config(arch, len(tokenizer), tokenizer.eos_token_id, tokenizer.pad_token_id, positions)
     torch.manual_seed(seed)
     model = AutoModelForCausalLM.from_config(config)
     model.generation_config.eos_token_id = tokenizer.eos_token_id
