@@ -26,6 +26,7 @@ from tokenscope.internals.measures import (
     marker_attention,
     marker_mask,
 )
+from tokenscope.model.loading import max_positions
 from tokenscope.model.token_text import VocabularyStrings
 from tokenscope.model.types import CausalLM, Tokenizer
 from tokenscope.scoring.tables import SCHEMA_VERSION
@@ -113,6 +114,20 @@ class ProbeSequence:
             return positions
         start, end = self.inserted
         return np.where(positions < start, positions, np.where(positions >= end, positions - (end - start), -1))
+
+
+def require_probe_context(sequences: Sequence[ProbeSequence], model: CausalLM, model_name: str) -> None:
+    """Refuse a prompt (with its inserted tokens and reference answer) longer than the model's positions."""
+    limit = max_positions(model)
+    if limit is None:
+        return
+    for sequence in sequences:
+        if len(sequence.token_ids) > limit:
+            raise ConfigError(
+                f"prompt {sequence.prompt_id!r}: {len(sequence.token_ids)} tokens (with inserted tokens and "
+                f"reference answer) exceed the {limit} positions of model {model_name!r}; "
+                "shorten the prompt or insert fewer tokens"
+            )
 
 
 def probe_sequences(
@@ -233,7 +248,9 @@ def run_attention_positions(
     """Mean attention each position receives (queries q >= k) for chosen (layer, head) pairs."""
     vocab = VocabularyStrings.from_tokenizer(tokenizer)
     frames = []
-    for sequence in probe_sequences(tokenizer, prompts, prompt_ids):
+    sequences = probe_sequences(tokenizer, prompts, prompt_ids)
+    require_probe_context(sequences, model, model_name)
+    for sequence in sequences:
         received = attention_received(model, sequence.token_ids.tolist(), heads)  # [pairs, T]
         n = len(sequence.token_ids)
         frames.append(
@@ -274,7 +291,9 @@ def run_depth(
     """
     vocab = VocabularyStrings.from_tokenizer(tokenizer)
     convergence, lens_frames = [], []
-    for sequence in probe_sequences(tokenizer, prompts, prompt_ids):
+    sequences = probe_sequences(tokenizer, prompts, prompt_ids)
+    require_probe_context(sequences, model, model_name)
+    for sequence in sequences:
         states = depth_states(model, sequence.token_ids.tolist(), recurrent)
         n_depth, n = states.shape[:2]
         tokens = np.asarray(_strings(vocab, sequence.token_ids), dtype=object)

@@ -38,6 +38,8 @@ PICKLE_SUFFIXES = (".bin", ".pt", ".pth")
 # Small files copied from a checkpoint folder: configs, tokenizer, chat template.
 SMALL_FILE_SUFFIXES = (".json", ".txt", ".model", ".jinja", ".tiktoken", ".py")
 MANIFEST = "manifest.json"
+# The safetensors library refuses larger headers; reading one would pull a corrupt file into memory.
+MAX_SAFETENSORS_HEADER = 100_000_000
 
 
 @dataclass(frozen=True)
@@ -216,6 +218,8 @@ def safetensors_problem(path: Path) -> str | None:
             if len(prefix) < 8:
                 return f"{size} bytes, shorter than the 8-byte header length"
             (header_length,) = struct.unpack("<Q", prefix)
+            if header_length > MAX_SAFETENSORS_HEADER:
+                return f"header length {header_length} is over the format's limit of {MAX_SAFETENSORS_HEADER} bytes"
             if 8 + header_length > size:
                 return (
                     f"header length {header_length} runs past the end of the file ({size} bytes): "

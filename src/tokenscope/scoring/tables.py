@@ -15,7 +15,7 @@ from tokenscope.model.token_text import VocabularyStrings
 from tokenscope.model.types import TokenIds
 from tokenscope.scoring.formulas import PairMetrics, TokenMetrics
 
-SCHEMA_VERSION = "1"
+SCHEMA_VERSION = "2"  # 2: the token table gained `in_answer`
 
 # Where a scored token is (ScoredPositions.key_columns): shared by the token and pair tables.
 SCORED_TOKEN_KEYS = [

@@ -299,10 +299,12 @@ class Plan:
         ]
 
     def internals_targets(self) -> list[str]:
+        # A group's marker-attention figure draws its members that the internals run on: none, no figure.
         targets = [
             f"results/figures/internals/{prompt_set}/{group}/marker_attention.png"
             for prompt_set in self.internals["marker_attention"]["prompt_sets"]
-            for group in self.groups
+            for group, members in self.groups.items()
+            if any(model in self.internals_models for model in members)
         ]
         for analysis in ("attention_positions", "depth"):
             targets += [

@@ -50,7 +50,8 @@ def corruptions(weights: bytes) -> dict[str, tuple[bytes, str]]:
     return {
         "truncated": (weights[:-100], "file size"),
         "empty": (b"", "shorter than the 8-byte header length"),
-        "header_too_long": (struct.pack("<Q", 1 << 40) + weights[8:], "header length"),
+        "header_too_long": (struct.pack("<Q", 1 << 40) + weights[8:], "over the format's limit"),
+        "header_past_end": (struct.pack("<Q", len(weights)) + weights[8:], "runs past the end of the file"),
         "header_not_json": (weights[:8] + b"\xff" * length + weights[8 + length :], "header is not JSON"),
         "offsets_past_end": (with_header(weights, past_end), "data_offsets"),
         "offsets_reversed": (with_header(weights, reversed_offsets), "data_offsets"),
@@ -60,7 +61,16 @@ def corruptions(weights: bytes) -> dict[str, tuple[bytes, str]]:
 
 @pytest.mark.parametrize(
     "case",
-    ["truncated", "empty", "header_too_long", "header_not_json", "offsets_past_end", "offsets_reversed", "extra_bytes"],
+    [
+        "truncated",
+        "empty",
+        "header_too_long",
+        "header_past_end",
+        "header_not_json",
+        "offsets_past_end",
+        "offsets_reversed",
+        "extra_bytes",
+    ],
 )
 def test_broken_safetensors_are_named(tmp_path, checkpoint_bytes, case):
     weights, expected = corruptions(checkpoint_bytes["model.safetensors"])[case]

@@ -115,6 +115,16 @@ def test_targets_are_unique_and_cover_each_section():
     assert p.prompt_insertion("ref_filler") == FILLER.insertion
 
 
+def test_marker_attention_figure_only_for_groups_with_internals_models():
+    """A group none of whose models run the internals would get a figure job with no inputs."""
+    p = plan(
+        groups={"with": ["m0", "m1"], "without": ["m2"]},
+        internals={"models": ["m0"], "marker_attention": {"prompt_sets": ["ref"]}},
+    )
+    assert p.internals_targets() == ["results/figures/internals/ref/with/marker_attention.png"]
+    assert p.marker_attention_tables("ref", "with") == ["results/internals/ref/m0/marker_attention.parquet"]
+
+
 def test_finetune_series_follows_its_base():
     p = plan(models=("base", "other"), finetune={"base": "base", "n_checkpoints": 2, "steps": 4})
     assert p.models == ["base", "other", "checkpoint-1-of-2", "checkpoint-2-of-2"]
