@@ -11,9 +11,9 @@ from __future__ import annotations
 import inspect
 import logging
 from collections import deque
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, replace
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 import torch
@@ -138,31 +138,64 @@ def eos_token_ids(model: CausalLM, tokenizer: Tokenizer) -> list[int]:
     return sorted(ids)
 
 
-@dataclass
-class _Outputs:
-    """Per-request result buffers on the device, written at (request, row step)."""
+def cache_margin(width: int, steps: int) -> int:
+    """Spare KV cache columns beyond the width + steps - 1 a row can fill (see `_Decoder.run_wave`).
 
-    tokens: Tensor
-    entropy: Tensor
-    logprob: Tensor
-    rank: Tensor
-    topk_ids: Tensor
-    topk_logprobs: Tensor
-    lengths: Tensor
-    ended_by_eos: Tensor
+    The cache is compacted (its leading columns, masked out for every row, dropped) only when its
+    last column is reached, and each compaction then drops at least margin + 1 columns: with a
+    sixteenth of width + steps, a compaction (one copy of the filled cache) happens at most once
+    every (width + steps) / 16 steps, while every step reads the whole filled cache anyway.
+    """
+    return (width + steps) // 16
 
-    @classmethod
-    def allocate(cls, rows: int, steps: int, k: int, pad_id: int, device: torch.device) -> _Outputs:
-        return cls(
-            tokens=torch.full((rows, steps), pad_id, dtype=torch.long, device=device),
-            entropy=torch.zeros((rows, steps), dtype=torch.float32, device=device),
-            logprob=torch.zeros((rows, steps), dtype=torch.float32, device=device),
-            rank=torch.zeros((rows, steps), dtype=torch.int32, device=device),
-            topk_ids=torch.zeros((rows, steps, k), dtype=torch.int32, device=device),
-            topk_logprobs=torch.zeros((rows, steps, k), dtype=torch.float32, device=device),
-            lengths=torch.full((rows,), steps, dtype=torch.long, device=device),
-            ended_by_eos=torch.zeros(rows, dtype=torch.bool, device=device),
+
+class _Results:
+    """Host buffers of the rows of one wave, written at (slot, row step) as each step's results
+    arrive; a finished row's slot is copied out as a Generation and reused by the next prompt."""
+
+    def __init__(self, slots: int, steps: int, k: int) -> None:
+        self.tokens = np.zeros((slots, steps), dtype=np.int64)
+        self.entropy = np.zeros((slots, steps), dtype=np.float32)
+        self.logprob = np.zeros((slots, steps), dtype=np.float32)
+        self.rank = np.zeros((slots, steps), dtype=np.int32)
+        self.topk_ids = np.zeros((slots, steps, k), dtype=np.int32)
+        self.topk_logprobs = np.zeros((slots, steps, k), dtype=np.float32)
+
+    def write(self, slots: np.ndarray, steps: np.ndarray, packed: np.ndarray, k: int) -> np.ndarray:
+        """Store one step of `slots` (packed by `_Decoder.step`); returns which rows chose an end token."""
+        self.tokens[slots, steps] = packed[:, 0]
+        self.entropy[slots, steps] = packed[:, 1]
+        self.logprob[slots, steps] = packed[:, 2]
+        self.rank[slots, steps] = packed[:, 3]
+        self.topk_ids[slots, steps] = packed[:, 4 : 4 + k]
+        self.topk_logprobs[slots, steps] = packed[:, 4 + k : 4 + 2 * k]
+        return packed[:, -1] != 0
+
+    def generation(self, request: GenerationRequest, slot: int, length: int, eos: bool) -> Generation:
+        return Generation(
+            request,
+            self.tokens[slot, :length].copy(),
+            "eos" if eos else "length",
+            self.entropy[slot, :length].copy(),
+            self.logprob[slot, :length].copy(),
+            self.rank[slot, :length].copy(),
+            self.topk_ids[slot, :length].copy(),
+            self.topk_logprobs[slot, :length].copy(),
         )
+
+
+@dataclass
+class _Rows:
+    """Host bookkeeping of the batch rows of a wave, row for row with the device tensors."""
+
+    request: np.ndarray  # index into the requests
+    slot: np.ndarray  # row of the wave's _Results
+    step: np.ndarray  # tokens generated so far
+    budget: np.ndarray  # new tokens allowed (new_token_budget)
+    start: np.ndarray  # first cache column of the row's prompt (earlier columns are masked out)
+
+    def take(self, rows: np.ndarray) -> _Rows:
+        return _Rows(self.request[rows], self.slot[rows], self.step[rows], self.budget[rows], self.start[rows])
 
 
 class _Decoder:
@@ -186,32 +219,62 @@ class _Decoder:
         self.device = next(model.parameters()).device
         self.pad_id, self.progress = pad_id, progress
         self.eos = torch.tensor(list(eos_ids), dtype=torch.long, device=self.device)
-        self.seeds = torch.tensor([r.seed for r in requests], dtype=torch.long, device=self.device)
-        budgets = [new_token_budget(r, params.max_new_tokens) for r in requests]
-        self.budgets = torch.tensor(budgets, dtype=torch.long, device=self.device)
-        self.steps = max(budgets, default=0)  # the longest answer any request may have
+        self.seeds = np.array([r.seed for r in requests], dtype=np.int64)
+        self.budgets = np.array([new_token_budget(r, params.max_new_tokens) for r in requests], dtype=np.int64)
+        self.prompt_lengths = np.array([len(r.prompt_ids) for r in requests], dtype=np.int64)
+        self.steps = int(self.budgets.max(initial=0))  # the longest answer any request may have
         self.k = min(n_alternatives, unembed.weight.shape[0])
-        self.out = _Outputs.allocate(len(requests), self.steps, self.k, pad_id, self.device)
+        self.compactions = 0  # times a wave dropped leading cache columns (tests read it)
 
-    def step(self, hidden: Tensor, request: Tensor, row_step: Tensor) -> tuple[Tensor, Tensor]:
-        """Sample the next token of each row, record its metrics; returns (tokens, finished)."""
-        out = self.out
+    def to_device(self, values: np.ndarray) -> Tensor:
+        """A host array on the device without waiting for the device (pinned, non-blocking copy)."""
+        tensor = torch.from_numpy(np.ascontiguousarray(values))
+        if self.device.type == "cuda":
+            return tensor.pin_memory().to(self.device, non_blocking=True)
+        return tensor.to(self.device)
+
+    def step(self, hidden: Tensor, seeds: Tensor, row_step: Tensor) -> tuple[Tensor, np.ndarray]:
+        """Sample the next token of each row; returns (tokens on the device, the step's results on
+        the host: token, entropy, logprob, rank, top-k ids, top-k logprobs, chose an end token).
+
+        The results come over in one float64 array (exact for float32 values and for ids and
+        ranks below 2^53): the one wait for the device per step.
+        """
         logits = self.unembed(hidden)
-        chosen = sample_tokens(logits, self.params, self.seeds[request], row_step)
+        chosen = sample_tokens(logits, self.params, seeds, row_step)
         m: TokenMetrics = metrics_from_logits(logits, chosen, self.k)
-        out.tokens[request, row_step] = chosen
-        out.entropy[request, row_step] = m.entropy
-        out.logprob[request, row_step] = m.logprob
-        out.rank[request, row_step] = m.rank
-        out.topk_ids[request, row_step] = m.topk_ids
-        out.topk_logprobs[request, row_step] = m.topk_logprobs
-        is_eos = torch.isin(chosen, self.eos)
-        finished = is_eos | (row_step == self.budgets[request] - 1)
-        out.lengths[request[finished]] = row_step[finished] + 1
-        out.ended_by_eos[request[is_eos]] = True
+        packed = torch.cat(
+            [
+                chosen.double().unsqueeze(1),
+                m.entropy.double().unsqueeze(1),
+                m.logprob.double().unsqueeze(1),
+                m.rank.double().unsqueeze(1),
+                m.topk_ids.double(),
+                m.topk_logprobs.double(),
+                torch.isin(chosen, self.eos).double().unsqueeze(1),
+            ],
+            dim=1,
+        )
         if self.progress is not None:
-            self.progress.update(int(request.numel()))
-        return chosen, finished
+            self.progress.update(int(chosen.numel()))
+        return chosen, packed.cpu().numpy()
+
+    def finish(
+        self, results: _Results, rows: _Rows, packed: np.ndarray
+    ) -> tuple[np.ndarray, list[tuple[int, Generation]]]:
+        """Record one step of `rows`; returns (which rows finished, their (request index, Generation))."""
+        is_eos = results.write(rows.slot, rows.step, packed, self.k)
+        finished = is_eos | (rows.step == rows.budget - 1)
+        done = [
+            (
+                int(rows.request[i]),
+                results.generation(
+                    self.requests[rows.request[i]], int(rows.slot[i]), int(rows.step[i]) + 1, bool(is_eos[i])
+                ),
+            )
+            for i in np.flatnonzero(finished)
+        ]
+        return finished, done
 
     def prefill(self, indices: Sequence[int]) -> tuple[list[tuple[Tensor, Tensor]], Tensor, Tensor, Tensor, int]:
         """Forward prompts (left padded); returns (per-layer keys and values, mask, last hidden,
@@ -227,57 +290,92 @@ class _Decoder:
         return layers, mask[inverse], hidden, positions[inverse, -1] + 1, ids.shape[1]
 
     @torch.no_grad()
-    def run_wave(self, queue: deque[int], slots: int) -> None:
-        """Decode the longest queued prompts in `slots` rows of a preallocated KV cache.
+    def run_wave(self, queue: deque[int], slots: int) -> Iterator[tuple[int, Generation]]:
+        """Decode the longest queued prompts in `slots` rows of a preallocated KV cache; yields
+        (request index, Generation) as rows finish.
 
         A row that finishes hands its slot to the next queued prompt (prefilled on its own and
-        written into the cache right before the current column), so the batch stays full; once
-        the cache has no room for a whole new answer, finished rows just leave the batch.
+        written into the cache right before the current column), so the batch stays full until
+        the queue is empty. The cache has width + steps - 1 + cache_margin columns, where width is
+        the wave's first (longest) prompts' and steps the longest answer: a row holds at most its
+        prompt and all but its last token, so dropping the leading columns that every row masks
+        out (exact: positions are explicit and the mask says which columns count) always makes
+        room when the last column is reached. The queue is sorted longest first, so a joining
+        prompt is never longer than any row's filled columns and always fits before the current
+        column. Sliding-window models decode one row at a time in transformers' growing cache.
         """
-        steps, device = self.steps, self.device
-        first = [queue.popleft() for _ in range(min(slots, len(queue)))]
-        prompt_layers, mask, hidden, position, width = self.prefill(first)
-        # Twice the answer length leaves room for prompts joining during the first `steps` steps.
-        columns = width + 2 * steps
+        device, k = self.device, self.k
+        first = np.array([queue.popleft() for _ in range(min(slots, len(queue)))], dtype=np.int64)
+        prompt_layers, mask, hidden, position, width = self.prefill(first.tolist())
+        columns = width + self.steps - 1 + cache_margin(width, self.steps)
         cache = build_cache(self.model, prompt_layers, columns, self.sliding)
         full_mask = torch.zeros((len(first), columns), dtype=torch.long, device=device)
         full_mask[:, :width] = mask
-        request = torch.tensor(first, dtype=torch.long, device=device)
-        row_step = torch.zeros_like(request)
+        results = _Results(len(first), self.steps, k)
+        rows = _Rows(
+            first,
+            np.arange(len(first)),
+            np.zeros(len(first), dtype=np.int64),
+            self.budgets[first],
+            width - self.prompt_lengths[first],
+        )
+        seeds = self.to_device(self.seeds[first])
+        row_step = torch.zeros(len(first), dtype=torch.long, device=device)
         column = width
-        while request.numel():
-            chosen, finished = self.step(hidden, request, row_step)
+        while True:
+            chosen, packed = self.step(hidden, seeds, row_step)
+            finished, done = self.finish(results, rows, packed)
+            yield from done
+            rows.step += 1
             row_step = row_step + 1
-            free = finished.nonzero().squeeze(1)
-            while free.numel() and queue and not self.sliding and column + steps <= columns:
-                # Refill finished slots with queued prompts (shorter than `column`: the queue is
-                # sorted longest first and the first prompt set the width).
+            free = np.flatnonzero(finished)
+            while free.size and queue and not self.sliding and self.prompt_lengths[queue[0]] <= column:
+                # Refill finished slots with queued prompts (never longer than `column`, see above).
                 take = free[: len(queue)]
-                joining = [queue.popleft() for _ in range(int(take.numel()))]
-                new_layers, new_mask, new_hidden, new_position, new_width = self.prefill(joining)
+                joining = np.array([queue.popleft() for _ in range(take.size)], dtype=np.int64)
+                new_layers, new_mask, new_hidden, new_position, new_width = self.prefill(joining.tolist())
+                take_rows = self.to_device(take)
                 for layer, (keys, values) in zip(preallocated_layers(cache), new_layers, strict=True):
-                    layer.write_rows(take, keys, values)
-                full_mask[take] = 0
-                full_mask[take, column - new_width : column] = new_mask
-                request[take] = torch.tensor(joining, dtype=torch.long, device=device)
-                row_step[take] = 0
-                position[take] = new_position
-                first_tokens, first_finished = self.step(new_hidden, request[take], row_step[take])
-                chosen[take], finished[take] = first_tokens, first_finished
-                row_step[take] = 1
+                    layer.write_rows(take_rows, keys, values)
+                full_mask[take_rows] = 0
+                full_mask[take_rows, column - new_width : column] = new_mask
+                rows.request[take], rows.step[take] = joining, 0
+                rows.budget[take], rows.start[take] = self.budgets[joining], column - self.prompt_lengths[joining]
+                seeds[take_rows] = self.to_device(self.seeds[joining])
+                row_step[take_rows] = 0
+                position[take_rows] = new_position
+                first_tokens, first_packed = self.step(new_hidden, seeds[take_rows], row_step[take_rows])
+                first_finished, first_done = self.finish(results, rows.take(take), first_packed)
+                yield from first_done
+                chosen[take_rows] = first_tokens
+                rows.step[take] = 1
+                row_step[take_rows] = 1
+                finished[take] = first_finished
                 free = take[first_finished]  # rows done at their first token free their slot again
-                finished[take[~first_finished]] = False
-            if bool(finished.any()):  # one sync per step, not per token
-                kept = (~finished).nonzero().squeeze(1)
+            if finished.any():  # on the host: the step's one wait for the device is behind us
+                kept = np.flatnonzero(~finished)
+                if not kept.size:
+                    return
+                kept_rows = self.to_device(kept)
                 if self.sliding:
-                    cache.batch_select_indices(kept)
+                    cache.batch_select_indices(kept_rows)
                 else:
                     for layer in preallocated_layers(cache):
-                        layer.keep_rows(kept)
-                request, row_step, chosen, position = request[kept], row_step[kept], chosen[kept], position[kept]
-                full_mask = full_mask[kept]
-                if not request.numel():
-                    break
+                        layer.keep_rows(kept_rows)
+                rows = rows.take(kept)
+                seeds, row_step, chosen = seeds[kept_rows], row_step[kept_rows], chosen[kept_rows]
+                position, full_mask = position[kept_rows], full_mask[kept_rows]
+            if column == columns and not self.sliding:
+                shift = int(rows.start.min())
+                if shift < 1:  # every row fits in width + steps - 1 columns, so this is a bug
+                    raise RuntimeError("KV cache compaction found no column to drop")
+                for layer in preallocated_layers(cache):
+                    layer.drop_leading(shift)
+                full_mask[:, : column - shift] = full_mask[:, shift:column].clone()
+                full_mask[:, column - shift :] = 0
+                column -= shift
+                rows.start -= shift
+                self.compactions += 1
             full_mask[:, column] = 1
             out = self.body(
                 input_ids=chosen.unsqueeze(1),
@@ -290,18 +388,63 @@ class _Decoder:
             position = position + 1
             column += 1
 
-    def results(self) -> list[Generation]:
-        out = self.out
-        lengths = out.lengths.cpu().numpy()
-        arrays = [
-            t.cpu().numpy() for t in (out.tokens, out.entropy, out.logprob, out.rank, out.topk_ids, out.topk_logprobs)
-        ]
-        eos = out.ended_by_eos.cpu().numpy()
-        generations = []
-        for row, request in enumerate(self.requests):
-            tok, ent, lp, rk, tki, tkl = (a[row, : int(lengths[row])] for a in arrays)
-            generations.append(Generation(request, tok, "eos" if eos[row] else "length", ent, lp, rk, tki, tkl))
-        return generations
+
+def _decode(
+    model: CausalLM,
+    tokenizer: Tokenizer,
+    requests: Sequence[GenerationRequest],
+    params: SamplingParams,
+    batch_size: int,
+    n_alternatives: int,
+    show_progress: bool,
+    eos_ids: Sequence[int] | None,
+) -> Iterator[tuple[int, Generation]]:
+    """(request index, Generation) of every request, as rows finish."""
+    fit_to_context(requests, params.max_new_tokens, max_positions(model))
+    unembed = Unembedding(model)
+    eos_ids = list(eos_ids) if eos_ids is not None else eos_token_ids(model, tokenizer)
+    pad_id = pad_id_of(tokenizer)
+    progress = tqdm(
+        total=sum(new_token_budget(r, params.max_new_tokens) for r in requests),
+        unit="tok",
+        desc="generating",
+        disable=not show_progress,
+        mininterval=2.0,
+    )
+    decoder = _Decoder(model, unembed, requests, params, eos_ids, pad_id, n_alternatives, progress)
+    if decoder.sliding and batch_size > 1:
+        # Windows count cache columns, and left padding would shift them by a row's padding.
+        logging.getLogger(__name__).warning("sliding-window attention: generating one sequence at a time")
+        batch_size = 1
+    # Longest prompts first: a joining prompt must fit before the current cache column.
+    queue = deque(int(i) for i in np.argsort([-len(r.prompt_ids) for r in requests], kind="stable"))
+    try:
+        while queue:
+            yield from decoder.run_wave(queue, batch_size)
+        progress.total = progress.n  # rows that stopped early leave part of their budget unused
+    finally:
+        progress.close()
+
+
+def iter_generations(
+    model: CausalLM,
+    tokenizer: Tokenizer,
+    requests: Sequence[GenerationRequest],
+    params: SamplingParams,
+    batch_size: int,
+    n_alternatives: int | None = None,
+    show_progress: bool = True,
+    eos_ids: Sequence[int] | None = None,
+) -> Iterator[Generation]:
+    """Generate for all requests as `generate` does, yielding each Generation as its row finishes.
+
+    The order is the order in which rows finish (longest prompts are decoded first): it depends
+    on the batch size and the requests, not on chance. Device and host memory are bounded by the
+    batch (KV cache and a batch x max_new_tokens result buffer), not by the number of requests.
+    """
+    k = renamed_top_k(n_alternatives, None, "iter_generations")
+    for _, generation in _decode(model, tokenizer, requests, params, batch_size, k, show_progress, eos_ids):
+        yield generation
 
 
 def generate(
@@ -322,28 +465,12 @@ def generate(
     `n_alternatives` (default 5) most probable tokens are recorded per step (`top_k`: its
     deprecated name). A request generates at most params.max_new_tokens tokens, or its own
     smaller `max_new_tokens`; prompt + that must fit the model's positions (see fit_to_context).
+    `iter_generations` yields the same generations as they finish, without holding them all.
     """
     n_alternatives = renamed_top_k(n_alternatives, top_k, "generate")
-    fit_to_context(requests, params.max_new_tokens, max_positions(model))
-    unembed = Unembedding(model)
-    eos_ids = list(eos_ids) if eos_ids is not None else eos_token_ids(model, tokenizer)
-    pad_id = pad_id_of(tokenizer)
-    progress = tqdm(
-        total=sum(new_token_budget(r, params.max_new_tokens) for r in requests),
-        unit="tok",
-        desc="generating",
-        disable=not show_progress,
-        mininterval=2.0,
-    )
-    decoder = _Decoder(model, unembed, requests, params, eos_ids, pad_id, n_alternatives, progress)
-    if decoder.sliding and batch_size > 1:
-        # Windows count cache columns, and left padding would shift them by a row's padding.
-        logging.getLogger(__name__).warning("sliding-window attention: generating one sequence at a time")
-        batch_size = 1
-    # Longest prompts first: a joining prompt must fit before the current cache column.
-    queue = deque(int(i) for i in np.argsort([-len(r.prompt_ids) for r in requests], kind="stable"))
-    while queue:
-        decoder.run_wave(queue, batch_size)
-    progress.total = progress.n  # rows that stopped early leave part of their budget unused
-    progress.close()
-    return decoder.results()
+    generations: list[Generation | None] = [None] * len(requests)
+    for index, generation in _decode(
+        model, tokenizer, requests, params, batch_size, n_alternatives, show_progress, eos_ids
+    ):
+        generations[index] = generation
+    return cast("list[Generation]", generations)

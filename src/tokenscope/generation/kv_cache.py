@@ -1,4 +1,5 @@
-"""The KV cache of the decode loop: preallocated layers written in place, rows dropped and refilled."""
+"""The KV cache of the decode loop: preallocated layers written in place, rows dropped and refilled,
+leading columns dropped when no row needs them."""
 
 from __future__ import annotations
 
@@ -48,6 +49,20 @@ class PreallocatedLayer(DynamicLayer):
 
     def keep_rows(self, rows: Tensor) -> None:
         self.key_buffer, self.value_buffer = self.key_buffer[rows], self.value_buffer[rows]
+        self._expose()
+
+    def drop_leading(self, shift: int) -> None:
+        """Drop the first `shift` filled columns (masked out for every row); the rest move left.
+
+        Copied in chunks no wider than `shift`, so no chunk overlaps its source and no second
+        buffer is needed.
+        """
+        kept = self.length - shift
+        for buffer in (self.key_buffer, self.value_buffer):
+            for start in range(0, kept, shift):
+                end = min(start + shift, kept)
+                buffer[:, :, start:end] = buffer[:, :, start + shift : end + shift]
+        self.length = kept
         self._expose()
 
     def write_rows(self, rows: Tensor, keys: Tensor, values: Tensor) -> None:

@@ -3,24 +3,33 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.parquet as pq
 import torch
 
-from tokenscope.generation.decode import GenerationRequest, fit_to_context, generate
+from tokenscope.generation.decode import (
+    Generation,
+    GenerationRequest,
+    fit_to_context,
+    generate,
+    iter_generations,
+)
 from tokenscope.generation.sampling import SamplingParams, sequence_seed
 from tokenscope.inputs.chat import generation_prompt_ids
 from tokenscope.inputs.prompts import Prompt
 from tokenscope.inputs.sequences import generated_sequences
 from tokenscope.inputs.transforms import splice_insertion
+from tokenscope.io import atomic_path
 from tokenscope.model.loading import max_positions
 from tokenscope.model.token_text import VocabularyStrings
 from tokenscope.model.types import CausalLM, Tokenizer
 from tokenscope.scoring.formulas import TokenMetrics
 from tokenscope.scoring.options import renamed_top_k
-from tokenscope.scoring.tables import generation_table, token_table
+from tokenscope.scoring.tables import GENERATION_SCHEMA, TOKEN_SCHEMA, generation_table, token_table
 
 
 def generation_requests(
@@ -31,38 +40,25 @@ def generation_requests(
         ids, inserted = splice_insertion(
             tokenizer, prompt.messages, prompt.insertion, generation_prompt_ids(tokenizer, prompt.messages)
         )
+        prompt_ids = tuple(ids)  # one tuple for all samples of the prompt
         for sample in range(n_samples):
             requests.append(
-                GenerationRequest(prompt.id, sample, sequence_seed(seed, prompt.id, sample), tuple(ids), inserted)
+                GenerationRequest(prompt.id, sample, sequence_seed(seed, prompt.id, sample), prompt_ids, inserted)
             )
     return requests
 
 
-def run_generation(
+def _prepared_requests(
     model: CausalLM,
     tokenizer: Tokenizer,
     prompts: Sequence[Prompt],
     *,
     model_name: str,
-    prompt_set: str,
-    n_samples: int = 1,
-    seed: int = 0,
-    sampling: dict[str, Any] | None = None,
-    batch_size: int = 16,
-    n_alternatives: int | None = None,
-    show_progress: bool = True,
-    truncate_to_context: bool = False,
-    top_k: int | None = None,
-) -> tuple[pa.Table, pa.Table]:
-    """Generate for every prompt and sample; returns (generations table, per-token table).
-
-    `n_alternatives` (default 5) most probable tokens are recorded per token (`top_k`: its
-    deprecated name; the sampling cut-off is `sampling["top_k"]`). Prompt + max_new_tokens must
-    fit the model's positions (config max_position_embeddings or n_positions), else a ConfigError
-    names the prompt; with `truncate_to_context` such prompts generate only as many tokens as fit
-    (prompts that fit are unaffected).
-    """
-    n_alternatives = renamed_top_k(n_alternatives, top_k, "run_generation")
+    n_samples: int,
+    seed: int,
+    sampling: dict[str, Any] | None,
+    truncate_to_context: bool,
+) -> tuple[list[GenerationRequest], SamplingParams]:
     params = SamplingParams.resolve(getattr(model, "generation_config", None), sampling or {})
     requests = fit_to_context(
         generation_requests(tokenizer, prompts, n_samples, seed),
@@ -71,7 +67,18 @@ def run_generation(
         truncate=truncate_to_context,
         model_name=model_name,
     )
-    generations = generate(model, tokenizer, requests, params, batch_size, n_alternatives, show_progress)
+    return requests, params
+
+
+def generation_tables(
+    generations: Sequence[Generation],
+    tokenizer: Tokenizer,
+    vocab: VocabularyStrings,
+    *,
+    model_name: str,
+    prompt_set: str,
+) -> tuple[pa.Table, pa.Table]:
+    """(generations table, per-token table) of `generations`, in their order."""
     gen_table = generation_table(
         model=model_name,
         prompt_set=prompt_set,
@@ -96,5 +103,119 @@ def run_generation(
             for field in ("entropy", "logprob", "rank", "topk_ids", "topk_logprobs")
         )
     )
-    vocab = VocabularyStrings.from_tokenizer(tokenizer)
     return gen_table, token_table(sequences, metrics, vocab, model=model_name, source=model_name, prompt_set=prompt_set)
+
+
+def run_generation(
+    model: CausalLM,
+    tokenizer: Tokenizer,
+    prompts: Sequence[Prompt],
+    *,
+    model_name: str,
+    prompt_set: str,
+    n_samples: int = 1,
+    seed: int = 0,
+    sampling: dict[str, Any] | None = None,
+    batch_size: int = 16,
+    n_alternatives: int | None = None,
+    show_progress: bool = True,
+    truncate_to_context: bool = False,
+    top_k: int | None = None,
+) -> tuple[pa.Table, pa.Table]:
+    """Generate for every prompt and sample; returns (generations table, per-token table), in
+    request order (prompt by prompt, samples in order), held in memory (`write_generation`
+    streams the same rows to files instead).
+
+    `n_alternatives` (default 5) most probable tokens are recorded per token (`top_k`: its
+    deprecated name; the sampling cut-off is `sampling["top_k"]`). Prompt + max_new_tokens must
+    fit the model's positions (config max_position_embeddings or n_positions), else a ConfigError
+    names the prompt; with `truncate_to_context` such prompts generate only as many tokens as fit
+    (prompts that fit are unaffected).
+    """
+    n_alternatives = renamed_top_k(n_alternatives, top_k, "run_generation")
+    requests, params = _prepared_requests(
+        model,
+        tokenizer,
+        prompts,
+        model_name=model_name,
+        n_samples=n_samples,
+        seed=seed,
+        sampling=sampling,
+        truncate_to_context=truncate_to_context,
+    )
+    generations = generate(model, tokenizer, requests, params, batch_size, n_alternatives, show_progress)
+    vocab = VocabularyStrings.from_tokenizer(tokenizer)
+    return generation_tables(generations, tokenizer, vocab, model_name=model_name, prompt_set=prompt_set)
+
+
+WRITE_CHUNK_ROWS = 16_384  # token rows buffered on the host before write_generation writes them
+
+
+def write_generation(
+    model: CausalLM,
+    tokenizer: Tokenizer,
+    prompts: Sequence[Prompt],
+    *,
+    generations_path: str | Path,
+    tokens_path: str | Path,
+    model_name: str,
+    prompt_set: str,
+    n_samples: int = 1,
+    seed: int = 0,
+    sampling: dict[str, Any] | None = None,
+    batch_size: int = 16,
+    n_alternatives: int | None = None,
+    show_progress: bool = True,
+    truncate_to_context: bool = False,
+) -> int:
+    """Generate as run_generation does and write its two tables (GENERATION_SCHEMA, TOKEN_SCHEMA)
+    to `generations_path` and `tokens_path`; returns the number of generations.
+
+    Rows are written as sequences finish, in chunks of about WRITE_CHUNK_ROWS token rows, so
+    neither device nor host memory grows with the number of prompts and samples. Row order: one
+    generation per row and each sequence's token rows together in step order, sequences in the
+    order they finished (longest prompts are decoded first; the order depends on the prompts and
+    the batch size, never on chance), not in request order: the rows are the same as
+    run_generation's, ordered differently. Both files appear only when generation has finished
+    (written to temporary files beside them, then renamed).
+    """
+    requests, params = _prepared_requests(
+        model,
+        tokenizer,
+        prompts,
+        model_name=model_name,
+        n_samples=n_samples,
+        seed=seed,
+        sampling=sampling,
+        truncate_to_context=truncate_to_context,
+    )
+    vocab = VocabularyStrings.from_tokenizer(tokenizer)
+    written = 0
+    with (
+        atomic_path(generations_path) as generations_tmp,
+        atomic_path(tokens_path) as tokens_tmp,
+        pq.ParquetWriter(generations_tmp, GENERATION_SCHEMA, compression="zstd") as generations_writer,
+        pq.ParquetWriter(tokens_tmp, TOKEN_SCHEMA, compression="zstd") as tokens_writer,
+    ):
+
+        def flush(chunk: list[Generation]) -> None:
+            gen_table, tok_table = generation_tables(
+                chunk, tokenizer, vocab, model_name=model_name, prompt_set=prompt_set
+            )
+            generations_writer.write_table(gen_table)
+            tokens_writer.write_table(tok_table)
+
+        chunk: list[Generation] = []
+        rows = 0
+        for generation in iter_generations(
+            model, tokenizer, requests, params, batch_size, n_alternatives, show_progress
+        ):
+            chunk.append(generation)
+            rows += len(generation.token_ids)
+            written += 1
+            if rows >= WRITE_CHUNK_ROWS:
+                flush(chunk)
+                chunk, rows = [], 0
+        if chunk:
+            flush(chunk)
+    return written
