@@ -19,6 +19,13 @@ import duckdb
 
 # What a job's DuckDB may hold before spilling, unless the job says otherwise.
 DEFAULT_MEMORY_LIMIT_MB = 1000
+# Share of a job's mem_mb given to DuckDB; the rest is headroom for Python, torch, pandas and Arrow.
+DUCKDB_MEMORY_SHARE = 0.6
+
+
+def duckdb_memory_mb(job_mem_mb: float) -> int:
+    """DuckDB's memory limit (MB) for a job that asked for `job_mem_mb`: DUCKDB_MEMORY_SHARE of it."""
+    return max(int(DUCKDB_MEMORY_SHARE * float(job_mem_mb)), 100)
 
 
 def connect(memory_limit_mb: int | None = None, threads: int = 1) -> duckdb.DuckDBPyConnection:
@@ -30,6 +37,7 @@ def connect(memory_limit_mb: int | None = None, threads: int = 1) -> duckdb.Duck
     spill = Path(os.environ.get("TMPDIR", tempfile.gettempdir())) / "tokenscope-duckdb"
     con.execute(f"SET temp_directory = '{spill.as_posix()}'")
     con.execute("SET preserve_insertion_order = false")
+    con.execute("SET enable_progress_bar = false")  # a job log is not a terminal
     return con
 
 
