@@ -2,7 +2,10 @@
 
 Inputs are the workflow's own outputs: each model's per-token table of its own generations, and
 the pair tables (cross-scoring) of the base (the group's first model) with each other model on
-the base's generations. The unit of every statistic is the prompt (docs/comparison.md).
+the base's generations. They are read through DuckDB, only the columns each statistic uses, and
+aggregated to per-prompt summaries before any resampling (tokenscope.analysis.stats), so memory
+and bootstrap cost do not grow with the number of tokens. The unit of every statistic is the
+prompt (docs/schema.md, comparison tables).
 """
 
 from __future__ import annotations
@@ -10,19 +13,28 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+import duckdb
+import numpy as np
 import pandas as pd
 
 from tokenscope.analysis.stats import (
+    DEFAULT_QUANTILE_BINS,
+    UNIT,
     BootstrapOptions,
     Correction,
+    TokenData,
+    Tokens,
     bootstrap_summary,
     checkpoint_trends,
     paired_tests,
     per_unit_means,
     token_changes,
 )
+from tokenscope.dataset import connect
+from tokenscope.errors import TokenscopeError
 
-UNIT = ("prompt_id",)
+# Per-token changes listed in the changed-token tables (entropy_diff = entropy_b - entropy_a).
+CHANGE_VALUES: tuple[str, ...] = ("entropy_diff", "logprob_diff", "kl_a_b")
 
 
 @dataclass(frozen=True)
@@ -35,45 +47,114 @@ class StatsOptions:
     seed: int = 0
     min_count: int = 5
     top_n: int = 20
+    quantile_bins: int = DEFAULT_QUANTILE_BINS
 
 
-def base_text_tokens(pairs: pd.DataFrame, models: Sequence[str]) -> pd.DataFrame:
-    """Per-token rows of every model on the base's text: the base from entropy_a, others from entropy_b."""
-    base = models[0]
-    first = pairs[pairs["model_b"] == models[1]] if len(models) > 1 else pairs.iloc[:0]
-    keys = ["prompt_id", "sample", "position", "token_id"]
-    frames = [first[keys].assign(model=base, entropy=first["entropy_a"], logprob=first["logprob_a"])]
-    for model in models[1:]:
-        rows = pairs[pairs["model_b"] == model]
-        frames.append(rows[keys].assign(model=model, entropy=rows["entropy_b"], logprob=rows["logprob_b"]))
-    return pd.concat(frames, ignore_index=True)
+def _literal(text: str) -> str:
+    return "'" + text.replace("'", "''") + "'"
+
+
+def base_text_tokens(pairs: Tokens, models: Sequence[str]) -> Tokens:
+    """Per-token rows of every model on the base's text: the base from entropy_a, others from entropy_b.
+
+    A view over the pair tables (base, other): prompt_id, sample, position, token_id, model,
+    entropy, logprob; the base's rows are those of its pair with the group's second model.
+    """
+    base, others = models[0], list(models[1:])
+    keys = "prompt_id, sample, position, token_id"
+    listed = ", ".join(_literal(m) for m in others)
+    return pairs.derive(
+        f"SELECT {keys}, {_literal(base)} AS model, entropy_a AS entropy, logprob_a AS logprob FROM {pairs.view} "
+        f"WHERE model_a = {_literal(base)} AND model_b = {_literal(others[0])} "
+        f"UNION ALL SELECT {keys}, model_b AS model, entropy_b AS entropy, logprob_b AS logprob FROM {pairs.view} "
+        f"WHERE model_a = {_literal(base)} AND model_b IN ({listed})"
+    )
+
+
+def token_strings(own: Tokens, model: str, id_column: str, string_column: str, ids: np.ndarray) -> pd.Series:
+    """id -> the readable string the model's own tokens show most often for it (ties: the smallest)."""
+    if ids.size == 0:
+        return pd.Series(dtype=object)
+    wanted = f"tokenscope_ids_{id(ids)}"
+    own.con.register(wanted, pd.DataFrame({"_id": np.unique(ids).astype(np.int64)}))
+    try:
+        table = own.con.execute(
+            f"""SELECT _id, first(text ORDER BY n DESC, text) AS text FROM (
+                    SELECT "{id_column}" AS _id, "{string_column}" AS text, count(*) AS n FROM {own.view}
+                    WHERE model = {_literal(model)} AND "{id_column}" IN (SELECT _id FROM {wanted}) GROUP BY ALL
+                ) GROUP BY _id"""
+        ).df()
+    finally:
+        own.con.unregister(wanted)
+    return pd.Series(table["text"].to_numpy(), index=table["_id"].to_numpy())
+
+
+def changed_token_tables(pairs: Tokens, base: str, model: str, options: StatsOptions) -> dict[str, pd.DataFrame]:
+    """by_token and by_context_token tables of one checkpoint on the base's text (ids, no strings yet)."""
+    rows = pairs.derive(
+        f"SELECT *, entropy_b - entropy_a AS entropy_diff FROM {pairs.view} "
+        f"WHERE model_a = {_literal(base)} AND model_b = {_literal(model)}"
+    )
+    boot: BootstrapOptions = {"n_boot": options.n_boot, "ci": options.ci, "seed": options.seed}
+    tables = {}
+    for by, name in ((["token_id"], "by_token"), (["context_token_id", "token_id"], "by_context_token")):
+        tables[name] = pd.concat(
+            [
+                token_changes(
+                    rows, value, by=by, unit_columns=UNIT, min_count=options.min_count, top_n=options.top_n, **boot
+                )
+                .rename(columns={f"mean_{value}": "mean_change"})
+                .assign(metric=value)
+                for value in CHANGE_VALUES
+            ],
+            ignore_index=True,
+        )
+    return tables
+
+
+def _with_strings(table: pd.DataFrame, strings: dict[str, pd.Series]) -> pd.DataFrame:
+    """Each id column followed by its readable string (token_id -> token, context_token_id -> context_token)."""
+    columns: list[str] = []
+    for column in table.columns:
+        columns.append(column)
+        if column in strings:
+            text = column.removesuffix("_id")
+            table = table.assign(**{text: table[column].map(strings[column])})
+            columns.append(text)
+    return table[columns]
 
 
 def compare_group(
-    own_tokens: pd.DataFrame, pairs: pd.DataFrame, models: Sequence[str], options: StatsOptions
+    own_tokens: TokenData,
+    pairs: TokenData,
+    models: Sequence[str],
+    options: StatsOptions,
+    *,
+    con: duckdb.DuckDBPyConnection | None = None,
 ) -> dict[str, pd.DataFrame]:
     """All comparison tables of a group (its first model is the base).
 
-    own_tokens: per-token tables of each model on its own generations, concatenated.
-    pairs: pair tables (base, other) on the base's generations, concatenated.
+    own_tokens: per-token tables of each model on its own generations (parquet files or a frame).
+    pairs: pair tables (base, other) on the base's generations.
     Returns named tables: summary, paired_tests, trends, and changed_<model>_<what> per checkpoint.
     """
+    if len(models) < 2:
+        raise TokenscopeError(f"a comparison needs a base and at least one other model, got {list(models)}")
+    con = connect() if con is None else con
+    own = Tokens.of(own_tokens, UNIT, con)
+    pair_table = Tokens.of(pairs, UNIT, con)
     boot: BootstrapOptions = {"n_boot": options.n_boot, "ci": options.ci, "seed": options.seed}
-    # Token strings for the changed-token tables: the pairs score the base's own generations.
-    strings = own_tokens.loc[
-        own_tokens["model"] == models[0], ["prompt_id", "sample", "position", "token", "context_token"]
-    ]
-    pairs = pairs.merge(strings, on=["prompt_id", "sample", "position"], how="left", validate="many_to_one")
-    summary = bootstrap_summary(own_tokens, ["entropy", "prob"], unit_columns=UNIT, group_columns=["model"], **boot)
+    bins = options.quantile_bins
+    summary = bootstrap_summary(own, ["entropy", "prob"], group_columns=["model"], bins=bins, **boot)
     summary.insert(0, "tokens", "own generations")
     kl = bootstrap_summary(
-        pairs, ["kl_a_b", "kl_b_a", "logprob_diff"], unit_columns=UNIT, group_columns=["model_b"], **boot
+        pair_table, ["kl_a_b", "kl_b_a", "logprob_diff"], group_columns=["model_b"], bins=bins, **boot
     )
     kl = kl.rename(columns={"model_b": "model"})
     kl.insert(0, "tokens", "base's generations")
-    on_base_text = base_text_tokens(pairs, models)
+    on_base_text = base_text_tokens(pair_table, models)
     tests = []
-    for label, frame in (("own generations", own_tokens), ("base's generations", on_base_text)):
+    for label, frame in (("own generations", own), ("base's generations", on_base_text)):
         table = paired_tests(
             per_unit_means(frame, "entropy", unit_columns=UNIT),
             models[0],
@@ -86,12 +167,12 @@ def compare_group(
         tests.append(table.assign(metric="mean entropy per prompt", tokens=label))
     trends = pd.concat(
         [
-            checkpoint_trends(own_tokens, list(models), overlap=False, unit_columns=UNIT, **boot).assign(
+            checkpoint_trends(own, list(models), overlap=False, unit_columns=UNIT, bins=bins, **boot).assign(
                 tokens="own generations"
             ),
-            checkpoint_trends(on_base_text, list(models), pairs=pairs, overlap=True, unit_columns=UNIT, **boot).assign(
-                tokens="base's generations"
-            ),
+            checkpoint_trends(
+                on_base_text, list(models), pairs=pair_table, overlap=True, unit_columns=UNIT, bins=bins, **boot
+            ).assign(tokens="base's generations"),
         ],
         ignore_index=True,
     )
@@ -100,18 +181,21 @@ def compare_group(
         "paired_tests": pd.concat(tests, ignore_index=True),
         "trends": trends,
     }
-    for model in models[1:]:
-        rows = pairs[pairs["model_b"] == model].assign(entropy_diff=lambda f: f["entropy_b"] - f["entropy_a"])
-        for by, name in ((["token"], "by_token"), (["context_token", "token"], "by_context_token")):
-            tables[f"changed_{model}_{name}"] = pd.concat(
-                [
-                    token_changes(
-                        rows, value, by=by, unit_columns=UNIT, min_count=options.min_count, top_n=options.top_n, **boot
-                    )
-                    .rename(columns={f"mean_{value}": "mean_change"})
-                    .assign(metric=value)
-                    for value in ("entropy_diff", "logprob_diff", "kl_a_b")
-                ],
-                ignore_index=True,
-            )
+    changed = {
+        f"changed_{model}_{name}": table
+        for model in models[1:]
+        for name, table in changed_token_tables(pair_table, models[0], model, options).items()
+    }
+    # Readable strings of the listed ids, from the base's own tokens (the pairs score its generations).
+    strings = {
+        column: token_strings(
+            own,
+            models[0],
+            column,
+            column.removesuffix("_id"),
+            np.concatenate([t[column].to_numpy(np.int64) for t in changed.values() if column in t.columns]),
+        )
+        for column in ("token_id", "context_token_id")
+    }
+    tables.update({name: _with_strings(table, strings) for name, table in changed.items()})
     return tables
