@@ -1,5 +1,9 @@
+# Figures of all tokens or of chosen prompts, read through DuckDB (tokenscope.dataset).
+from tokenscope.workflow.resources import scaled_mem_mb, scaled_runtime
+
+
 rule plot_prompt_figures:
-    """Per prompt: entropy per generation step (a panel per model) and entropy histograms."""
+    """Per chosen prompt: entropy per generation step (a panel per model) and entropy histograms."""
     input:
         tokens=get_group_token_files,
         tokenizers="results/comparison/{group}/tokenizers.json",
@@ -24,10 +28,13 @@ rule plot_prompt_figures:
     threads: 1
     resources:
         cpus_per_task=1,
-        mem_mb=2000,
-        runtime=20,
+        # DuckDB gets a share of mem_mb (analysis.tokens.duckdb_memory_mb)
+        mem_mb=scaled_mem_mb(1200, 0.05, max_mb=4000),
+        runtime=scaled_runtime(20, 5),
     params:
         vector_format=config["analysis"]["vector_format"],
+        max_prompts=config["analysis"]["max_prompt_figures"],
+        prompt_ids=config["token_view"]["prompt_ids"],
     script:
         "../scripts/plot_prompt_figures.py"
 
@@ -57,7 +64,7 @@ rule plot_entropy_hist:
     threads: 1
     resources:
         cpus_per_task=1,
-        mem_mb=2000,
-        runtime=10,
+        mem_mb=scaled_mem_mb(1200, 0.05, max_mb=4000),
+        runtime=scaled_runtime(10, 5),
     script:
         "../scripts/plot_entropy_hist.py"

@@ -2,11 +2,17 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import duckdb
 import numpy as np
 import pandas as pd
 import seaborn as sns
 from matplotlib.figure import Figure
 
+from tokenscope.dataset import parquet_sql
 from tokenscope.figures.style import ENTROPY_LABEL, figure_style, literal
 
 STEP_LABEL = "Generation step (token index)"
@@ -75,26 +81,103 @@ def plot_entropy_per_step(tokens: pd.DataFrame, title: str, models: list[str] | 
     return fig
 
 
+@dataclass(frozen=True)
+class EntropyHistograms:
+    """Entropy histograms on shared bins: counts[name] has one count per bin (len(edges) - 1)."""
+
+    edges: np.ndarray
+    counts: dict[str, np.ndarray]
+
+
+def entropy_histograms(tokens: pd.DataFrame, bins: int = 30, hue: str = "model") -> EntropyHistograms:
+    """The histograms plot_entropy_hist draws, of an in-memory frame (numpy's bins over all finite values)."""
+    values = tokens["entropy"].to_numpy(np.float64)
+    finite = np.isfinite(values)
+    if not finite.any():
+        return EntropyHistograms(np.zeros(0), {})
+    edges = np.histogram_bin_edges(values[finite], bins=bins)
+    names = tokens[hue].astype(str).to_numpy()
+    return EntropyHistograms(
+        edges,
+        {name: np.histogram(values[finite & (names == name)], bins=edges)[0] for name in _models_in_order(tokens, hue)},
+    )
+
+
+def entropy_histograms_of_files(
+    con: duckdb.DuckDBPyConnection, files: Mapping[str, str | Path | Sequence[str | Path]], bins: int = 50
+) -> EntropyHistograms:
+    """Entropy histograms of per-token parquet tables (name -> files), counted in DuckDB.
+
+    The bins are numpy's for `bins` equal bins over the finite values of all tables (min to max;
+    max ± 0.5 when all values are equal), so the counts equal np.histogram's on the same values;
+    only the counts (a few hundred numbers) reach Python.
+    """
+    sources = {name: parquet_sql(paths) for name, paths in files.items()}
+    ranges = [
+        con.sql(f"SELECT min(entropy::DOUBLE), max(entropy::DOUBLE) FROM {sql} WHERE isfinite(entropy)").fetchall()[0]
+        for sql in sources.values()
+    ]
+    found = [(lo, hi) for lo, hi in (r or (None, None) for r in ranges) if lo is not None]
+    if not found:
+        return EntropyHistograms(np.zeros(0), {})
+    low, high = min(lo for lo, _ in found), max(hi for _, hi in found)
+    edges = np.histogram_bin_edges(np.array([low, high]), bins=bins)
+    first, norm = float(edges[0]), bins / (float(edges[-1]) - float(edges[0]))
+    edge_list = "([" + ", ".join(repr(float(e)) for e in edges) + "]::DOUBLE[])"
+    counts = {}
+    for name, sql in sources.items():
+        # numpy's rule (np.histogram with equal bins): index (x - first) * norm, the last edge in the
+        # last bin, then moved by one where rounding put x on the wrong side of its edge.
+        rows = con.sql(
+            f"""
+            WITH v AS (SELECT entropy::DOUBLE AS x FROM {sql} WHERE isfinite(entropy)),
+                 a AS (SELECT x, least(CAST(trunc((x - {first!r}) * {norm!r}) AS BIGINT), {bins - 1}) AS i FROM v),
+                 b AS (SELECT x, CASE WHEN x < {edge_list}[i + 1] THEN i - 1 ELSE i END AS i FROM a),
+                 c AS (SELECT CASE WHEN x >= {edge_list}[i + 2] AND i != {bins - 1} THEN i + 1 ELSE i END AS i FROM b)
+            SELECT i, count(*) FROM c GROUP BY i
+            """
+        ).fetchall()
+        binned = np.zeros(bins, dtype=np.int64)
+        for index, count in rows:
+            binned[int(index)] += int(count)
+        counts[name] = binned
+    return EntropyHistograms(edges, counts)
+
+
 def plot_entropy_hist(tokens: pd.DataFrame, title: str, bins: int = 30, hue: str = "model") -> Figure:
     """Overlaid entropy histograms, one per value of `hue`: density=True, log y, alpha 0.7.
 
     The bin edges are computed once from all values, so the histograms are comparable. The
     legend names each `hue` value (the models by default) with its number of tokens.
     """
-    values = tokens["entropy"].astype("float64")
-    finite = np.isfinite(values.to_numpy())
+    return plot_entropy_histograms(entropy_histograms(tokens, bins, hue), title, hue)
+
+
+def plot_entropy_histograms(histograms: EntropyHistograms, title: str, hue: str = "model") -> Figure:
+    """plot_entropy_hist drawn from counts (entropy_histograms, entropy_histograms_of_files): one
+    bar histogram per name, density=True, log y, alpha 0.7, the legend naming each with its count."""
+    edges = histograms.edges
     with figure_style():
         fig = Figure(figsize=(9, 5), layout="constrained")
         ax = fig.subplots()
-        if finite.any():
-            edges = np.histogram_bin_edges(values[finite], bins=bins)
-            names = tokens[hue].astype(str)
-            colors = sns.color_palette("deep", names.nunique())
-            for color, name in zip(colors, _models_in_order(tokens, hue), strict=True):
-                x = values[(names == name).to_numpy() & finite].to_numpy()
-                if len(x):
-                    # matplotlib's stubs leave ndarray out of `bins` (it takes any sequence of edges)
-                    ax.hist(x, bins=edges, density=True, log=True, alpha=0.7, color=color, label=f"{name} (n={len(x)})")  # type: ignore[arg-type]
+        if len(edges):
+            centres = (edges[:-1] + edges[1:]) / 2
+            colors = sns.color_palette("deep", len(histograms.counts))
+            for color, (name, counts) in zip(colors, histograms.counts.items(), strict=True):
+                n = int(counts.sum())
+                if n:
+                    # one weighted value per bin, at its centre: the bars of the counts
+                    # (matplotlib's stubs leave ndarray out of `bins`: it takes any sequence of edges)
+                    ax.hist(
+                        centres,
+                        bins=edges,  # type: ignore[arg-type]
+                        weights=counts,
+                        density=True,
+                        log=True,
+                        alpha=0.7,
+                        color=color,
+                        label=f"{name} (n={n})",
+                    )
             literal(ax.legend(title=hue))
         else:
             ax.text(0.5, 0.5, "no finite entropy values", ha="center", va="center", transform=ax.transAxes)
@@ -102,3 +185,13 @@ def plot_entropy_hist(tokens: pd.DataFrame, title: str, bins: int = 30, hue: str
         ax.set_ylabel(DENSITY_LABEL)
         literal(ax.set_title(title))
     return fig
+
+
+def files_by_model(con: duckdb.DuckDBPyConnection, paths: Sequence[str | Path]) -> dict[str, str]:
+    """Per-token tables (one per model, in the group's order) -> {model name: file}; a table
+    without rows is named by its folder (results/tokens/{prompt_set}/{model}/{source}.parquet)."""
+    named = {}
+    for path in paths:
+        rows = con.sql(f"SELECT model FROM {parquet_sql(path)} LIMIT 1").fetchall()
+        named[str(rows[0][0]) if rows else Path(path).parent.name] = str(path)
+    return named

@@ -1,4 +1,4 @@
-"""Token view: one self-contained HTML page per generation, its tokens coloured by a metric.
+"""Token view: self-contained HTML pages of chosen generations, their tokens coloured by a metric.
 
 Researchers read generations, not only plots. Each page shows one scored sequence (a model's own
 sample, or a reference answer under teacher forcing) as its tokens, each with a background whose
@@ -7,12 +7,19 @@ per-token KL against another model where a pair table scored the same tokens. Ho
 shows its probability, rank, entropy, the other metrics and the top-k alternatives; a selector
 switches the metric. The page carries its data inline and loads nothing (no network), so it works
 inside Snakemake's report, opened from disk, and offline.
+
+At research scale not every sequence gets a page (report.selection chooses at most
+`token_view.max_pages` per model and token source, plus listed prompts); an index page lists every
+sequence with its summary and links the pages that exist. build_token_view reads the per-token and
+pair tables through DuckDB: the summaries and colour scales are aggregates, and only the chosen
+sequences' rows (with their top-k lists) are read into memory.
 """
 
 from __future__ import annotations
 
 import html
 import json
+import os
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
@@ -20,15 +27,17 @@ from functools import lru_cache
 from importlib import resources
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote
 
 import numpy as np
 import pandas as pd
 import pyarrow as pa
-import pyarrow.parquet as pq
 
+from tokenscope.dataset import connect, parquet_sql
 from tokenscope.inputs.prompts import Prompt
 from tokenscope.io import safe_file_name, write_text
 from tokenscope.model.token_text import VocabularyStrings
+from tokenscope.report.selection import choose_sequences, sequence_summaries
 
 PAGE_KEYS = ["prompt_id", "sample"]
 TOKEN_KEYS = ["prompt_id", "sample", "position"]
@@ -37,6 +46,23 @@ TOKEN_KEYS = ["prompt_id", "sample", "position"]
 SCALE_QUANTILE = 0.99
 # The page template's placeholders (report/token_view.html)
 PLACEHOLDER = re.compile("__TITLE__|__DATA__")
+# The index template's placeholders (report/token_view_index.html)
+INDEX_PLACEHOLDER = re.compile("__TITLE__|__SUMMARY__|__ROWS__")
+# The per-token columns a page shows
+PAGE_COLUMNS = [
+    "prompt_id",
+    "sample",
+    "step",
+    "position",
+    "token",
+    "token_id",
+    "entropy",
+    "logprob",
+    "prob",
+    "rank",
+    "topk_ids",
+    "topk_probs",
+]
 
 
 @dataclass(frozen=True)
@@ -237,10 +263,13 @@ def write_token_views(
     prompts: Mapping[str, Prompt] | None = None,
     finish_reasons: Mapping[tuple[str, int], str] | None = None,
     initial_metric: str = "entropy",
+    scales: Mapping[str, float] | None = None,
 ) -> list[Path]:
     """Write one page per sequence of a per-token table into `out_dir`; return their paths.
 
-    Every page of the table shares one colour scale per metric (its SCALE_QUANTILE quantile).
+    Every page of the table shares one colour scale per metric: `scales` (metric key -> the value
+    where colours saturate; build_token_view passes those of the whole tables), else the metric's
+    SCALE_QUANTILE quantile over `tokens`.
     """
     if not len(tokens) == len(topk_ids) == len(topk_probs):
         raise ValueError("topk_ids and topk_probs must have one entry per token row")
@@ -249,7 +278,7 @@ def write_token_views(
     take = pa.array(order)
     alternatives = Alternatives.of(topk_ids.take(take), topk_probs.take(take), token_table)
     metrics = token_metrics(tokens, context.model, pair_scores)
-    scales = {m.key: m.scale_max for m in metrics}
+    scales = {m.key: (scales[m.key] if scales and m.key in scales else m.scale_max) for m in metrics}
     opening = initial_metric_key(initial_metric, metrics)
     keys = tokens[PAGE_KEYS]
     starts = np.flatnonzero((keys != keys.shift()).any(axis=1).to_numpy())
@@ -273,10 +302,208 @@ def write_token_views(
     return written
 
 
-def read_token_file(path: str | Path) -> tuple[pd.DataFrame, pa.ListArray, pa.ListArray]:
-    """A per-token table as a DataFrame, and its top-k ids and probabilities as Arrow list arrays."""
-    table = pq.read_table(path)
-    topk_ids = table.column("topk_ids").combine_chunks()
-    topk_probs = table.column("topk_probs").combine_chunks()
-    frame = table.drop_columns(["topk_ids", "topk_pieces", "topk_probs"]).to_pandas()
-    return frame, topk_ids, topk_probs
+def _scale_max(con: Any, expression: str, source: str) -> float:
+    """PageMetric.scale_max computed in DuckDB over a whole table: the SCALE_QUANTILE quantile of
+    the finite values (linear interpolation, as numpy's), else their maximum, else 1."""
+    value = f"({expression})::DOUBLE"
+    [(top, largest, count)] = con.sql(
+        f"SELECT quantile_cont({value}, {SCALE_QUANTILE}) FILTER (WHERE isfinite({value})), "
+        f"max({value}) FILTER (WHERE isfinite({value})), count(*) FILTER (WHERE isfinite({value})) FROM {source}"
+    ).fetchall()
+    if not count:
+        return 1.0
+    return float(top) if top > 0 else max(float(largest), 1e-6)
+
+
+def _sql_strings(values: Sequence[str]) -> str:
+    return ", ".join("'" + str(v).replace("'", "''") + "'" for v in values)
+
+
+def _chosen_rows(con: Any, source: str, columns: Sequence[str], keys: pa.Table) -> pa.Table:
+    """`columns` of the rows of `source` whose (prompt_id, sample) is in `keys`: the prompt ids are
+    pushed into the parquet scan (row groups without them are skipped), the pairs semi-joined."""
+    if keys.num_rows == 0:
+        return con.sql(f"SELECT {', '.join(columns)} FROM {source} LIMIT 0").to_arrow_table()
+    con.register("chosen_keys", keys)
+    try:
+        selected = ", ".join(f"t.{c}" for c in columns)
+        prompt_ids = _sql_strings(sorted(set(keys.column("prompt_id").to_pylist())))
+        return con.sql(
+            f"SELECT {selected} FROM {source} AS t "
+            f"SEMI JOIN chosen_keys AS c ON t.prompt_id = c.prompt_id AND t.sample = c.sample "
+            f"WHERE t.prompt_id IN ({prompt_ids})"
+        ).to_arrow_table()
+    finally:
+        con.unregister("chosen_keys")
+
+
+@dataclass(frozen=True)
+class TokenView:
+    """What build_token_view wrote: the pages, and the index with one row per sequence."""
+
+    pages: list[Path]
+    index: Path
+    n_sequences: int
+
+
+def build_token_view(
+    token_paths: str | Path | Sequence[str | Path],
+    out_dir: str | Path,
+    index_path: str | Path,
+    context: PageContext,
+    vocabulary: VocabularyStrings,
+    pair_paths: Sequence[str | Path] = (),
+    prompts: Mapping[str, Prompt] | None = None,
+    generations_path: str | Path | None = None,
+    max_pages: int = 24,
+    listed: Sequence[str] = (),
+    initial_metric: str = "entropy",
+    memory_limit_mb: int | None = None,
+) -> TokenView:
+    """The token view of one model on one token source: pages of the chosen sequences in `out_dir`
+    (report.selection.choose_sequences: at most `max_pages`, plus every sequence of a `listed`
+    prompt) and the index of every sequence at `index_path`, whose links are relative to it.
+
+    Colour scales are those of the whole tables (every sequence, chosen or not); the rows of the
+    chosen sequences are the only ones read into memory.
+    """
+    con = connect(memory_limit_mb)
+    tokens_sql = parquet_sql(token_paths)
+    summaries = sequence_summaries(con, token_paths)
+    chosen = choose_sequences(summaries, max_pages, listed)
+    keys = summaries.select(["prompt_id", "sample"]).take(pa.array(chosen, type=pa.int64()))
+    scales = {
+        "entropy": _scale_max(con, "entropy", tokens_sql),
+        "surprisal": _scale_max(con, "-logprob", tokens_sql),
+    }
+    pair_scores = []
+    for path in pair_paths:
+        pair_sql = parquet_sql(path)
+        model_a, model_b = (con.sql(f"SELECT model_a, model_b FROM {pair_sql} LIMIT 1").fetchall() or [(None, None)])[0]
+        if model_a is None:  # an empty pair table: no tokens to colour
+            continue
+        if context.model not in (model_a, model_b):
+            raise ValueError(f"pair table {path} of {model_a} and {model_b} does not include {context.model}")
+        column = "kl_a_b" if context.model == model_a else "kl_b_a"
+        rows = _chosen_rows(con, pair_sql, [*TOKEN_KEYS, column], keys).to_pandas()
+        scores = PairScores(
+            other=model_b if context.model == model_a else model_a, pairs=rows, model_is_a=context.model == model_a
+        )
+        scales[f"kl:{scores.other}"] = _scale_max(con, column, pair_sql)
+        pair_scores.append(scores)
+    finish_reasons: dict[tuple[str, int], str] = {}
+    if generations_path is not None:
+        reasons = con.sql(
+            f"SELECT prompt_id, sample, finish_reason FROM {parquet_sql(generations_path)}"
+        ).to_arrow_table()
+        finish_reasons = dict(
+            zip(
+                zip(reasons.column("prompt_id").to_pylist(), reasons.column("sample").to_pylist(), strict=True),
+                reasons.column("finish_reason").to_pylist(),
+                strict=True,
+            )
+        )
+    table = _chosen_rows(con, tokens_sql, PAGE_COLUMNS, keys)
+    con.close()
+    pages: list[Path] = []
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    if table.num_rows:
+        frame = table.drop_columns(["topk_ids", "topk_probs"]).to_pandas()
+        pages = write_token_views(
+            frame,
+            table.column("topk_ids").combine_chunks(),
+            table.column("topk_probs").combine_chunks(),
+            vocabulary,
+            out,
+            context,
+            pair_scores=pair_scores,
+            prompts=prompts,
+            finish_reasons=finish_reasons,
+            initial_metric=initial_metric,
+            scales=scales,
+        )
+    index = Path(index_path)
+    page_names = {p.name for p in pages}
+    link_dir = os.path.relpath(out, index.parent)
+    write_text(
+        render_index(
+            context, summaries, finish_reasons if generations_path is not None else None, page_names, link_dir
+        ),
+        index,
+    )
+    return TokenView(pages=pages, index=index, n_sequences=summaries.num_rows)
+
+
+@lru_cache(maxsize=1)
+def index_template() -> str:
+    """The index page's HTML, CSS and script (package data: report/token_view_index.html)."""
+    return resources.files("tokenscope.report").joinpath("token_view_index.html").read_text(encoding="utf-8")
+
+
+def _cell(value: float) -> str:
+    """A number cell: 4 decimals shown, the exact value in data-v for sorting; empty when missing."""
+    if value is None or not np.isfinite(value):
+        return '<td data-v=""></td>'
+    return f'<td data-v="{value:.9g}">{value:.4f}</td>'
+
+
+def render_index(
+    context: PageContext,
+    summaries: pa.Table,
+    finish_reasons: Mapping[tuple[str, int], str] | None,
+    page_names: set[str],
+    link_dir: str,
+) -> str:
+    """A self-contained index page: one table row per sequence (sequence_summaries), its summary,
+    finish reason (generations only) and a link to its page where one was written."""
+    tokens = "reference answers" if context.source == "reference" else f"{context.source}'s generations"
+    title = f"Token view of {context.model} on {context.prompt_set} ({tokens}): every sequence"
+    columns = {name: summaries.column(name).to_pylist() for name in summaries.column_names}
+    base = "/".join(quote(part) for part in Path(link_dir).parts)
+    rows = []
+    for i, (prompt_id, sample) in enumerate(zip(columns["prompt_id"], columns["sample"], strict=True)):
+        name = page_file_name(prompt_id, sample)
+        page = (
+            f'<td><a href="{html.escape(base + "/" + quote(name))}">page</a></td>'
+            if name in page_names
+            else "<td></td>"
+        )
+        finish = (
+            f"<td>{html.escape(str(finish_reasons.get((prompt_id, sample)) or ''))}</td>"
+            if finish_reasons is not None
+            else ""
+        )
+        rows.append(
+            f"<tr{' class=paged' if name in page_names else ''}><td>{html.escape(str(prompt_id))}</td>"
+            f'<td data-v="{sample}">{sample}</td><td data-v="{columns["n_tokens"][i]}">{columns["n_tokens"][i]}</td>'
+            + "".join(_cell(columns[c][i]) for c in ("mean_entropy", "max_entropy", "mean_surprisal", "max_surprisal"))
+            + finish
+            + page
+            + "</tr>"
+        )
+    header = "".join(
+        f'<th data-type="{kind}" title="click to sort">{label}</th>'
+        for label, kind in [
+            ("prompt", "text"),
+            ("sample", "number"),
+            ("tokens", "number"),
+            ("mean entropy", "number"),
+            ("max entropy", "number"),
+            ("mean surprisal", "number"),
+            ("max surprisal", "number"),
+            *([("finish", "text")] if finish_reasons is not None else []),
+            ("page", "text"),
+        ]
+    )
+    summary = (
+        f"{summaries.num_rows} sequences, {len(page_names)} with a page (the others have no page: "
+        "token_view.max_pages and token_view.prompt_ids choose them). Entropy and surprisal (−log p of "
+        "the token) in nats, over the scored tokens of each sequence. Click a column's header to sort."
+    )
+    values = {
+        "__TITLE__": html.escape(title),
+        "__SUMMARY__": html.escape(summary),
+        "__ROWS__": f"<thead><tr>{header}</tr></thead>\n<tbody>\n" + "\n".join(rows) + "\n</tbody>",
+    }
+    return INDEX_PLACEHOLDER.sub(lambda match: values[match.group(0)], index_template())

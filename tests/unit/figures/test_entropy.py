@@ -1,13 +1,23 @@
-"""The entropy figures (figures.entropy) on synthetic tokens frames, and saving them (figures.style)."""
+"""The entropy figures (figures.entropy) on synthetic tokens frames and parquet tables (histogram
+counts in DuckDB equal numpy's), and saving them (figures.style)."""
 
 from __future__ import annotations
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
 import pytest
 from matplotlib.figure import Figure
 
-from tokenscope.figures.entropy import plot_entropy_hist, plot_entropy_per_step
+from tokenscope.dataset import connect
+from tokenscope.figures.entropy import (
+    entropy_histograms_of_files,
+    files_by_model,
+    plot_entropy_hist,
+    plot_entropy_histograms,
+    plot_entropy_per_step,
+)
 from tokenscope.figures.style import save_figure
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
@@ -127,3 +137,64 @@ def test_save_figure_pdf_and_bad_paths(tmp_path):
     with pytest.raises(ValueError, match=".png"):
         save_figure(plot_entropy_hist(prompt_tokens(), "t"), tmp_path / "hist.svg")
     assert not (tmp_path / "hist.svg").exists()
+
+
+def bars(fig) -> list[tuple[str, np.ndarray, np.ndarray, np.ndarray]]:
+    (ax,) = fig.axes
+    labels = [t.get_text() for t in ax.get_legend().get_texts()]
+    return [
+        (
+            label,
+            np.array([p.get_x() for p in container]),
+            np.array([p.get_width() for p in container]),
+            np.array([p.get_height() for p in container]),
+        )
+        for label, container in zip(labels, ax.containers, strict=True)
+    ]
+
+
+def test_histograms_counted_in_duckdb_equal_numpy_and_draw_the_same_figure(tmp_path):
+    tokens = prompt_tokens(models=("alpha-1b", "beta-7b", "gamma"), steps=3000)
+    # values on bin edges and non-finite values: numpy's rules must hold exactly
+    values = tokens["entropy"].to_numpy().copy()
+    edges = np.histogram_bin_edges(values, bins=50)
+    values[:60] = np.repeat(edges[::10].astype("float32"), 10)
+    values[60:63] = [np.nan, np.inf, -np.inf]
+    tokens = tokens.assign(entropy=values)
+    paths = []
+    for model in ("alpha-1b", "beta-7b", "gamma"):
+        rows = tokens[tokens["model"] == model]
+        path = tmp_path / f"{model}.parquet"
+        pq.write_table(pa.Table.from_pandas(rows, preserve_index=False), path, row_group_size=1000)
+        paths.append(path)
+    empty = tmp_path / "empty" / "delta.parquet"
+    empty.parent.mkdir()
+    pq.write_table(pa.Table.from_pandas(tokens.iloc[:0], preserve_index=False), empty)
+    con = connect()
+    files = files_by_model(con, [*paths, empty])
+    assert list(files) == ["alpha-1b", "beta-7b", "gamma", "empty"]
+    histograms = entropy_histograms_of_files(con, files, bins=50)
+    finite = tokens[np.isfinite(tokens["entropy"].astype("float64"))]
+    expected_edges = np.histogram_bin_edges(finite["entropy"].astype("float64"), bins=50)
+    np.testing.assert_array_equal(histograms.edges, expected_edges)
+    for model in ("alpha-1b", "beta-7b", "gamma"):
+        x = finite.loc[finite["model"] == model, "entropy"].astype("float64")
+        np.testing.assert_array_equal(histograms.counts[model], np.histogram(x, bins=expected_edges)[0])
+    assert histograms.counts["empty"].sum() == 0
+    # drawn from the counts, the figure has the bars plot_entropy_hist draws from the values
+    from_counts = bars(plot_entropy_histograms(histograms, "t"))
+    from_values = bars(plot_entropy_hist(tokens.sort_values("model", kind="stable"), "t", bins=50))
+    assert len(from_counts) == len(from_values) == 3
+    for (label, x, width, height), (label_v, x_v, width_v, height_v) in zip(from_counts, from_values, strict=True):
+        assert label == label_v
+        np.testing.assert_allclose(x, x_v, rtol=1e-12)
+        np.testing.assert_allclose(width, width_v, rtol=1e-12)
+        np.testing.assert_allclose(height, height_v, rtol=1e-12)
+
+
+def test_histograms_of_files_without_finite_values(tmp_path):
+    tokens = prompt_tokens(models=("a",)).assign(entropy=np.nan)
+    pq.write_table(pa.Table.from_pandas(tokens, preserve_index=False), tmp_path / "a.parquet")
+    histograms = entropy_histograms_of_files(connect(), {"a": tmp_path / "a.parquet"})
+    assert histograms.edges.size == 0
+    assert "no finite entropy values" in plot_entropy_histograms(histograms, "t").axes[0].texts[0].get_text()

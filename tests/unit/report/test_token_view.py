@@ -17,13 +17,22 @@ import re
 import numpy as np
 import pandas as pd
 import pyarrow as pa
+import pyarrow.parquet as pq
 import pytest
 import torch
 
 from tokenscope.inputs.prompts import load_prompt_set
 from tokenscope.inputs.sequences import reference_sequences
 from tokenscope.model.token_text import VocabularyStrings
-from tokenscope.report.token_view import PageContext, PairScores, page_file_name, write_token_views
+from tokenscope.report.selection import sequence_summaries
+from tokenscope.report.token_view import (
+    PageContext,
+    PairScores,
+    build_token_view,
+    page_file_name,
+    render_index,
+    write_token_views,
+)
 from tokenscope.scoring.cross_scoring import score_pair
 from tokenscope.scoring.teacher_forcing import run_teacher_forcing
 
@@ -69,12 +78,15 @@ def scored(tiny_loaded, tmp_path_factory):
         pair_scores=[PairScores.of(pairs.to_pandas(), "b")],
         prompts={p.id: p for p in prompts},
     )
+    pq.write_table(tokens, out / "tokens.parquet", row_group_size=5)
+    pq.write_table(pairs, out / "pairs.parquet", row_group_size=5)
     return {
         "tokens": tokens.to_pandas(),
         "pairs": pairs.to_pandas(),
         "paths": paths,
         "out": out,
         "tokenizer": tokenizer,
+        "prompts": prompts,
     }
 
 
@@ -154,6 +166,107 @@ def test_token_text_cannot_break_out_of_the_page(scored, tmp_path):
     assert data["metrics"][2]["values"][1] == float("inf")
 
 
+@pytest.fixture(scope="module")
+def chosen(scored, tmp_path_factory):
+    """b's token view built from the parquet tables: one page (the median of 2: the lower mean
+    entropy), plus the sequences of the listed prompt with the higher one."""
+    out = tmp_path_factory.mktemp("chosen")
+    tokens = scored["tokens"].assign(entropy=lambda f: f["entropy"].astype("float64"))
+    highest = tokens.groupby("prompt_id")["entropy"].mean().idxmax()
+    view = build_token_view(
+        scored["out"] / "tokens.parquet",
+        out / "b",
+        out / "b.html",
+        PageContext(model="b", prompt_set="tiny_a", source="reference"),
+        VocabularyStrings.from_tokenizer(scored["tokenizer"]),
+        pair_paths=[scored["out"] / "pairs.parquet"],
+        prompts={p.id: p for p in scored["prompts"]},
+        max_pages=1,
+        listed=[highest, "area"],  # area has no reference answer: no sequence, no page
+    )
+    return view
+
+
+def test_chosen_pages_equal_the_pages_of_every_sequence(scored, chosen):
+    tokens = scored["tokens"].assign(entropy=lambda f: f["entropy"].astype("float64"))
+    means = tokens.groupby(["prompt_id", "sample"])["entropy"].mean().sort_values()
+    lowest, highest = means.index[0], means.index[-1]
+    expected = sorted([page_file_name(*lowest), page_file_name(*highest)])
+    assert sorted(p.name for p in chosen.pages) == expected and chosen.n_sequences == 2
+    for name in expected:
+        # the same data as the page written from the whole in-memory table, colour scales included
+        built, full = page_data(chosen.pages[0].parent / name), page_data(scored["out"] / name)
+        for b, f in zip(built.pop("metrics"), full.pop("metrics"), strict=True):
+            assert b.pop("scale_max") == pytest.approx(f.pop("scale_max"), rel=1e-12)
+            assert b == f
+        assert built == full
+
+
+def index_rows(path) -> list[list[str]]:
+    text = path.read_text(encoding="utf-8")
+    rows = re.findall(r"<tr(?: class=paged)?>(.*?)</tr>", text.split("<tbody>", 1)[1])
+    return [re.findall(r"<td[^>]*>(.*?)</td>", row) for row in rows]
+
+
+def test_the_index_lists_every_sequence_and_links_the_pages(scored, chosen):
+    summaries = sequence_summaries(duckdb_connection(), scored["out"] / "tokens.parquet").to_pandas()
+    rows = index_rows(chosen.index)
+    assert [(r[0], int(r[1]), int(r[2])) for r in rows] == list(
+        summaries[["prompt_id", "sample", "n_tokens"]].itertuples(index=False, name=None)
+    )
+    np.testing.assert_allclose([float(r[3]) for r in rows], summaries["mean_entropy"], atol=5e-5)
+    np.testing.assert_allclose([float(r[6]) for r in rows], summaries["max_surprisal"], atol=5e-5)
+    links = {re.search(r'href="([^"]+)"', r[-1]).group(1) for r in rows if r[-1]}
+    assert links == {f"b/{p.name}" for p in chosen.pages}
+    for link in links:
+        assert (chosen.index.parent / link).is_file()
+    text = chosen.index.read_text(encoding="utf-8")
+    assert not re.search(r"src\s*=|https?://|@import|url\(", text) and "finish" not in text  # reference answers
+
+
+def test_max_pages_zero_writes_only_the_index(scored, tmp_path):
+    view = build_token_view(
+        scored["out"] / "tokens.parquet",
+        tmp_path / "b",
+        tmp_path / "b.html",
+        PageContext(model="b", prompt_set="tiny_a", source="reference"),
+        VocabularyStrings.from_tokenizer(scored["tokenizer"]),
+        max_pages=0,
+    )
+    assert view.pages == [] and list((tmp_path / "b").iterdir()) == []
+    rows = index_rows(view.index)
+    assert len(rows) == 2 and all(r[-1] == "" for r in rows)
+
+
+def duckdb_connection():
+    from tokenscope.dataset import connect
+
+    return connect()
+
+
+def test_the_index_shows_finish_reasons_of_generations(tmp_path):
+    summaries = pa.table(
+        {
+            "prompt_id": ["a<b>", "x"],
+            "sample": pa.array([0, 1], pa.int32()),
+            "n_tokens": [3, 4],
+            "mean_entropy": [1.0, float("nan")],
+            "max_entropy": [2.0, None],
+            "mean_surprisal": [0.5, 0.25],
+            "max_surprisal": [1.5, 0.75],
+        }
+    )
+    text = render_index(PageContext("m", "set", "m"), summaries, {("x", 1): "length"}, {"x-1.html"}, "m")
+    rows = index_rows_of(text)
+    assert rows[0][:2] == ["a&lt;b&gt;", "0"] and rows[0][3] == "1.0000" and rows[1][3] == ""
+    assert rows[1][7] == "length" and rows[1][8] == '<a href="m/x-1.html">page</a>' and rows[0][8] == ""
+
+
+def index_rows_of(text: str) -> list[list[str]]:
+    rows = re.findall(r"<tr(?: class=paged)?>(.*?)</tr>", text.split("<tbody>", 1)[1])
+    return [re.findall(r"<td[^>]*>(.*?)</td>", row) for row in rows]
+
+
 # --- In a real browser ----------------------------------------------------------------------------
 
 
@@ -223,3 +336,43 @@ def test_the_metric_toggle_recolours_the_tokens(scored, browser):
         np.testing.assert_allclose(shown, expected, atol=0.006)
     legend = browser.find_element(By.ID, "legend-max").text
     assert legend.endswith("nats")
+
+
+def test_the_index_sorts_ten_thousand_sequences_and_opens_a_page(scored, chosen, browser, tmp_path):
+    from selenium.webdriver.common.by import By
+
+    # 10^4 sequences: the table loads and sorts by a click on a header (one handler, no per-row script)
+    rng = np.random.default_rng(0)
+    n = 10_000
+    means = rng.gamma(2.0, 1.0, n)
+    summaries = pa.table(
+        {
+            "prompt_id": [f"p{i:05d}" for i in range(n)],
+            "sample": pa.array(np.zeros(n, np.int32)),
+            "n_tokens": rng.integers(1, 4096, n),
+            "mean_entropy": means,
+            "max_entropy": means * 2,
+            "mean_surprisal": means / 2,
+            "max_surprisal": means,
+        }
+    )
+    big = tmp_path / "big.html"
+    big.write_text(render_index(PageContext("m", "set", "m"), summaries, None, set(), "m"), encoding="utf-8")
+    browser.get(big.as_uri())
+    assert len(browser.find_elements(By.CSS_SELECTOR, "#sequences tbody tr")) == n
+    header = browser.find_elements(By.CSS_SELECTOR, "#sequences th")[3]
+    assert header.text.startswith("mean entropy")
+    first = lambda: browser.execute_script(  # noqa: E731
+        "return Array.from(document.querySelectorAll('#sequences tbody tr')).slice(0, 3)"
+        ".map((r) => r.cells[0].textContent)"
+    )
+    header.click()
+    assert first() == [f"p{i:05d}" for i in np.argsort(means)[:3]]
+    header.click()
+    assert first() == [f"p{i:05d}" for i in np.argsort(-means)[:3]]
+    # The real index: a page's link opens it.
+    browser.get(chosen.index.as_uri())
+    link = browser.find_element(By.CSS_SELECTOR, "#sequences a")
+    link.click()
+    assert browser.find_elements(By.CSS_SELECTOR, "#text .tok")
+    assert browser.current_url.endswith(".html") and "/b/" in browser.current_url
