@@ -79,7 +79,7 @@ def test_added_checkpoint_plans_only_its_jobs(compare_run, tmp_path):
     edited.write_text(yaml.safe_dump(config, sort_keys=False))
     jobs = planned_jobs(compare_run, str(edited))
     rules = {rule for rule, _ in jobs}
-    assert "finetune" not in rules and {"prepare_model", "generate", "cross_score", "compare_group"} <= rules
+    assert "finetune" not in rules and {"prepare_model", "generate_shard", "cross_score", "compare_group"} <= rules
     for rule, wildcards in jobs:
         models = {wildcards.get(k) for k in ("model", "model_a", "model_b")} - {None}
         if rule == "token_view":  # checked below
@@ -90,6 +90,7 @@ def test_added_checkpoint_plans_only_its_jobs(compare_run, tmp_path):
             assert rule in {
                 "check_tokenizers",
                 "compare_group",
+                "plot_trends",
                 "summarize_group",
                 "plot_prompt_figures",
                 "plot_entropy_hist",

@@ -17,10 +17,10 @@ from helpers.workflow_runner import planned_jobs, snakemake
 
 PAPER = sorted((REPO / "config" / "paper").glob("*.yaml"))
 EXPECTED_RULES = {
-    "marker_attention": {"generate", "marker_attention", "plot_marker_attention"},
+    "marker_attention": {"generate_shard", "marker_attention", "plot_marker_attention"},
     "filler_attention": {"attention_positions", "plot_attention_positions"},
     "depth_convergence": {"depth", "plot_depth"},
-    "checkpoint_comparison": {"generate", "cross_score", "compare_group"},
+    "checkpoint_comparison": {"generate_shard", "cross_score", "compare_group"},
     "logit_lens": {"depth", "plot_depth"},
 }
 

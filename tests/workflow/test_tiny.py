@@ -70,7 +70,7 @@ def test_new_weights_rerun_only_that_model(tiny_run):
     jobs = planned_jobs(tiny_run, "tiny.yaml")
     per_model = {(rule, w.get("model")) for rule, w in jobs}
     assert ("prepare_model", "finetune") in per_model
-    assert ("generate", "finetune") in per_model and ("teacher_force", "finetune") in per_model
+    assert ("generate_shard", "finetune") in per_model and ("teacher_force", "finetune") in per_model
     # base's own jobs stay, except its token view: its pages carry the KL against finetune, rescored.
     assert not any(model == "base" for rule, model in per_model if rule != "token_view")
     rules = {rule for rule, _ in jobs}

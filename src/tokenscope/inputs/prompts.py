@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Literal
@@ -91,6 +92,30 @@ def _check_record(record: Any, where: str) -> Prompt:
     return Prompt(id=str(prompt_id), messages=tuple(checked), reference=reference, metadata=metadata)
 
 
+def prompt_lines(path: str | Path) -> Iterator[tuple[int, bytes, str]]:
+    """(line number, raw bytes, text) of each non-blank line of a prompt set file: its prompts, in order.
+
+    Bytes are split into lines as text mode would (\\n, \\r\\n, \\r), each decoded on its own so
+    that a byte that is not UTF-8 is reported with its line; a leading byte-order mark is dropped.
+    load_prompt_set and the generation shards (tokenscope.workflow.shards) both read lines here, so
+    prompt i of a set is the same prompt for both.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise PromptSetError(f"{path}: prompt set file not found")
+    raw = path.read_bytes().removeprefix(b"\xef\xbb\xbf")
+    for line_number, raw_line in enumerate(raw.splitlines(), start=1):
+        try:
+            line = raw_line.decode("utf-8")
+        except UnicodeDecodeError as error:
+            raise PromptSetError(
+                f"{path}, line {line_number}: not UTF-8 text (byte 0x{raw_line[error.start]:02x} at byte "
+                f"{error.start + 1} of the line); save the file as UTF-8"
+            ) from None
+        if line.strip():
+            yield line_number, raw_line, line
+
+
 def load_prompt_set(path: str | Path, insertion: dict[str, Any] | Insertion | None = None) -> list[Prompt]:
     """Read and validate a JSONL prompt set. Blank lines are skipped; ids must be unique.
 
@@ -99,24 +124,10 @@ def load_prompt_set(path: str | Path, insertion: dict[str, Any] | Insertion | No
     if isinstance(insertion, dict):
         insertion = Insertion.from_config(insertion)
     path = Path(path)
-    if not path.is_file():
-        raise PromptSetError(f"{path}: prompt set file not found")
     prompts: list[Prompt] = []
     seen: dict[str, int] = {}
-    # Bytes split into lines as text mode would (\n, \r\n, \r), each decoded on its own so that
-    # a byte that is not UTF-8 is reported with its line; a leading byte-order mark is dropped.
-    raw = path.read_bytes().removeprefix(b"\xef\xbb\xbf")
-    for line_number, raw_line in enumerate(raw.splitlines(), start=1):
+    for line_number, _, line in prompt_lines(path):
         where = f"{path}, line {line_number}"
-        try:
-            line = raw_line.decode("utf-8")
-        except UnicodeDecodeError as error:
-            raise PromptSetError(
-                f"{where}: not UTF-8 text (byte 0x{raw_line[error.start]:02x} at byte {error.start + 1} of the line); "
-                "save the file as UTF-8"
-            ) from None
-        if not line.strip():
-            continue
         try:
             record = json.loads(line)
         except json.JSONDecodeError as error:

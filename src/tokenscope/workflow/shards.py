@@ -1,0 +1,163 @@
+"""Generation in shards: a prompt set split into contiguous runs of prompts, one generate job each.
+
+Shard i of a prompt set holds its prompts [i x shard_size, (i + 1) x shard_size) in file order
+(`generation.shard_size`; every sample of a prompt is in its prompt's shard) and is named by its
+index, five digits (`00000`): names never contain prompt ids, so no prompt id can clash with a
+shard's path. Rule generate_shard writes results/shards/{prompt_set}/{model}/{shard}/ and rule
+gather_generation streams a set's shards into the per-set tables every other rule reads.
+
+A shard's params carry its prompt range and the sha256 of its raw prompt lines, and its rule reads
+the prompt file as `ancient`, so a shard reruns when its own prompts change (Snakemake's params
+trigger), not when prompts are appended after it. Planning reads each prompt file once (a derived
+set shares its source's file) and parses no JSON: the lines are load_prompt_set's own
+(tokenscope.inputs.prompts.prompt_lines), which planning has already checked, unique ids included.
+Torch-free; pyarrow is imported only by the gather, at job time.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from tokenscope.errors import ConfigError, PromptSetError
+from tokenscope.inputs.prompts import prompt_lines
+
+SHARD_DIGITS = 5
+SHARD_PATTERN = f"[0-9]{{{SHARD_DIGITS}}}"  # the `shard` wildcard: 00000 ... 99999
+MAX_SHARDS = 10**SHARD_DIGITS
+TABLES = ("generations", "tokens")
+# Generation options that cannot change a shard's results: not in its params (docs/config.md).
+NOT_RESULTS = ("prompt_sets", "batch_size", "shard_size")
+
+
+@dataclass(frozen=True)
+class Shard:
+    """Prompts [start, stop) of a prompt set; `sha256` of their raw lines, each ended by a newline."""
+
+    index: int
+    start: int
+    stop: int
+    sha256: str
+
+    @property
+    def name(self) -> str:
+        return shard_name(self.index)
+
+    def params(self) -> dict[str, Any]:
+        """What a generate_shard job's params carry of its shard: everything that changes its results."""
+        return {"start": self.start, "stop": self.stop, "sha256": self.sha256}
+
+
+def shard_name(index: int) -> str:
+    return f"{index:0{SHARD_DIGITS}d}"
+
+
+def shard_file(prompt_set: str, model: str, shard: str, table: str) -> str:
+    """A shard's `generations` or `tokens` table."""
+    return f"results/shards/{prompt_set}/{model}/{shard}/{table}.parquet"
+
+
+def split_lines(lines: Sequence[bytes], shard_size: int) -> list[Shard]:
+    """Contiguous shards of at most `shard_size` of `lines` (a prompt set's raw prompt lines)."""
+    if shard_size < 1:
+        raise ValueError(f"shard_size must be >= 1, got {shard_size}")
+    shards = []
+    for index, start in enumerate(range(0, len(lines), shard_size)):
+        stop = min(start + shard_size, len(lines))
+        digest = hashlib.sha256()
+        for line in lines[start:stop]:
+            digest.update(line)
+            digest.update(b"\n")
+        shards.append(Shard(index, start, stop, digest.hexdigest()))
+    return shards
+
+
+def file_shards(path: str | Path, shard_size: int, prompt_set: str = "") -> list[Shard]:
+    """The shards of a prompt set file; more than MAX_SHARDS is a ConfigError naming the key."""
+    lines = [raw for _, raw, _ in prompt_lines(path)]
+    shards = split_lines(lines, shard_size)
+    if len(shards) > MAX_SHARDS:
+        named = f"prompt set {prompt_set!r} ({path})" if prompt_set else str(path)
+        raise ConfigError(
+            f"generation.shard_size: {shard_size} splits the {len(lines)} prompts of {named} into "
+            f"{len(shards)} shards, more than the {MAX_SHARDS} that {SHARD_DIGITS}-digit shard names allow; "
+            "raise generation.shard_size"
+        )
+    return shards
+
+
+def check_shard(path: str | Path, shard: Mapping[str, Any]) -> None:
+    """Job time: the file's prompts [start, stop) are still those `shard` (Shard.params()) was planned on."""
+    start, stop = shard["start"], shard["stop"]
+    lines = [raw for _, raw, _ in prompt_lines(path)][start:stop]
+    found = split_lines(lines, max(len(lines), 1))
+    if len(lines) != stop - start or found[0].sha256 != shard["sha256"]:
+        raise PromptSetError(
+            f"{path}: prompts {start + 1} to {stop} changed after the workflow was planned; run the workflow again"
+        )
+
+
+class ShardPlan:
+    """The shards of every prompt set, planned at DAG time: each file read once (derived sets share it)."""
+
+    def __init__(self, prompt_files: Mapping[str, str], shard_size: int) -> None:
+        self.shard_size = shard_size
+        by_file: dict[str, list[Shard]] = {}
+        self.shards: dict[str, list[Shard]] = {}
+        self._by_name: dict[str, dict[str, Shard]] = {}
+        for prompt_set, path in prompt_files.items():
+            if path not in by_file:
+                by_file[path] = file_shards(path, shard_size, prompt_set)
+            self.shards[prompt_set] = by_file[path]
+            self._by_name[prompt_set] = {shard.name: shard for shard in by_file[path]}
+
+    def shard(self, prompt_set: str, name: str) -> Shard:
+        shards = self._by_name[prompt_set]
+        if name not in shards:
+            raise ValueError(f"prompt set {prompt_set!r} has shards 00000 to {shard_name(len(shards) - 1)}, not {name}")
+        return shards[name]
+
+    def files(self, prompt_set: str, model: str, table: str) -> list[str]:
+        """The `table` files of every shard of (prompt_set, model), in shard order."""
+        return [shard_file(prompt_set, model, shard.name, table) for shard in self.shards[prompt_set]]
+
+
+def plan_shards(prompt_sets: Mapping[str, Any], generation: Mapping[str, Any]) -> ShardPlan:
+    """The ShardPlan of a Plan's `prompt_sets` (name -> facts with `.file`) and config `generation`."""
+    return ShardPlan({name: facts.file for name, facts in prompt_sets.items()}, int(generation["shard_size"]))
+
+
+def generation_params(generation: Mapping[str, Any]) -> dict[str, Any]:
+    """The config's generation options that change a shard's results (all but NOT_RESULTS)."""
+    return {key: value for key, value in generation.items() if key not in NOT_RESULTS}
+
+
+def gather_parquet(inputs: Iterable[str | Path], output: str | Path, batch_rows: int = 65_536) -> int:
+    """Concatenate parquet files of one schema (metadata included) into `output`, atomically.
+
+    Streams record batches of at most `batch_rows` rows from each input in turn into one writer
+    (each batch becomes a row group of the output), so memory holds one batch, never a table.
+    A file whose schema differs from the first's is a ValueError naming both files. Returns the rows written.
+    """
+    import pyarrow.parquet as pq
+
+    from tokenscope.io import atomic_path
+
+    files = [str(path) for path in inputs]
+    if not files:
+        raise ValueError(f"no shard files to gather into {output}")
+    schema = pq.read_schema(files[0])
+    rows = 0
+    with atomic_path(output) as tmp:
+        with pq.ParquetWriter(tmp, schema, compression="zstd") as writer:
+            for path in files:
+                source = pq.ParquetFile(path)
+                if not source.schema_arrow.equals(schema, check_metadata=True):
+                    raise ValueError(f"{path}: schema differs from {files[0]}'s; rerun its generate_shard job")
+                for batch in source.iter_batches(batch_size=batch_rows):
+                    writer.write_batch(batch)
+                    rows += batch.num_rows
+    return rows

@@ -1,0 +1,138 @@
+"""Sharded generation through the workflow (rules generate_shard and gather_generation): what reruns
+when prompts are appended or edited, ids that look like shard names, and that a small shard size
+gives the tables of one shard on 10^5 generated tokens."""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+import pyarrow.parquet as pq
+import pytest
+import yaml
+
+from helpers.paths import TEST_CONFIGS
+from helpers.tables import assert_same_rows
+from helpers.tiny_models import save_tiny_checkpoint
+from helpers.workflow_runner import parse_jobs, snakemake
+
+pytestmark = pytest.mark.slow
+
+# Ids that look like shard names (and a shard path): shards are named by index, never by id.
+IDS = ["00001", "shard-00000", "00000", "99999", "x"]
+GATHERED = ["results/generations/ids/base.parquet", "results/tokens/ids/base/base.parquet"]
+DOWNSTREAM = "results/analysis/ids/base/base/describe.csv"
+TARGETS = [*GATHERED, DOWNSTREAM]
+
+
+def prompt_line(prompt_id: str, text: str | None = None) -> str:
+    content = text or f"Prompt {prompt_id}: what is {len(prompt_id)} + 2?"
+    return json.dumps({"id": prompt_id, "messages": [{"role": "user", "content": content}]}) + "\n"
+
+
+def append(path: Path, *ids: str) -> None:
+    time.sleep(1)  # a newer mtime than the outputs, as a user's edit would have
+    path.write_text(path.read_text() + "".join(prompt_line(i) for i in ids))
+
+
+def jobs(workdir: Path) -> set[tuple[str, str]]:
+    """(rule, shard or '') of every job a dry run of TARGETS plans."""
+    found = snakemake(workdir, "shards.yaml", "--dry-run", *TARGETS).stdout
+    return {(rule, wildcards.get("shard", "")) for rule, wildcards in parse_jobs(found)}
+
+
+DOWNSTREAM_JOBS = {("gather_generation", ""), ("analyze_tokens", "")}
+
+
+@pytest.fixture(scope="module")
+def sharded_run(tmp_path_factory) -> Path:
+    """TARGETS of tests/configs/shards.yaml run: 5 prompts in shards of 2 (00000 to 00002)."""
+    workdir = tmp_path_factory.mktemp("shards")
+    save_tiny_checkpoint(workdir / "checkpoints" / "base", seed=0)
+    (workdir / "prompts").mkdir()
+    (workdir / "prompts" / "ids.jsonl").write_text("".join(prompt_line(i) for i in IDS))
+    snakemake(workdir, "shards.yaml", "--cores", "2", *TARGETS)
+    return workdir
+
+
+def test_ids_like_shard_names_are_generated(sharded_run):
+    shards = sorted(p.name for p in (sharded_run / "results" / "shards" / "ids" / "base").iterdir())
+    assert shards == ["00000", "00001", "00002"]
+    generations = pq.read_table(sharded_run / GATHERED[0]).to_pydict()
+    assert sorted(zip(generations["prompt_id"], generations["sample"], strict=True)) == sorted(
+        (i, s) for i in IDS for s in (0, 1)
+    )
+    # The gather keeps shard order; each shard holds its own prompts only.
+    assert list(dict.fromkeys(generations["prompt_id"])) == IDS
+    for shard, ids in (("00000", IDS[:2]), ("00001", IDS[2:4]), ("00002", IDS[4:])):
+        table = pq.read_table(sharded_run / "results" / "shards" / "ids" / "base" / shard / "tokens.parquet")
+        assert set(table.column("prompt_id").to_pylist()) == set(ids)
+        assert table.schema.metadata[b"tokenscope_table"] == b"tokens"
+    tokens = pq.read_table(sharded_run / GATHERED[1])
+    assert tokens.num_rows == sum(generations["n_tokens"])
+
+
+def test_edits_rerun_only_the_shards_whose_prompts_change(sharded_run):
+    path = sharded_run / "prompts" / "ids.jsonl"
+    assert jobs(sharded_run) == set()
+    # Touched, prompts unchanged: no shard reruns (the file is ancient to them; their digests hold).
+    time.sleep(1)
+    path.touch()
+    assert jobs(sharded_run) == set()
+
+    # One prompt appended: the last shard [4, 5) becomes [4, 6); 00000 and 00001 stay.
+    append(path, "y")
+    assert jobs(sharded_run) == {("generate_shard", "00002")} | DOWNSTREAM_JOBS
+    snakemake(sharded_run, "shards.yaml", "--cores", "2", *TARGETS)
+    assert jobs(sharded_run) == set()
+
+    # Two more: 00002 is full and unchanged, so only the new shard 00003 runs.
+    append(path, "z1", "z2")
+    assert jobs(sharded_run) == {("generate_shard", "00003")} | DOWNSTREAM_JOBS
+    snakemake(sharded_run, "shards.yaml", "--cores", "2", *TARGETS)
+    generations = pq.read_table(sharded_run / GATHERED[0])
+    assert generations.num_rows == 2 * (len(IDS) + 3)
+
+    # A prompt edited in place: its shard only.
+    time.sleep(1)
+    lines = path.read_text().splitlines(keepends=True)
+    lines[2] = prompt_line(IDS[2], "An edited question?")
+    path.write_text("".join(lines))
+    assert jobs(sharded_run) == {("generate_shard", "00001")} | DOWNSTREAM_JOBS
+
+
+def test_small_shards_give_the_tables_of_one_shard(tmp_path):
+    """At least 10^5 generated tokens: one shard (shard_size 512) and shards of 48 prompts (three,
+    the last of 32) give the same gathered tables, rows sorted by (prompt_id, sample, step): ids,
+    integers and strings (token ids, texts, token strings, finish reasons) exactly equal, float
+    columns within 1e-5 relative and absolute (helpers/tables.py: a sequence decoded beside other
+    sequences gets float32 logits that differ in the last bits), and rank and top-k order equal
+    but where two logits tie within that rounding (measured: 3 ranks, 4 alternative lists)."""
+    save_tiny_checkpoint(tmp_path / "checkpoints" / "base", seed=0)
+    questions = ["What is 2 + 2?", "Think step by step.", "Héllo wörld 日本語?", "Find the area under f(x) = x^2."]
+    prompts = tmp_path / "prompts" / "many.jsonl"
+    prompts.parent.mkdir()
+    prompts.write_text("".join(prompt_line(f"p{i:03d}", questions[i % 4] * (1 + i % 3)) for i in range(128)))
+    config = yaml.safe_load((TEST_CONFIGS / "shards_scale.yaml").read_text())
+    tables = {}
+    for shard_size in (512, 48):
+        workdir = tmp_path / f"shard_size_{shard_size}"
+        workdir.mkdir()
+        for folder in ("checkpoints", "prompts"):
+            (workdir / folder).symlink_to(tmp_path / folder)
+        config["generation"]["shard_size"] = shard_size
+        path = workdir / "config.yaml"
+        path.write_text(yaml.safe_dump(config))
+        snakemake(workdir, str(path), "--cores", "2", "results/generations/many/base.parquet")
+        shards = sorted(p.name for p in (workdir / "results" / "shards" / "many" / "base").iterdir())
+        assert len(shards) == -(-128 // shard_size)
+        tables[shard_size] = {
+            "generations": pq.read_table(workdir / "results" / "generations" / "many" / "base.parquet"),
+            "tokens": pq.read_table(workdir / "results" / "tokens" / "many" / "base" / "base.parquet"),
+        }
+    whole, sharded = tables[512], tables[48]
+    assert whole["tokens"].num_rows >= 100_000
+    assert whole["generations"].num_rows == 128 * 4
+    for table in ("generations", "tokens"):
+        assert_same_rows(sharded[table], whole[table])
