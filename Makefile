@@ -6,7 +6,7 @@ CORES ?= all
 # The CPU build of torch; a GPU machine installs its own torch build first (see README).
 TORCH_SPEC ?= torch==2.13.0
 
-.PHONY: install demo test test-fast lint format bench clean
+.PHONY: install demo test test-fast lint format bench bench-scale clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -44,6 +44,11 @@ format: install
 
 bench: install
 	$(BIN)/python benchmarks/bench_pipeline.py
+
+# Analysis steps on synthetic tables of 10^5, 10^6 and 10^7 rows per model, and planning time
+# (benchmarks/README.md; about 4 GB of tables under /tmp at 10^7, one size at a time).
+bench-scale: install
+	$(BIN)/python benchmarks/bench_scale.py
 
 clean:
 	rm -rf results logs .snakemake
