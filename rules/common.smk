@@ -14,6 +14,8 @@ sys.path.insert(0, str(Path(workflow.basedir) / "src"))
 from tokenscope.errors import ConfigError, ModelError, PromptSetError
 from tokenscope.workflow.config import config_error_message
 from tokenscope.workflow.planning import NAME_PATTERN, RUN_RECORD, plan_workflow
+from tokenscope.workflow.resources import scaled_runtime
+from tokenscope.workflow.shards import SHARD_PATTERN, generation_params, plan_shards
 
 try:
     validate(config, schema="../schemas/config.schema.yaml", set_default=True)
@@ -31,9 +33,18 @@ wildcard_constraints:
     prompt_set=NAME_PATTERN,
     group=NAME_PATTERN,
     view="generated|reference",
+    shard=SHARD_PATTERN,
 
 
 try:
     plan = plan_workflow(config)
+    # Each prompt set's generation shards (tokenscope.workflow.shards): its file read once more, no JSON parsed.
+    shards = plan_shards(plan.prompt_sets, config["generation"])
 except (ConfigError, ModelError, PromptSetError) as error:
     raise WorkflowError(str(error)) from None
+
+# How many pair tables the comparison plans (K(K-1)/2 model pairs per group with pairs: all).
+if plan.pair_summary():
+    from snakemake.logging import logger
+
+    logger.info(plan.pair_summary())

@@ -17,7 +17,8 @@ rule finetune:
     threads: config["runtime"]["threads"]
     resources:
         cpus_per_task=config["runtime"]["threads"],
-        mem_mb=config["runtime"]["mem_mb"],
+        # weights, gradients and AdamW's two moments of the trained layers, in fp32
+        mem_mb=model_mem_mb(config["runtime"]["mem_mb"], per_model_mb=5.0),
         runtime=config["runtime"]["runtime_min"],
         gpu=plan.gpu,
     params:

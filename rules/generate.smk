@@ -1,15 +1,18 @@
-rule generate:
-    """Sample from a model and score every generated token from the same logits."""
+rule generate_shard:
+    """Sample from a model on one shard of a prompt set (generation.shard_size prompts, every
+    sample of each) and score every generated token from the same logits."""
     input:
         manifest=get_manifest,
-        prompts=get_prompt_file,
+        # ancient: prompts appended to the file rerun no earlier shard; params.shard holds the
+        # shard's own prompts' sha256, so a shard reruns exactly when they change.
+        prompts=ancient(get_prompt_file),
     output:
-        generations="results/generations/{prompt_set}/{model}.parquet",
-        tokens="results/tokens/{prompt_set}/{model}/{model}.parquet",
+        generations="results/shards/{prompt_set}/{model}/{shard}/generations.parquet",
+        tokens="results/shards/{prompt_set}/{model}/{shard}/tokens.parquet",
     log:
-        "logs/generate/{prompt_set}/{model}.log",
+        "logs/generate_shard/{prompt_set}/{model}/{shard}.log",
     benchmark:
-        "results/benchmarks/generate/{prompt_set}/{model}.tsv"
+        "results/benchmarks/generate_shard/{prompt_set}/{model}/{shard}.tsv"
     conda:
         "../envs/tokenscope.yaml"
     threads: config["runtime"]["threads"]
@@ -19,12 +22,35 @@ rule generate:
         runtime=config["runtime"]["runtime_min"],
         gpu=plan.gpu,
     params:
+        shard=get_shard,
         insertion=get_prompt_insertion,
-        generation=plan.generation_options,
-        scoring=config["scoring"],
+        generation=generation_params(config["generation"]),
+        n_alternatives=config["scoring"]["n_alternatives"],
         runtime=plan.load_options,
     script:
         "../scripts/generate.py"
+
+
+rule gather_generation:
+    """A model's generations and per-token table of a prompt set: its shards' rows, streamed in
+    shard order into one file each (one record batch in memory at a time)."""
+    input:
+        generations=get_generation_shards,
+        tokens=get_token_shards,
+    output:
+        generations="results/generations/{prompt_set}/{model}.parquet",
+        tokens="results/tokens/{prompt_set}/{model}/{model}.parquet",
+    log:
+        "logs/gather_generation/{prompt_set}/{model}.log",
+    conda:
+        "../envs/tokenscope.yaml"
+    threads: 1
+    resources:
+        cpus_per_task=1,
+        mem_mb=1000,
+        runtime=scaled_runtime(5, 2),
+    script:
+        "../scripts/gather_shards.py"
 
 
 rule teacher_force:
@@ -43,12 +69,15 @@ rule teacher_force:
     threads: config["runtime"]["threads"]
     resources:
         cpus_per_task=config["runtime"]["threads"],
-        mem_mb=config["runtime"]["mem_mb"],
-        runtime=config["runtime"]["runtime_min"],
+        mem_mb=model_mem_mb(config["runtime"]["mem_mb"]),
+        runtime=model_runtime(config["runtime"]["runtime_min"]),
         gpu=plan.gpu,
+    # What changes the table; scoring.batch_size and chunk_rows (speed, memory) the script reads
+    # from the config.
     params:
         insertion=get_prompt_insertion,
-        scoring=config["scoring"],
+        score_span=config["scoring"]["score_span"],
+        n_alternatives=config["scoring"]["n_alternatives"],
         runtime=plan.load_options,
     script:
         "../scripts/teacher_force.py"

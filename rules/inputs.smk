@@ -45,6 +45,11 @@ def get_pair_tokens(wildcards):
     return f"results/generations/{wildcards.prompt_set}/{wildcards.source}.parquet"
 
 
+def get_pair_score_span(wildcards):
+    """scoring.score_span for a pair on the reference answers; None on generated tokens."""
+    return plan.pair_score_span(wildcards.source)
+
+
 def get_compare_own_tokens(wildcards):
     return plan.compare_own_token_files(wildcards.prompt_set, wildcards.group)
 
@@ -84,3 +89,18 @@ def analysis_table(name, table):
         subcategory="{prompt_set}",
         labels={"model": "{model}", "tokens": "{source}", "table": table},
     )
+
+
+def get_shard(wildcards):
+    """A generation shard's prompt range and the sha256 of its prompt lines (its params)."""
+    return shards.shard(wildcards.prompt_set, wildcards.shard).params()
+
+
+def get_generation_shards(wildcards):
+    """The generations tables of every shard of (prompt_set, model), in shard order."""
+    return shards.files(wildcards.prompt_set, wildcards.model, "generations")
+
+
+def get_token_shards(wildcards):
+    """The per-token tables of every shard of (prompt_set, model), in shard order."""
+    return shards.files(wildcards.prompt_set, wildcards.model, "tokens")

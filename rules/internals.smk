@@ -1,5 +1,7 @@
 # Model internals (marker attention, filler attention, depth convergence, logit lens): hooks on
-# the chosen layers, eager attention only in the passes that read attention weights.
+# the chosen layers, eager attention only in the passes that read attention weights. Each rule's
+# params are the settings that change its outputs, never a whole section: the section's
+# prompt_sets (which sets run) and the plot settings do not rerun the forward passes.
 
 
 rule marker_attention:
@@ -19,11 +21,16 @@ rule marker_attention:
     threads: config["runtime"]["threads"]
     resources:
         cpus_per_task=config["runtime"]["threads"],
-        mem_mb=config["runtime"]["mem_mb"],
-        runtime=config["runtime"]["runtime_min"],
+        # generations read whole, six columns of the per-token table: about twice their parquet size
+        mem_mb=model_mem_mb(config["runtime"]["mem_mb"], per_input_mb=2.0),
+        runtime=model_runtime(
+            config["runtime"]["runtime_min"], min_per_model_gb_input_mb=0.005
+        ),
         gpu=plan.gpu,
+    # What changes the table; its batch_size (a speed knob) the script reads from the config.
     params:
-        marker_attention=config["internals"]["marker_attention"],
+        markers=config["internals"]["marker_attention"]["markers"],
+        layers=config["internals"]["marker_attention"]["layers"],
         runtime=plan.load_options,
     script:
         "../scripts/marker_attention.py"
@@ -45,12 +52,13 @@ rule attention_positions:
     threads: config["runtime"]["threads"]
     resources:
         cpus_per_task=config["runtime"]["threads"],
-        mem_mb=config["runtime"]["mem_mb"],
-        runtime=config["runtime"]["runtime_min"],
+        mem_mb=model_mem_mb(config["runtime"]["mem_mb"]),
+        runtime=model_runtime(config["runtime"]["runtime_min"]),
         gpu=plan.gpu,
     params:
         insertion=get_prompt_insertion,
-        attention_positions=config["internals"]["attention_positions"],
+        heads=config["internals"]["attention_positions"]["heads"],
+        prompt_ids=config["internals"]["attention_positions"]["prompt_ids"],
         runtime=plan.load_options,
     script:
         "../scripts/attention_positions.py"
@@ -73,13 +81,15 @@ rule depth:
     threads: config["runtime"]["threads"]
     resources:
         cpus_per_task=config["runtime"]["threads"],
-        mem_mb=config["runtime"]["mem_mb"],
-        runtime=config["runtime"]["runtime_min"],
+        mem_mb=model_mem_mb(config["runtime"]["mem_mb"]),
+        runtime=model_runtime(config["runtime"]["runtime_min"]),
         gpu=plan.gpu,
+    # What changes the tables: not the plot settings (chunk_tokens, max_positions: rule plot_depth)
+    # nor scoring.chunk_rows (memory), which the script reads from the config.
     params:
         insertion=get_prompt_insertion,
-        depth=config["internals"]["depth"],
-        chunk_rows=config["scoring"]["chunk_rows"],
+        prompt_ids=config["internals"]["depth"]["prompt_ids"],
+        recurrent=config["internals"]["depth"].get("recurrent"),
         runtime=plan.load_options,
     script:
         "../scripts/depth.py"
@@ -178,7 +188,8 @@ rule plot_depth:
         mem_mb=2000,
         runtime=10,
     params:
-        depth=config["internals"]["depth"],
+        chunk_tokens=config["internals"]["depth"]["chunk_tokens"],
+        max_positions=config["internals"]["depth"]["max_positions"],
         vector_format=config["analysis"]["vector_format"],
     script:
         "../scripts/plot_depth.py"

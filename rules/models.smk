@@ -1,3 +1,9 @@
+# Resources of the model jobs (here and in generate.smk, internals.smk, finetune.smk, compare.smk,
+# which are included after this file): the models' size and the data they read, never less than
+# the config's runtime.mem_mb and runtime.runtime_min (docs/cluster.md).
+from tokenscope.workflow.resources import model_mem_mb, model_runtime
+
+
 rule prepare_model:
     """Resolve a model source once into safetensors, tokenizer and a manifest."""
     input:

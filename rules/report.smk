@@ -1,7 +1,11 @@
-# What `snakemake --report` shows beyond the figures: a page per scored sequence (the token view)
-# and the run record its front page (report/workflow.rst) names.
+# What `snakemake --report` shows beyond the figures: the token view (pages of chosen sequences
+# and an index of every sequence per model and token source) and the run record its front page
+# (report/workflow.rst) names.
 import json
 from pathlib import Path
+
+from tokenscope.report.selection import check_listed_prompts
+from tokenscope.workflow.resources import scaled_mem_mb, scaled_runtime
 
 # The report's front page (report/workflow.rst) is rendered with only `snakemake.config` in
 # scope; the record of the run (rule run_record) reaches it there, under a key the schema does
@@ -9,9 +13,18 @@ from pathlib import Path
 if Path(RUN_RECORD).exists():
     config["_run_record"] = json.loads(Path(RUN_RECORD).read_text())
 
+# Prompts listed for pages and per-prompt figures must exist in some prompt set.
+try:
+    check_listed_prompts(
+        config["token_view"]["prompt_ids"],
+        [plan.prompt_file(name) for name in plan.prompt_sets],
+    )
+except ConfigError as error:
+    raise WorkflowError(str(error)) from None
+
 
 rule token_view:
-    """One HTML page per scored sequence, tokens coloured by entropy, surprisal or KL."""
+    """Pages of chosen sequences, tokens coloured by entropy, surprisal or KL; an index of every sequence."""
     input:
         tokens="results/tokens/{prompt_set}/{model}/{source}.parquet",
         manifest=get_manifest,
@@ -19,7 +32,7 @@ rule token_view:
         pairs=get_scoring_pairs,
         generations=get_token_view_generations,
     output:
-        report(
+        pages=report(
             directory("results/token_view/{prompt_set}/{model}/{source}"),
             patterns=["{prompt_id}-{sample}.html"],
             caption="../report/token_view.rst",
@@ -32,6 +45,18 @@ rule token_view:
                 "sample": "{sample}",
             },
         ),
+        index=report(
+            "results/token_view/{prompt_set}/{model}/{source}.html",
+            caption="../report/token_view_index.rst",
+            category="Token view",
+            subcategory="{prompt_set}",
+            labels={
+                "model": "{model}",
+                "tokens": "{source}",
+                "prompt": "(index of every sequence)",
+                "sample": "all",
+            },
+        ),
     log:
         "logs/token_view/{prompt_set}/{model}/{source}.log",
     conda:
@@ -39,11 +64,14 @@ rule token_view:
     threads: 1
     resources:
         cpus_per_task=1,
-        mem_mb=2000,
-        runtime=10,
+        # DuckDB gets a share of mem_mb (analysis.tokens.duckdb_memory_mb)
+        mem_mb=scaled_mem_mb(1200, 0.25, max_mb=4000),
+        runtime=scaled_runtime(10, 10),
     params:
         insertion=get_prompt_insertion,
         metric=config["token_view"]["metric"],
+        max_pages=config["token_view"]["max_pages"],
+        prompt_ids=config["token_view"]["prompt_ids"],
     script:
         "../scripts/token_view.py"
 

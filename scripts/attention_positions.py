@@ -8,7 +8,6 @@ from tokenscope.workflow.jobs import load_rule_model, run_script
 
 
 def main(smk):
-    settings = smk.params.attention_positions
     model, tokenizer = load_rule_model(smk)
     table = run_attention_positions(
         model,
@@ -16,8 +15,8 @@ def main(smk):
         load_prompt_set(smk.input.prompts, smk.params.insertion),
         model_name=smk.wildcards.model,
         prompt_set=smk.wildcards.prompt_set,
-        heads=[tuple(pair) for pair in settings["heads"]],
-        prompt_ids=settings["prompt_ids"],
+        heads=[tuple(pair) for pair in smk.params.heads],
+        prompt_ids=smk.params.prompt_ids,
     )
     write_parquet(table, smk.output[0])
 

@@ -12,17 +12,20 @@ from tokenscope.model.loading import load_model
 from tokenscope.scoring.cross_scoring import score_pair
 from tokenscope.workflow.jobs import run_script, runtime_load_options
 
+# The columns of a generations table that make its sequences.
+SEQUENCE_COLUMNS = ["prompt_id", "sample", "prompt_token_ids", "token_ids"]
+
 
 def main(smk):
-    runtime, scoring = smk.params.runtime, smk.params.scoring
-    options = runtime_load_options(runtime)
+    scoring = smk.config["scoring"]  # batch_size and chunk_rows: speed and memory, not params
+    options = runtime_load_options(smk.params.runtime)
     model_a, tokenizer_a = load_model(Path(smk.input.manifest_a).parent, options)
     model_b, tokenizer_b = load_model(Path(smk.input.manifest_b).parent, options)
     if smk.wildcards.source == "reference":
         prompts = load_prompt_set(smk.input.tokens, smk.params.insertion)
-        sequences = reference_sequences(tokenizer_a, prompts, scoring["score_span"])
+        sequences = reference_sequences(tokenizer_a, prompts, smk.params.score_span)
     else:
-        sequences = generation_table_sequences(pd.read_parquet(smk.input.tokens))
+        sequences = generation_table_sequences(pd.read_parquet(smk.input.tokens, columns=SEQUENCE_COLUMNS))
     table = score_pair(
         model_a,
         tokenizer_a,

@@ -9,8 +9,7 @@ from tokenscope.workflow.jobs import load_rule_model, run_script
 
 
 def main(smk):
-    settings = smk.params.depth
-    recurrent = RecurrentDepth(**settings["recurrent"]) if settings.get("recurrent") else None
+    recurrent = RecurrentDepth(**smk.params.recurrent) if smk.params.recurrent else None
     model, tokenizer = load_rule_model(smk)
     convergence, lens = run_depth(
         model,
@@ -18,9 +17,9 @@ def main(smk):
         load_prompt_set(smk.input.prompts, smk.params.insertion),
         model_name=smk.wildcards.model,
         prompt_set=smk.wildcards.prompt_set,
-        prompt_ids=settings["prompt_ids"],
+        prompt_ids=smk.params.prompt_ids,
         recurrent=recurrent,
-        chunk_rows=smk.params.chunk_rows,
+        chunk_rows=smk.config["scoring"]["chunk_rows"],  # memory only: not a param
     )
     write_parquet(convergence, smk.output.convergence)
     # Recurrent-depth models have no per-layer lens: an empty table keeps the outputs uniform.

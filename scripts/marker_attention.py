@@ -9,7 +9,7 @@ from tokenscope.workflow.jobs import load_rule_model, run_script
 
 
 def main(smk):
-    settings = smk.params.marker_attention
+    batch_size = smk.config["internals"]["marker_attention"]["batch_size"]  # speed only: not a param
     model, tokenizer = load_rule_model(smk)
     table = run_marker_attention(
         model,
@@ -18,9 +18,9 @@ def main(smk):
         pd.read_parquet(smk.input.tokens, columns=["prompt_id", "sample", "step", "position", "token", "entropy"]),
         model_name=smk.wildcards.model,
         prompt_set=smk.wildcards.prompt_set,
-        markers=settings["markers"],
-        layers=settings["layers"],
-        batch_size=settings["batch_size"],
+        markers=smk.params.markers,
+        layers=smk.params.layers,
+        batch_size=batch_size,
     )
     write_parquet(table, smk.output[0])
 

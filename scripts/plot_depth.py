@@ -12,7 +12,6 @@ from tokenscope.workflow.jobs import run_script
 
 
 def main(smk):
-    settings = smk.params.depth
     convergence = pd.read_parquet(smk.input.convergence)
     lens = pd.read_parquet(smk.input.logit_lens)
     out = Path(smk.output[0])
@@ -21,12 +20,12 @@ def main(smk):
     for prompt_id, rows in convergence.groupby("prompt_id", sort=False):
         name = safe_file_name(prompt_id)
         title = f"Latent state convergence ||x - x*||, {model}, prompt {prompt_id}"
-        figure = plot_convergence(rows, title, chunk_tokens=settings["chunk_tokens"])
+        figure = plot_convergence(rows, title, chunk_tokens=smk.params.chunk_tokens)
         save_figure(figure, out / f"convergence-{name}.png", smk.params.vector_format)
         prompt_lens = lens[lens["prompt_id"] == prompt_id]
         if len(prompt_lens):
             title = f"Logit lens: prediction entropy per layer, {model}, prompt {prompt_id}"
-            figure = plot_logit_lens(prompt_lens, title, max_positions=settings["max_positions"])
+            figure = plot_logit_lens(prompt_lens, title, max_positions=smk.params.max_positions)
             save_figure(figure, out / f"logit_lens-{name}.png", smk.params.vector_format)
 
 

@@ -83,6 +83,13 @@ def empty_prompt_set(workdir):
     return _write(workdir, GOOD)
 
 
+def too_many_shards(workdir):
+    """shard_size 1 on the two good lines and 100,000 more prompts."""
+    path = workdir / PROMPTS
+    path.write_bytes(path.read_bytes() + b"".join(user_line(id=f"n{i}") for i in range(100_000)))
+    return _write(workdir, GOOD + "generation: {shard_size: 1}\n")
+
+
 def missing_checkpoint(workdir):
     return _write(workdir, GOOD.replace("checkpoints/base", "checkpoints/missing"))
 
@@ -199,6 +206,19 @@ BAD_INPUTS = [
         config('generation: {truncate_to_context: "yes"}\n'),
         "invalid config at generation.truncate_to_context: 'yes' is not of type 'boolean'",
         "generation.truncate_to_context",
+    ),
+    BadInput(
+        "shard_size_zero",
+        config("generation: {shard_size: 0}\n"),
+        "invalid config at generation.shard_size: 0 is less than the minimum of 1",
+        "generation.shard_size",
+    ),
+    # Shards are named by five digits: a set cut into more than 10^5 shards is refused at planning.
+    BadInput(
+        "too_many_shards",
+        too_many_shards,
+        f"generation.shard_size: 1 splits the 100002 prompts of prompt set 'tiny_b' ({PROMPTS}) into 100002 shards",
+        "generation.shard_size",
     ),
     BadInput("dtype_fp8", config("runtime:\n  dtype: fp8\n"), "invalid config at runtime.dtype", "runtime.dtype"),
     # Any string used to pass and fail at job time with torch's traceback.
@@ -381,7 +401,7 @@ BAD_INPUTS = [
         short_context,
         "prompt 'b1': 27 prompt tokens + max_new_tokens 8 = 35 exceed the 32 positions of model 'base'",
         "prompt 'b1'",
-        rule="generate",
+        rule="generate_shard",
     ),
     BadInput(
         "truncated_safetensors",
@@ -402,7 +422,7 @@ BAD_INPUTS = [
         config(QUICK.replace("device: cpu", "device: cuda")),
         "device 'cuda' requested but CUDA is not available",
         "'cuda'",
-        rule="generate",
+        rule="generate_shard",
         skip=NO_CUDA,
     ),
 ]
@@ -493,9 +513,9 @@ def test_bad_input_table_counts():
     """Every case is one line naming the key, file, line or model, or flagged as an exception;
     the count is the closing note's (update it when a case is added)."""
     ids = [case.id for case in BAD_INPUTS]
-    assert len(ids) == len(set(ids)) == 41
+    assert len(ids) == len(set(ids)) == 43
     assert {case.id for case in BAD_INPUTS if not case.one_line} == NOT_ONE_LINE
     assert {case.id for case in BAD_INPUTS if case.names is None} == NAMES_NOTHING
     one_line_naming = [case for case in BAD_INPUTS if case.one_line and case.names]
-    assert len(one_line_naming) == len(BAD_INPUTS) - len(NOT_ONE_LINE | NAMES_NOTHING) == 39
+    assert len(one_line_naming) == len(BAD_INPUTS) - len(NOT_ONE_LINE | NAMES_NOTHING) == 41
     assert sum(case.rule is not None for case in BAD_INPUTS) == 4  # job-time cases (slow)

@@ -182,6 +182,10 @@ class Plan:
         finetune = config.get("finetune") or {}
         self.finetune_options = {key: value for key, value in finetune.items() if key != "base"}
 
+        # A figure rule writes a PNG and a vector copy; `all` asks for both, so a changed
+        # analysis.vector_format makes the new copies (an output no job requests is never checked).
+        self.vector_format = config["analysis"]["vector_format"]
+
         self.pair_tables = self._pair_tables()
         self._scoring_pairs: dict[tuple[str, str, str], list[str]] = {}
         for table in self.pair_tables:
@@ -263,6 +267,26 @@ class Plan:
                         tables[PairTable(prompt_set, a, b, source)] = None
         return list(tables)
 
+    def pair_score_span(self, source: str) -> str | None:
+        """scoring.score_span for a pair table of `source`: only reference answers have a span."""
+        return self.config["scoring"]["score_span"] if source == "reference" else None
+
+    def pair_summary(self) -> str | None:
+        """One line for the log: the model pairs per group and the pair tables (cross_score jobs) planned."""
+        if not self.pair_tables:
+            return None
+        mode = self.comparison["pairs"]
+        counts = []
+        for group in self.compared_groups():
+            k = len(self.groups[group])
+            formula = f"K(K-1)/2 = {k * (k - 1) // 2}" if mode == "all" else f"K-1 = {k - 1}"
+            counts.append(f"{group!r} K={k}: {formula}")
+        return (
+            f"comparison.pairs: {mode}: model pairs per group {'; '.join(counts)}; each scored on the tokens "
+            f"of each source of comparison.sources, per compared prompt set: "
+            f"{len(self.pair_tables)} pair tables (cross_score jobs) in all"
+        )
+
     def scoring_pairs(self, prompt_set: str, model: str, source: str) -> list[str]:
         """Pair tables in which `model` scored the tokens of `source` together with another model."""
         return list(self._scoring_pairs.get((prompt_set, model, source), []))
@@ -287,7 +311,12 @@ class Plan:
 
     def comparison_targets(self) -> list[str]:
         groups = self.compared_groups()
-        trends = [f"results/comparison/{ps}/{group}/trends.png" for ps in self.compared_sets for group in groups]
+        trends = [
+            f"results/comparison/{ps}/{group}/trends.{suffix}"
+            for ps in self.compared_sets
+            for group in groups
+            for suffix in ("png", self.vector_format)
+        ]
         return [table.path for table in self.pair_tables] + trends
 
     def token_view_targets(self) -> list[str]:
@@ -301,10 +330,11 @@ class Plan:
     def internals_targets(self) -> list[str]:
         # A group's marker-attention figure draws its members that the internals run on: none, no figure.
         targets = [
-            f"results/figures/internals/{prompt_set}/{group}/marker_attention.png"
+            f"results/figures/internals/{prompt_set}/{group}/marker_attention.{suffix}"
             for prompt_set in self.internals["marker_attention"]["prompt_sets"]
             for group, members in self.groups.items()
             if any(model in self.internals_models for model in members)
+            for suffix in ("png", self.vector_format)
         ]
         for analysis in ("attention_positions", "depth"):
             targets += [
@@ -324,7 +354,8 @@ class Plan:
                     targets.append(f"results/analysis/{prompt_set}/{model}/{view_source(model, view)}/describe.csv")
                 for group in self.groups:
                     base = f"results/figures/{prompt_set}/{group}/{view}"
-                    targets += [f"{base}/entropy_hist_all.png", f"{base}/per_prompt"]
+                    targets += [f"{base}/entropy_hist_all.png", f"{base}/entropy_hist_all.{self.vector_format}"]
+                    targets.append(f"{base}/per_prompt")
                     targets.append(f"results/summary/{prompt_set}/{group}/{view}/describe.csv")
         return targets + self.internals_targets() + self.comparison_targets() + self.token_view_targets() + [RUN_RECORD]
 

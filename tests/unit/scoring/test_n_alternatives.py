@@ -7,7 +7,6 @@ from __future__ import annotations
 import json
 import logging
 import runpy
-import warnings
 from types import SimpleNamespace
 
 import numpy as np
@@ -24,6 +23,7 @@ from tokenscope.scoring.options import (
     normalize_scoring_config,
 )
 from tokenscope.scoring.teacher_forcing import run_teacher_forcing
+from tokenscope.workflow.shards import file_shards
 
 from helpers.paths import REPO
 from helpers.prompts import make_prompts
@@ -93,8 +93,10 @@ def rule_job(tiny_prepared, tmp_path):
     records = [{"id": p.id, "messages": list(p.messages), "reference": p.reference} for p in make_prompts(2)]
     prompts.write_text("".join(json.dumps(r) + "\n" for r in records))
     assert len(load_prompt_set(prompts)) == 2
+    (shard,) = file_shards(prompts, shard_size=2)
+    shard_digest = shard.sha256
 
-    def run(script: str, scoring: dict, **outputs):
+    def run(script: str, n_alternatives: int, **outputs):
         job = SimpleNamespace(
             scriptdir=str(REPO / "scripts"),
             rule=script,
@@ -106,9 +108,13 @@ def rule_job(tiny_prepared, tmp_path):
             params=SimpleNamespace(
                 insertion=None,
                 runtime={"device": "cpu", "dtype": "float32", "device_map": None},
-                generation={"n_samples": 1, "seed": 0, "batch_size": 2, "sampling": SAMPLING},
-                scoring={"batch_size": 2, "chunk_rows": 8, "score_span": "answer", **scoring},
+                shard={"start": 0, "stop": 2, "sha256": shard_digest},
+                generation={"n_samples": 1, "seed": 0, "sampling": SAMPLING},
+                score_span="answer",
+                n_alternatives=n_alternatives,
             ),
+            # speed and memory knobs: read from the config, not params
+            config={"generation": {"batch_size": 2}, "scoring": {"batch_size": 2, "chunk_rows": 8}},
         )
         handlers = logging.getLogger().handlers[:]
         try:
@@ -120,15 +126,10 @@ def rule_job(tiny_prepared, tmp_path):
     return run
 
 
-@pytest.mark.parametrize("scoring", [{"n_alternatives": 3}, {"top_k": 3}])
-def test_rule_scripts_accept_both_names(rule_job, scoring):
-    """Until planning maps scoring.top_k, rules pass it through: the scripts read either name."""
-    with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always")
-        generated = rule_job("generate", scoring, tokens="tokens.parquet", generations="generations.parquet")
-        forced = rule_job("teacher_force", scoring, tokens="reference.parquet")
-    deprecations = [w for w in caught if issubclass(w.category, TokenscopeDeprecationWarning)]
-    assert len(deprecations) == (2 if "top_k" in scoring else 0)
+def test_rule_scripts_record_n_alternatives(rule_job):
+    """The rules pass scoring.n_alternatives (planning maps the deprecated scoring.top_k to it)."""
+    generated = rule_job("generate", 3, tokens="tokens.parquet", generations="generations.parquet")
+    forced = rule_job("teacher_force", 3, tokens="reference.parquet")
     assert set(generated["tokens"]["topk_ids"].map(len)) == {3}
     assert set(forced["tokens"]["topk_ids"].map(len)) == {3}
     assert np.asarray(forced["tokens"]["in_answer"]).any()

@@ -71,7 +71,7 @@ def test_pairs_shared_by_groups_are_planned_once():
     assert pairs(p) == [("plain", "m0", "m1", "m0"), ("plain", "m0", "m2", "m0"), ("plain", "m1", "m2", "m1")]
     assert p.compared_groups() == ["all", "first_two", "again"]
     targets = p.comparison_targets()
-    assert len(targets) == len(set(targets)) == 3 + 3
+    assert len(targets) == len(set(targets)) == 3 + 3 * 2  # pair tables; each group's trends PNG and SVG
     assert p.scoring_pairs("plain", "m0", "m0") == [
         "results/pairs/plain/m0/m1/m0.parquet",
         "results/pairs/plain/m0/m2/m0.parquet",
@@ -107,6 +107,7 @@ def test_targets_are_unique_and_cover_each_section():
     assert len(targets) == len(set(targets))
     assert p.internals_targets() == [
         "results/figures/internals/ref/all/marker_attention.png",
+        "results/figures/internals/ref/all/marker_attention.svg",
         "results/figures/internals/ref_filler/m1/attention_positions",
         "results/figures/internals/plain/m1/depth",
     ]
@@ -121,7 +122,10 @@ def test_marker_attention_figure_only_for_groups_with_internals_models():
         groups={"with": ["m0", "m1"], "without": ["m2"]},
         internals={"models": ["m0"], "marker_attention": {"prompt_sets": ["ref"]}},
     )
-    assert p.internals_targets() == ["results/figures/internals/ref/with/marker_attention.png"]
+    assert p.internals_targets() == [
+        "results/figures/internals/ref/with/marker_attention.png",
+        "results/figures/internals/ref/with/marker_attention.svg",
+    ]
     assert p.marker_attention_tables("ref", "with") == ["results/internals/ref/m0/marker_attention.parquet"]
 
 
@@ -224,3 +228,70 @@ def test_planning_does_not_import_torch():
     )
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert result.stdout.strip() == "[]"
+
+
+def test_vector_copies_are_targets():
+    """`all` asks for each figure's vector copy, so a changed analysis.vector_format makes the new one."""
+    p = plan(analysis={"vector_format": "pdf"}, internals={"marker_attention": {"prompt_sets": ["ref"]}})
+    targets = p.final_targets()
+    for figure in (
+        "results/figures/ref/all/generated/entropy_hist_all",
+        "results/figures/ref/all/reference/entropy_hist_all",
+        "results/comparison/ref/all/trends",
+        "results/figures/internals/ref/all/marker_attention",
+    ):
+        assert f"{figure}.png" in targets and f"{figure}.pdf" in targets
+    assert not any(target.endswith(".svg") for target in targets)
+
+
+def test_pair_summary_states_the_pair_count():
+    models = tuple(f"m{i}" for i in range(5))
+    every = plan(models=models, comparison={"prompt_sets": ["ref", "plain"], "pairs": "all"})
+    # 10 pairs; sources a and b on both sets, reference only on the set with references
+    assert len(every.pair_tables) == 10 * (3 + 2)
+    assert every.pair_summary() == (
+        "comparison.pairs: all: model pairs per group 'all' K=5: K(K-1)/2 = 10; each scored on the tokens "
+        "of each source of comparison.sources, per compared prompt set: 50 pair tables (cross_score jobs) in all"
+    )
+    base = plan(models=models, comparison={"prompt_sets": ["plain"], "pairs": "base", "sources": ["a"]})
+    assert "K=5: K-1 = 4;" in base.pair_summary() and base.pair_summary().endswith(
+        ": 4 pair tables (cross_score jobs) in all"
+    )
+    assert plan(models=("m0",)).pair_summary() is None
+
+
+def test_pair_score_span_only_for_reference_answers():
+    p = plan(scoring={"score_span": "all"})
+    assert p.pair_score_span("reference") == "all"
+    assert p.pair_score_span("m0") is None
+
+
+def test_pair_tables_scale_linearly_in_their_count():
+    """50 models, pairs all: the enumeration is one pass (no list membership tests)."""
+    models = tuple(f"m{i:02d}" for i in range(50))
+    p = plan(models=models, comparison={"pairs": "all"})
+    assert len(p.pair_tables) == len(set(p.pair_tables)) == 1225 * (3 + 2 + 3)
+    assert len(p.scoring_pairs("ref", "m07", "m07")) == 49  # pairs in which m07 scored its own tokens
+
+
+def test_model_resources_scale_with_the_models_and_data(tmp_path, monkeypatch):
+    from tokenscope.workflow.resources import model_mem_mb, model_runtime
+
+    monkeypatch.chdir(tmp_path)
+    manifest = tmp_path / "results" / "models" / "m" / "manifest.json"
+    data = tmp_path / "generations.parquet"
+    mem, runtime = model_mem_mb(8000), model_runtime(60, min_per_model_gb_input_mb=1.0)
+    # Nothing there yet (a dry run): the config's floor.
+    assert mem(None, input=[str(manifest), str(data)]) == 8000
+    assert runtime(None, input=[str(manifest), str(data)]) == 60
+    manifest.parent.mkdir(parents=True)
+    with open(manifest.parent / "model.safetensors", "wb") as weights:
+        weights.truncate(5_000_000_000)  # sparse: 5,000 MB
+    manifest.write_text("{}")
+    with open(data, "wb") as table:
+        table.truncate(100_000_000)  # 100 MB
+    inputs = [str(manifest), str(data)]
+    assert mem(None, input=inputs) == 1000 + 2 * 5000 + 10 * 100
+    assert mem(None, input=inputs, attempt=2) == 2 * (1000 + 2 * 5000 + 10 * 100)
+    assert model_mem_mb(64000)(None, input=inputs) == 64000
+    assert runtime(None, input=inputs) == int(5.0 * 100)
