@@ -16,6 +16,8 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import duckdb
+import numpy as np
+import pandas as pd
 
 # What a job's DuckDB may hold before spilling, unless the job says otherwise.
 DEFAULT_MEMORY_LIMIT_MB = 1000
@@ -41,18 +43,51 @@ def connect(memory_limit_mb: int | None = None, threads: int = 1) -> duckdb.Duck
     return con
 
 
+def sql_identifier(name: str) -> str:
+    """A column or table name quoted for SQL."""
+    return '"' + name.replace('"', '""') + '"'
+
+
+def sql_literal(value: object) -> str:
+    """A SQL literal of a key, string or bin edge: floats exactly (parsed from their repr), NaN and None as NULL."""
+    if isinstance(value, np.generic):
+        value = value.item()
+    if value is None or (isinstance(value, float) and np.isnan(value)) or value is pd.NA:
+        return "NULL"
+    if isinstance(value, bool):
+        return "TRUE" if value else "FALSE"
+    if isinstance(value, int):
+        return str(value)
+    if isinstance(value, float):
+        return f"'{value!r}'::DOUBLE"
+    return "'" + str(value).replace("'", "''") + "'"
+
+
+def sql_number(column: str, prefix: str = "") -> str:
+    """Column `prefix+column` as DOUBLE with NaN as NULL, so that NaN values drop out of every
+    statistic (as in pandas). NaN is told as neither finite nor infinite: DuckDB 2.0 answers
+    isnan() (and x = x) from parquet min/max statistics, which leave NaN out, so on a parquet scan
+    isnan() is false for NaN rows."""
+    value = f"CAST({prefix}{sql_identifier(column)} AS DOUBLE)"
+    return f"(CASE WHEN NOT isfinite({value}) AND NOT isinf({value}) THEN NULL ELSE {value} END)"
+
+
+def sql_list(values: Sequence[object]) -> str:
+    """Comma-separated SQL literals, for `IN (...)`."""
+    return ", ".join(sql_literal(v) for v in values)
+
+
 def parquet_sql(paths: str | Path | Sequence[str | Path]) -> str:
     """The SQL table expression that reads one or several parquet files as one table."""
     files = [paths] if isinstance(paths, (str, Path)) else list(paths)
     if not files:
         raise ValueError("no parquet files to read")
-    quoted = ", ".join("'" + str(Path(p)).replace("'", "''") + "'" for p in files)
-    return f"read_parquet([{quoted}])"
+    return f"read_parquet([{sql_list([str(Path(p)) for p in files])}])"
 
 
 def scan(
     con: duckdb.DuckDBPyConnection, paths: str | Path | Sequence[str | Path], columns: Sequence[str]
 ) -> duckdb.DuckDBPyRelation:
     """A lazy relation over the parquet files with only `columns` (nothing is read until asked)."""
-    selected = ", ".join(f'"{c}"' for c in columns)
+    selected = ", ".join(sql_identifier(c) for c in columns)
     return con.sql(f"SELECT {selected} FROM {parquet_sql(paths)}")

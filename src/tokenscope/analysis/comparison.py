@@ -30,7 +30,7 @@ from tokenscope.analysis.stats import (
     per_unit_means,
     token_changes,
 )
-from tokenscope.dataset import connect
+from tokenscope.dataset import connect, sql_literal
 from tokenscope.errors import TokenscopeError
 
 # Per-token changes listed in the changed-token tables (entropy_diff = entropy_b - entropy_a).
@@ -50,10 +50,6 @@ class StatsOptions:
     quantile_bins: int = DEFAULT_QUANTILE_BINS
 
 
-def _literal(text: str) -> str:
-    return "'" + text.replace("'", "''") + "'"
-
-
 def base_text_tokens(pairs: Tokens, models: Sequence[str]) -> Tokens:
     """Per-token rows of every model on the base's text: the base from entropy_a, others from entropy_b.
 
@@ -62,12 +58,12 @@ def base_text_tokens(pairs: Tokens, models: Sequence[str]) -> Tokens:
     """
     base, others = models[0], list(models[1:])
     keys = "prompt_id, sample, position, token_id"
-    listed = ", ".join(_literal(m) for m in others)
+    listed = ", ".join(sql_literal(m) for m in others)
     return pairs.derive(
-        f"SELECT {keys}, {_literal(base)} AS model, entropy_a AS entropy, logprob_a AS logprob FROM {pairs.view} "
-        f"WHERE model_a = {_literal(base)} AND model_b = {_literal(others[0])} "
+        f"SELECT {keys}, {sql_literal(base)} AS model, entropy_a AS entropy, logprob_a AS logprob FROM {pairs.view} "
+        f"WHERE model_a = {sql_literal(base)} AND model_b = {sql_literal(others[0])} "
         f"UNION ALL SELECT {keys}, model_b AS model, entropy_b AS entropy, logprob_b AS logprob FROM {pairs.view} "
-        f"WHERE model_a = {_literal(base)} AND model_b IN ({listed})"
+        f"WHERE model_a = {sql_literal(base)} AND model_b IN ({listed})"
     )
 
 
@@ -81,7 +77,7 @@ def token_strings(own: Tokens, model: str, id_column: str, string_column: str, i
         table = own.con.execute(
             f"""SELECT _id, first(text ORDER BY n DESC, text) AS text FROM (
                     SELECT "{id_column}" AS _id, "{string_column}" AS text, count(*) AS n FROM {own.view}
-                    WHERE model = {_literal(model)} AND "{id_column}" IN (SELECT _id FROM {wanted}) GROUP BY ALL
+                    WHERE model = {sql_literal(model)} AND "{id_column}" IN (SELECT _id FROM {wanted}) GROUP BY ALL
                 ) GROUP BY _id"""
         ).df()
     finally:
@@ -93,7 +89,7 @@ def changed_token_tables(pairs: Tokens, base: str, model: str, options: StatsOpt
     """by_token and by_context_token tables of one checkpoint on the base's text (ids, no strings yet)."""
     rows = pairs.derive(
         f"SELECT *, entropy_b - entropy_a AS entropy_diff FROM {pairs.view} "
-        f"WHERE model_a = {_literal(base)} AND model_b = {_literal(model)}"
+        f"WHERE model_a = {sql_literal(base)} AND model_b = {sql_literal(model)}"
     )
     boot: BootstrapOptions = {"n_boot": options.n_boot, "ci": options.ci, "seed": options.seed}
     tables = {}

@@ -49,7 +49,7 @@ import pandas as pd
 from scipy import stats as scipy_stats
 
 from tokenscope.analysis.tokens import GROUP_KEYS, token_relation
-from tokenscope.dataset import connect
+from tokenscope.dataset import connect, sql_identifier, sql_literal, sql_number
 from tokenscope.errors import ConfigError, TokenscopeError
 
 DEFAULT_STATISTICS: tuple[str, ...] = ("mean", "median", "p90", "p99")
@@ -290,24 +290,8 @@ TokenData = Union[str, Path, Sequence[str | Path], pd.DataFrame, "Tokens"]
 _names = itertools.count()
 
 
-def _ident(name: str) -> str:
-    return '"' + name.replace('"', '""') + '"'
-
-
 def _columns(names: Sequence[str], prefix: str = "") -> str:
-    return ", ".join(prefix + _ident(n) for n in names)
-
-
-def _literal(value: object) -> str:
-    if isinstance(value, np.generic):
-        value = value.item()
-    if isinstance(value, bool):
-        return "TRUE" if value else "FALSE"
-    if isinstance(value, int):
-        return str(value)
-    if isinstance(value, float):
-        return f"'{value!r}'::DOUBLE"
-    return "'" + str(value).replace("'", "''") + "'"
+    return ", ".join(prefix + sql_identifier(n) for n in names)
 
 
 def _missing(value: object) -> bool:
@@ -317,7 +301,7 @@ def _missing(value: object) -> bool:
 def _is_group(columns: Sequence[str], key: Sequence[object]) -> str:
     """A WHERE condition selecting one group (equality where possible, so parquet scans prune files)."""
     parts = [
-        f"{_ident(c)} IS NULL" if _missing(v) else f"{_ident(c)} = {_literal(v)}"
+        f"{sql_identifier(c)} IS NULL" if _missing(v) else f"{sql_identifier(c)} = {sql_literal(v)}"
         for c, v in zip(columns, key, strict=True)
     ]
     return " AND ".join(parts) if parts else "TRUE"
@@ -327,10 +311,6 @@ def _one(con: duckdb.DuckDBPyConnection, sql: str) -> tuple:
     """The one row of `sql`, fetched to the end (DuckDB refuses other work on an unfinished result)."""
     (row,) = con.execute(sql).fetchall()
     return tuple(row)
-
-
-def _number(column: str) -> str:
-    return f"CAST({_ident(column)} AS DOUBLE)"
 
 
 def _key(row: Sequence[object]) -> tuple:
@@ -352,13 +332,13 @@ def _bin_sql(segments: Sequence[Segment]) -> str:
     cases, offset = [], 0
     for low, high, bins in segments:
         scale = bins / (high - low) if high > low else 0.0
-        index = f"floor((v - {_literal(float(low))}) * {_literal(scale)})"
+        index = f"floor((v - {sql_literal(float(low))}) * {sql_literal(scale)})"
         code = f"{offset} + CAST(least(greatest({index}, 0), {bins - 1}) AS BIGINT)"
         cases.append((high, code))
         offset += bins
     if len(cases) == 1:
         return cases[0][1]
-    branches = " ".join(f"WHEN v < {_literal(float(high))} THEN {code}" for high, code in cases[:-1])
+    branches = " ".join(f"WHEN v < {sql_literal(float(high))} THEN {code}" for high, code in cases[:-1])
     return f"(CASE {branches} ELSE {cases[-1][1]} END)"
 
 
@@ -426,7 +406,7 @@ class Tokens:
         if self._units is None:
             name = f"tokenscope_{next(_names)}"
             cols = _columns(self.unit_columns)
-            order = ", ".join(f"{_ident(c)} NULLS LAST" for c in self.unit_columns)
+            order = ", ".join(f"{sql_identifier(c)} NULLS LAST" for c in self.unit_columns)
             self.con.execute(
                 f"CREATE TEMP TABLE {name} AS SELECT {cols}, "
                 f"CAST(row_number() OVER (ORDER BY {order}) - 1 AS INTEGER) AS _unit "
@@ -454,9 +434,9 @@ class Tokens:
         if key not in self._series:
             self._require([*groups, value])
             lead = f"{_columns(groups, 't.')}, " if groups else ""
-            rows = self._joined(f"{lead}{_number(value)} AS v")
+            rows = self._joined(f"{lead}{sql_number(value)} AS v")
             group_list = f"{_columns(groups)}, " if groups else ""
-            order = "".join(f"{_ident(g)} NULLS LAST, " for g in groups)
+            order = "".join(f"{sql_identifier(g)} NULLS LAST, " for g in groups)
             table = self.con.execute(
                 f"""SELECT {group_list}_unit, count(*) FILTER (WHERE NOT isnan(v)) AS n,
                        fsum(v) FILTER (WHERE NOT isnan(v)) AS s,
@@ -486,7 +466,7 @@ class Tokens:
             listed = ", ".join(repr(float(q)) for q in missing)
             (found,) = _one(
                 self.con,
-                f"SELECT quantile_cont(v, [{listed}]) FROM (SELECT {_number(value)} AS v FROM {self.view} "
+                f"SELECT quantile_cont(v, [{listed}]) FROM (SELECT {sql_number(value)} AS v FROM {self.view} "
                 f"WHERE {_is_group(groups, key)}) WHERE NOT isnan(v)",
             )
             values = found if found is not None else [None] * len(missing)
@@ -504,7 +484,7 @@ class Tokens:
         series = self.series(value, groups)[key]
         edges = _segment_edges(segments)
         n_bins = edges.size - 1
-        rows = self._joined(f"{_number(value)} AS v")
+        rows = self._joined(f"{sql_number(value)} AS v")
         cells = self.con.execute(
             f"SELECT CAST(_unit AS BIGINT) * {n_bins} + {_bin_sql(segments)} AS cell, count(*) AS n FROM ({rows} "
             f"WHERE {_is_group(groups, key)}) WHERE NOT isnan(v) GROUP BY cell"
@@ -834,9 +814,9 @@ def paired_tests(
 
 def _share_above(tokens: Tokens, metric: str, model: str, threshold: float) -> UnitSummary:
     """Per unit: the model's non-NaN tokens (counts) and those above `threshold` (sums)."""
-    rows = tokens._joined(f"{_number(metric)} AS v")
+    rows = tokens._joined(f"{sql_number(metric)} AS v")
     return tokens.ratio_summary(
-        f"SELECT _unit, count(*) AS n, count(*) FILTER (WHERE v > {_literal(float(threshold))}) AS s "
+        f"SELECT _unit, count(*) AS n, count(*) FILTER (WHERE v > {sql_literal(float(threshold))}) AS s "
         f"FROM ({rows} WHERE {_is_group(['model'], [model])}) WHERE NOT isnan(v) GROUP BY _unit"
     )
 
@@ -872,13 +852,14 @@ def _aligned(base: Tokens, other: Tokens, value: str, carry: Sequence[str], what
     base._require([*keys, "token_id", *carry, value])
     other._require([*keys, "token_id", value])
     name = f"tokenscope_{next(_names)}"
+    join_on = " AND ".join(f"b.{sql_identifier(k)} = o.{sql_identifier(k)}" for k in keys)
     base.con.execute(
         f"""CREATE TEMP TABLE {name} AS
         SELECT {_columns(keys, "b.")}, {_columns([*carry, "token_id"], "b.")},
-               CAST(b.{_ident(value)} AS DOUBLE) AS base, CAST(o.{_ident(value)} AS DOUBLE) AS other,
-               CAST(o.{_ident(value)} AS DOUBLE) - CAST(b.{_ident(value)} AS DOUBLE) AS diff,
+               {sql_number(value, "b.")} AS base, {sql_number(value, "o.")} AS other,
+               {sql_number(value, "o.")} - {sql_number(value, "b.")} AS diff,
                b.token_id = o.token_id AS same
-        FROM {base.view} b JOIN {other.view} o ON {" AND ".join(f"b.{_ident(k)} = o.{_ident(k)}" for k in keys)}"""
+        FROM {base.view} b JOIN {other.view} o ON {join_on}"""
     )
     (n_base,), (n_other,) = (_one(base.con, f"SELECT count(*) FROM {t.view}") for t in (base, other))
     n_merged, n_same = _one(base.con, f"SELECT count(*), count(*) FILTER (WHERE same) FROM {name}")
@@ -899,7 +880,7 @@ def _overlap(aligned: Tokens, quantile: float) -> UnitSummary:
     )
     if thresholds[0] is None:
         return UnitSummary(np.zeros(0), np.zeros(0))
-    high_base, high_other = (_literal(float(t)) for t in thresholds)
+    high_base, high_other = (sql_literal(float(t)) for t in thresholds)
     rows = aligned._joined("t.base, t.other")
     return aligned.ratio_summary(
         f"SELECT _unit, count(*) FILTER (WHERE base > {high_base}) AS n, "
@@ -1008,7 +989,7 @@ def _overlap_with_base(
     """high_entropy_overlap of `model` with the base's rows (the base itself: no join needed)."""
     if model == base:
         aligned = base_rows.derive(
-            f"SELECT *, {_number(metric)} AS base, {_number(metric)} AS other FROM {base_rows.view}"
+            f"SELECT *, {sql_number(metric)} AS base, {sql_number(metric)} AS other FROM {base_rows.view}"
         )
         return bootstrap_units(_overlap(aligned, quantile), ("mean",), **boot)["mean"]
     own = table.derive(f"SELECT * FROM {table.view} WHERE {_is_group(['model'], [model])}")
@@ -1071,18 +1052,19 @@ def token_changes(
     if top_n <= 0:
         return pd.DataFrame(columns=columns)
     extras = "".join(
-        f", fsum({_number(c)}) FILTER (WHERE NOT isnan({_number(c)})) / "
-        f"count(*) FILTER (WHERE NOT isnan({_number(c)})) AS {_ident(f'mean_{c}')}"
+        f", fsum({sql_number(c)}) FILTER (WHERE NOT isnan({sql_number(c)})) / "
+        f"count(*) FILTER (WHERE NOT isnan({sql_number(c)})) AS {sql_identifier(f'mean_{c}')}"
         for c in extra_means
     )
     groups = f"tokenscope_{next(_names)}"
     table.con.execute(
         f"""CREATE TEMP TABLE {groups} AS
-        SELECT {_columns(by)}, count(*) AS "count"{extras}, fsum({_number(value)}) / count(*) AS {_ident(mean_column)}
-        FROM {table.view} WHERE NOT isnan({_number(value)}) GROUP BY ALL HAVING count(*) >= {int(min_count)}"""
+        SELECT {_columns(by)}, count(*) AS "count"{extras},
+               fsum({sql_number(value)}) / count(*) AS {sql_identifier(mean_column)}
+        FROM {table.view} WHERE NOT isnan({sql_number(value)}) GROUP BY ALL HAVING count(*) >= {int(min_count)}"""
     )
-    keys = ", ".join(f"{_ident(c)} NULLS LAST" for c in by)
-    mean = _ident(mean_column)
+    keys = ", ".join(f"{sql_identifier(c)} NULLS LAST" for c in by)
+    mean = sql_identifier(mean_column)
     listed = pd.concat(
         [
             table.con.execute(
@@ -1098,7 +1080,7 @@ def token_changes(
         return pd.DataFrame(columns=columns)
     listed_name = f"tokenscope_{next(_names)}"
     table.con.register(listed_name, listed[by].assign(_group=np.arange(len(listed))))
-    rows = table._joined(f"{_columns(by, 't.')}, {_number(value)} AS v")
+    rows = table._joined(f"{_columns(by, 't.')}, {sql_number(value)} AS v")
     per_unit = table.con.execute(
         f"SELECT _group, _unit, count(*) AS n, fsum(v) AS s FROM ({rows}) JOIN {listed_name} USING ({_columns(by)}) "
         f"WHERE NOT isnan(v) GROUP BY ALL ORDER BY _group, _unit"

@@ -21,7 +21,7 @@ import numpy as np
 import pandas as pd
 from tabulate import tabulate
 
-from tokenscope.dataset import connect, parquet_sql, scan
+from tokenscope.dataset import connect, parquet_sql, scan, sql_identifier, sql_literal, sql_number
 from tokenscope.errors import ConfigError
 from tokenscope.io import write_atomic
 
@@ -66,35 +66,6 @@ def token_relation(
     return scan(con, files, available if columns is None else [c for c in available if c in set(columns)])
 
 
-def _ident(name: str) -> str:
-    return '"' + name.replace('"', '""') + '"'
-
-
-def _literal(value: object) -> str:
-    """A SQL literal of a group key or bin edge; floats exactly (parsed from their repr), NaN as NULL."""
-    if isinstance(value, np.generic):
-        value = value.item()
-    if value is None or value is pd.NA or (isinstance(value, float) and np.isnan(value)):
-        return "NULL"
-    if isinstance(value, bool):
-        return "TRUE" if value else "FALSE"
-    if isinstance(value, int):
-        return str(value)
-    if isinstance(value, float):
-        return f"'{value!r}'::DOUBLE"
-    return "'" + str(value).replace("'", "''") + "'"
-
-
-def _value(metric: str) -> str:
-    """The metric as DOUBLE, NaN as NULL: NaN values are left out of every statistic (as in pandas).
-
-    NaN is told as neither finite nor infinite: DuckDB 2.0 folds isnan() to false from parquet
-    min/max statistics, which leave NaN out (isnan in a WHERE clause skips NaN rows too).
-    """
-    cast = f"CAST({_ident(metric)} AS DOUBLE)"
-    return f"CASE WHEN NOT isfinite({cast}) AND NOT isinf({cast}) THEN NULL ELSE {cast} END"
-
-
 def _run(rel: duckdb.DuckDBPyRelation, sql: str) -> pd.DataFrame:
     """The result of `sql` over the relation, named `tokens` in it."""
     result = rel.query("tokens", sql)
@@ -110,12 +81,12 @@ def _require(columns: Sequence[str], needed: Sequence[str]) -> None:
 
 
 def _order(columns: Sequence[str]) -> str:
-    return ", ".join(f"{_ident(c)} NULLS LAST" for c in columns)
+    return ", ".join(f"{sql_identifier(c)} NULLS LAST" for c in columns)
 
 
 def _is_group(keys: Sequence[str], values: Sequence[object]) -> str:
     """A WHERE condition selecting one group (NULL keys included)."""
-    parts = [f"{_ident(k)} IS NOT DISTINCT FROM {_literal(v)}" for k, v in zip(keys, values, strict=True)]
+    parts = [f"{sql_identifier(k)} IS NOT DISTINCT FROM {sql_literal(v)}" for k, v in zip(keys, values, strict=True)]
     return " AND ".join(parts) if parts else "TRUE"
 
 
@@ -134,14 +105,14 @@ def describe_metric(
     by = list(by)
     rel = token_relation(tokens, [*by, metric], con)
     _require(rel.columns, [*by, metric])
-    keys = ", ".join(_ident(k) for k in by)
+    keys = ", ".join(sql_identifier(k) for k in by)
     lead = f"{keys}, " if by else ""
     grouping = f"GROUP BY {keys}" if by else ""
     sql = f"""
         WITH stats AS (
             SELECT {lead}count(v) AS "count", avg(v) AS "mean", stddev_samp(v) AS "std", min(v) AS "min",
                    quantile_cont(v, [0.25, 0.5, 0.75]) AS quartiles, max(v) AS "max"
-            FROM (SELECT {lead}{_value(metric)} AS v FROM tokens)
+            FROM (SELECT {lead}{sql_number(metric)} AS v FROM tokens)
             {grouping}
         )
         SELECT {lead}"count", "mean", "std", "min", quartiles[1] AS "25%", quartiles[2] AS "50%",
@@ -196,7 +167,7 @@ def _bin_code(edges: np.ndarray) -> str:
     """SQL for the bin of `v` given sorted distinct edges: (e_i, e_i+1], the first one [e_0, e_1]."""
     if len(edges) < 2:
         return "0"
-    cases = " ".join(f"WHEN v <= {_literal(float(e))} THEN {i}" for i, e in enumerate(edges[1:-1]))
+    cases = " ".join(f"WHEN v <= {sql_literal(float(e))} THEN {i}" for i, e in enumerate(edges[1:-1]))
     return f"CASE {cases} ELSE {len(edges) - 2} END" if cases else "0"
 
 
@@ -234,13 +205,13 @@ def qcut_bins(
     mean_col = f"mean_{metric}"
     bin_columns = [*keys, "bin", "lower", "upper", "count", mean_col, "displayed"]
     sample_columns = [*keys, "bin", "bin_range", *sample_cols, metric]
-    valid = f"(SELECT *, {_value(metric)} AS v FROM tokens) WHERE v IS NOT NULL"
+    valid = f"(SELECT *, {sql_number(metric)} AS v FROM tokens) WHERE v IS NOT NULL"
 
-    lead = "".join(f"{_ident(k)}, " for k in keys)
+    lead = "".join(f"{sql_identifier(k)}, " for k in keys)
     groups = _run(
         rel,
         f"SELECT {lead}count(*) AS n FROM {valid} "
-        + (f"GROUP BY {', '.join(map(_ident, keys))} ORDER BY {_order(keys)}" if keys else ""),
+        + (f"GROUP BY {', '.join(map(sql_identifier, keys))} ORDER BY {_order(keys)}" if keys else ""),
     )
     bin_frames: list[pd.DataFrame] = []
     sample_frames: list[pd.DataFrame] = []
@@ -307,10 +278,10 @@ def qcut_bins(
         ).set_index("r")
         wanted = [(float(at_rank.at[g, "v"]), g - int(at_rank.at[g, "first"])) for _, g in sampled]
         # only the rows of those values are ordered by the tie-break and read with their strings
-        payload = ", ".join(_ident(c) for c in [*sample_cols, metric])
-        tie_break = ", ".join(f"{_ident(c)} NULLS LAST" for c in sample_cols) or "v"
-        values = ", ".join(_literal(v) for v in sorted({v for v, _ in wanted}))
-        chosen = " OR ".join(f"(v = {_literal(v)} AND t = {t})" for v, t in sorted(set(wanted)))
+        payload = ", ".join(sql_identifier(c) for c in [*sample_cols, metric])
+        tie_break = ", ".join(f"{sql_identifier(c)} NULLS LAST" for c in sample_cols) or "v"
+        values = ", ".join(sql_literal(v) for v in sorted({v for v, _ in wanted}))
+        chosen = " OR ".join(f"(v = {sql_literal(v)} AND t = {t})" for v, t in sorted(set(wanted)))
         found = _run(
             rel,
             f"""SELECT v, t, {payload} FROM (
@@ -366,19 +337,19 @@ def token_groups(
         return pd.DataFrame(columns=columns)
 
     group_cols = [*keys, id_col if by_id else by]
-    grouping = ", ".join(map(_ident, group_cols))
-    text = f"min({_ident(by)}) AS {_ident(by)}, " if by_id else ""
-    means = ", ".join(f"avg({_value(m)}) AS {_ident(c)}" for m, c in zip(metrics, mean_cols, strict=True))
-    partition = f"PARTITION BY {', '.join(map(_ident, keys))} " if keys else ""
-    rank, ident_order = _ident(mean_cols[0]), f", {_ident(id_col)}" if by_id else ""
+    grouping = ", ".join(map(sql_identifier, group_cols))
+    text = f"min({sql_identifier(by)}) AS {sql_identifier(by)}, " if by_id else ""
+    means = ", ".join(f"avg({sql_number(m)}) AS {sql_identifier(c)}" for m, c in zip(metrics, mean_cols, strict=True))
+    partition = f"PARTITION BY {', '.join(map(sql_identifier, keys))} " if keys else ""
+    rank, ident_order = sql_identifier(mean_cols[0]), f", {sql_identifier(id_col)}" if by_id else ""
 
     def ranked(direction: str) -> str:
         return (
             f"row_number() OVER ({partition}ORDER BY {rank} {direction} NULLS LAST, count DESC, "
-            f"{_ident(by)} NULLS LAST{ident_order})"
+            f"{sql_identifier(by)} NULLS LAST{ident_order})"
         )
 
-    out = ", ".join(_ident(c) for c in columns[:-1])
+    out = ", ".join(sql_identifier(c) for c in columns[:-1])
     sql = f"""
         WITH g AS (
             SELECT {grouping}, {text}count(*) AS count, {means}

@@ -18,7 +18,7 @@ import duckdb
 import numpy as np
 import pyarrow as pa
 
-from tokenscope.dataset import parquet_sql
+from tokenscope.dataset import parquet_sql, sql_list
 from tokenscope.errors import ConfigError
 from tokenscope.inputs.prompts import load_prompt_set
 
@@ -140,5 +140,5 @@ def rows_of_prompts(
     selected = ", ".join(f'"{c}"' for c in columns)
     if not prompt_ids:
         return con.sql(f"SELECT {selected} FROM {parquet_sql(paths)} LIMIT 0").to_arrow_table()
-    listed = ", ".join("'" + str(p).replace("'", "''") + "'" for p in prompt_ids)
+    listed = sql_list(list(prompt_ids))
     return con.sql(f"SELECT {selected} FROM {parquet_sql(paths)} WHERE prompt_id IN ({listed})").to_arrow_table()

@@ -33,7 +33,7 @@ import numpy as np
 import pandas as pd
 import pyarrow as pa
 
-from tokenscope.dataset import connect, parquet_sql
+from tokenscope.dataset import connect, parquet_sql, sql_list
 from tokenscope.inputs.prompts import Prompt
 from tokenscope.io import safe_file_name, write_text
 from tokenscope.model.token_text import VocabularyStrings
@@ -315,10 +315,6 @@ def _scale_max(con: Any, expression: str, source: str) -> float:
     return float(top) if top > 0 else max(float(largest), 1e-6)
 
 
-def _sql_strings(values: Sequence[str]) -> str:
-    return ", ".join("'" + str(v).replace("'", "''") + "'" for v in values)
-
-
 def _chosen_rows(con: Any, source: str, columns: Sequence[str], keys: pa.Table) -> pa.Table:
     """`columns` of the rows of `source` whose (prompt_id, sample) is in `keys`: the prompt ids are
     pushed into the parquet scan (row groups without them are skipped), the pairs semi-joined."""
@@ -327,7 +323,7 @@ def _chosen_rows(con: Any, source: str, columns: Sequence[str], keys: pa.Table) 
     con.register("chosen_keys", keys)
     try:
         selected = ", ".join(f"t.{c}" for c in columns)
-        prompt_ids = _sql_strings(sorted(set(keys.column("prompt_id").to_pylist())))
+        prompt_ids = sql_list(sorted(set(keys.column("prompt_id").to_pylist())))
         return con.sql(
             f"SELECT {selected} FROM {source} AS t "
             f"SEMI JOIN chosen_keys AS c ON t.prompt_id = c.prompt_id AND t.sample = c.sample "
