@@ -13,7 +13,10 @@ allocates for the widest prompt (width + steps - 1 + margin; before that change 
 steps). A checkout without write_generation (before streaming) runs run_generation and writes its
 tables with pyarrow.parquet.write_table instead. Some end tokens are made frequent (one id in
 `--end-every` ends a sequence) so rows finish at different steps and queued prompts take over
-their slots.
+their slots. The KV buffer is allocated once per wave: a joining prompt is prefilled on its own and
+written into its row of the same buffer, before the current column (room is made by dropping
+leading columns no row uses, in place), so joins never grow or double it; the copies are transient
+(the joining rows' own prefill, and the kept rows when rows leave a wave with no prompt queued).
 
     python benchmarks/bench_generation_memory.py                   # N = 64, 256, 1024, 4096
     python benchmarks/bench_generation_memory.py --sizes 64 256     # quicker

@@ -10,9 +10,50 @@ import torch
 import torch.nn.functional as F
 
 
-def per_position_reference(model, tokenizer, ids: list[int], prompt_length: int) -> list[dict]:
-    """For one sequence, every position from the prompt's last token on: the entropy of the model's
-    next-token distribution there, and the probability and rank of the token that actually follows."""
+def dense_entropy(logits: torch.Tensor) -> float:
+    """Entropy (nats) of softmax(logits) over one row, in float64; -inf logits add nothing."""
+    logp = torch.log_softmax(logits.double(), dim=-1)
+    p = logp.exp()
+    return float(-(p[p > 0] * logp[p > 0]).sum())
+
+
+def dense_varentropy(logits: torch.Tensor) -> float:
+    """Variance of the surprisal -log p under p = softmax(logits), one row, float64, two passes."""
+    logp = torch.log_softmax(logits.double(), dim=-1)
+    p = logp.exp()
+    surprisal = -logp[p > 0]
+    return float((p[p > 0] * (surprisal - (p[p > 0] * surprisal).sum()) ** 2).sum())
+
+
+def dense_margin(logits: torch.Tensor) -> float:
+    """log p of the most probable entry minus that of the second, one row, float64."""
+    top = torch.log_softmax(logits.double(), dim=-1).topk(2).values
+    return float(top[0] - top[1])
+
+
+def warped_entropy(logits: torch.Tensor, sampling: dict) -> float:
+    """Entropy of the distribution transformers samples from (do_sample=True): its temperature,
+    top-k and top-p warpers (generate's order) on the fp32 logits, then a float64 softmax; 0 for
+    greedy decoding."""
+    from transformers.generation.logits_process import TemperatureLogitsWarper, TopKLogitsWarper, TopPLogitsWarper
+
+    if not sampling.get("do_sample", True):
+        return 0.0
+    scores = TemperatureLogitsWarper(float(sampling.get("temperature", 1.0)))(None, logits.float().view(1, -1).clone())
+    if sampling.get("top_k"):
+        scores = TopKLogitsWarper(int(sampling["top_k"]))(None, scores)
+    if sampling.get("top_p", 1.0) < 1.0:
+        scores = TopPLogitsWarper(float(sampling["top_p"]))(None, scores)
+    return dense_entropy(scores[0])
+
+
+def per_position_reference(
+    model, tokenizer, ids: list[int], prompt_length: int, sampling: dict | None = None
+) -> list[dict]:
+    """For one sequence, every position from the prompt's last token on: the entropy, varentropy
+    and top-1 minus top-2 log-probability margin of the model's next-token distribution there, the
+    probability and rank of the token that actually follows, and with `sampling` (generation's
+    settings) the entropy of the distribution transformers' warpers would sample from."""
     generated_ids = torch.tensor([ids])
     with torch.no_grad():
         logits = model(input_ids=generated_ids).logits
@@ -29,17 +70,24 @@ def per_position_reference(model, tokenizer, ids: list[int], prompt_length: int)
                 "entropy": entropy,
                 "probability_of_next_token": probabilities[actual_next_token_id].item(),
                 "rank": int((pos_logits > pos_logits[actual_next_token_id]).sum()) + 1,
+                "varentropy": dense_varentropy(pos_logits),
+                "margin": dense_margin(pos_logits),
+                "sampling_entropy": None if sampling is None else warped_entropy(pos_logits, sampling),
             }
         )
     return stats
 
 
-def assert_matches_reference(model, tokenizer, frame: pd.DataFrame, sequences: dict, tol: float = 1e-4) -> None:
-    """Every row equals the per-position reference's value at the same position."""
+def assert_matches_reference(
+    model, tokenizer, frame: pd.DataFrame, sequences: dict, tol: float = 1e-4, sampling: dict | None = None
+) -> None:
+    """Every row equals the per-position reference's value at the same position. `sampling`: the
+    generation's sampling settings (its sampling_entropy is checked); None for teacher-forced
+    tokens, whose sampling_entropy must be null."""
     checked = 0
     for (prompt_id, sample), rows in frame.groupby(["prompt_id", "sample"]):
         ids, start = sequences[(prompt_id, sample)]
-        expected = pd.DataFrame(per_position_reference(model, tokenizer, ids, start))
+        expected = pd.DataFrame(per_position_reference(model, tokenizer, ids, start, sampling))
         expected = expected.iloc[-len(rows) :] if start > 0 else expected
         rows = rows.sort_values("step")
         assert len(rows) == len(expected)
@@ -50,6 +98,14 @@ def assert_matches_reference(model, tokenizer, frame: pd.DataFrame, sequences: d
             rows["prob"].to_numpy(), expected["probability_of_next_token"].to_numpy(), atol=tol, rtol=0
         )
         np.testing.assert_array_equal(rows["rank"].to_numpy(), expected["rank"].to_numpy())
+        for column in ("varentropy", "margin"):
+            np.testing.assert_allclose(rows[column].to_numpy(), expected[column].to_numpy(), atol=tol, rtol=tol)
+        if sampling is None:
+            assert rows["sampling_entropy"].isna().all()
+        else:
+            np.testing.assert_allclose(
+                rows["sampling_entropy"].to_numpy(), expected["sampling_entropy"].to_numpy(float), atol=tol, rtol=tol
+            )
         checked += len(rows)
     assert checked == len(frame) > 0
 

@@ -19,10 +19,11 @@ import numpy as np
 import torch
 from torch import Tensor
 from tqdm.auto import tqdm
+from transformers.cache_utils import DynamicCache, DynamicLayer
 
-from tokenscope.errors import ConfigError
-from tokenscope.generation.kv_cache import build_cache, has_sliding_window, preallocated_layers
-from tokenscope.generation.sampling import SamplingParams, sample_tokens
+from tokenscope.errors import ConfigError, ModelError
+from tokenscope.generation.kv_cache import attention_windows, build_cache, model_label, preallocated_layers
+from tokenscope.generation.sampling import SamplingParams, sample_with_entropy
 from tokenscope.inputs.batching import pad, pad_id_of
 from tokenscope.model.anatomy import Unembedding, backbone
 from tokenscope.model.loading import max_positions
@@ -115,7 +116,8 @@ def output_cache(out: Any) -> Any:
 
 @dataclass
 class Generation:
-    """One generated sequence and the metrics of each of its tokens (numpy, on the CPU)."""
+    """One generated sequence and the metrics of each of its tokens (numpy, on the CPU; see
+    scoring.formulas.TokenMetrics)."""
 
     request: GenerationRequest
     token_ids: np.ndarray  # [n] int64, eos included when generated
@@ -125,6 +127,9 @@ class Generation:
     rank: np.ndarray
     topk_ids: np.ndarray  # [n, k]
     topk_logprobs: np.ndarray  # [n, k]
+    varentropy: np.ndarray
+    margin: np.ndarray
+    sampling_entropy: np.ndarray  # of the distribution sampled from (after temperature, top-k, top-p)
 
 
 def eos_token_ids(model: CausalLM, tokenizer: Tokenizer) -> list[int]:
@@ -160,6 +165,9 @@ class _Results:
         self.rank = np.zeros((slots, steps), dtype=np.int32)
         self.topk_ids = np.zeros((slots, steps, k), dtype=np.int32)
         self.topk_logprobs = np.zeros((slots, steps, k), dtype=np.float32)
+        self.varentropy = np.zeros((slots, steps), dtype=np.float32)
+        self.margin = np.zeros((slots, steps), dtype=np.float32)
+        self.sampling_entropy = np.zeros((slots, steps), dtype=np.float32)
 
     def write(self, slots: np.ndarray, steps: np.ndarray, packed: np.ndarray, k: int) -> np.ndarray:
         """Store one step of `slots` (packed by `_Decoder.step`); returns which rows chose an end token."""
@@ -167,8 +175,11 @@ class _Results:
         self.entropy[slots, steps] = packed[:, 1]
         self.logprob[slots, steps] = packed[:, 2]
         self.rank[slots, steps] = packed[:, 3]
-        self.topk_ids[slots, steps] = packed[:, 4 : 4 + k]
-        self.topk_logprobs[slots, steps] = packed[:, 4 + k : 4 + 2 * k]
+        self.varentropy[slots, steps] = packed[:, 4]
+        self.margin[slots, steps] = packed[:, 5]
+        self.sampling_entropy[slots, steps] = packed[:, 6]
+        self.topk_ids[slots, steps] = packed[:, 7 : 7 + k]
+        self.topk_logprobs[slots, steps] = packed[:, 7 + k : 7 + 2 * k]
         return packed[:, -1] != 0
 
     def generation(self, request: GenerationRequest, slot: int, length: int, eos: bool) -> Generation:
@@ -181,6 +192,9 @@ class _Results:
             self.rank[slot, :length].copy(),
             self.topk_ids[slot, :length].copy(),
             self.topk_logprobs[slot, :length].copy(),
+            self.varentropy[slot, :length].copy(),
+            self.margin[slot, :length].copy(),
+            self.sampling_entropy[slot, :length].copy(),
         )
 
 
@@ -215,7 +229,7 @@ class _Decoder:
         self.model, self.unembed, self.requests, self.params = model, unembed, requests, params
         self.body = backbone(model)
         self.cache_argument = cache_argument(self.body)
-        self.sliding = has_sliding_window(model)
+        self.windows = attention_windows(model)  # per layer: its sliding window, None for full attention
         self.device = next(model.parameters()).device
         self.pad_id, self.progress = pad_id, progress
         self.eos = torch.tensor(list(eos_ids), dtype=torch.long, device=self.device)
@@ -235,13 +249,14 @@ class _Decoder:
 
     def step(self, hidden: Tensor, seeds: Tensor, row_step: Tensor) -> tuple[Tensor, np.ndarray]:
         """Sample the next token of each row; returns (tokens on the device, the step's results on
-        the host: token, entropy, logprob, rank, top-k ids, top-k logprobs, chose an end token).
+        the host: token, entropy, logprob, rank, varentropy, margin, sampling entropy, top-k ids,
+        top-k logprobs, chose an end token).
 
         The results come over in one float64 array (exact for float32 values and for ids and
         ranks below 2^53): the one wait for the device per step.
         """
         logits = self.unembed(hidden)
-        chosen = sample_tokens(logits, self.params, seeds, row_step)
+        chosen, sampling_entropy = sample_with_entropy(logits, self.params, seeds, row_step)
         m: TokenMetrics = metrics_from_logits(logits, chosen, self.k)
         packed = torch.cat(
             [
@@ -249,6 +264,9 @@ class _Decoder:
                 m.entropy.double().unsqueeze(1),
                 m.logprob.double().unsqueeze(1),
                 m.rank.double().unsqueeze(1),
+                m.varentropy.double().unsqueeze(1),
+                m.margin.double().unsqueeze(1),
+                sampling_entropy.double().unsqueeze(1),
                 m.topk_ids.double(),
                 m.topk_logprobs.double(),
                 torch.isin(chosen, self.eos).double().unsqueeze(1),
@@ -276,18 +294,37 @@ class _Decoder:
         ]
         return finished, done
 
-    def prefill(self, indices: Sequence[int]) -> tuple[list[tuple[Tensor, Tensor]], Tensor, Tensor, Tensor, int]:
-        """Forward prompts (left padded); returns (per-layer keys and values, mask, last hidden,
-        next positions, width). Samples of one prompt share a prompt: it is forwarded once."""
+    def prefill(
+        self, indices: Sequence[int]
+    ) -> tuple[list[tuple[Tensor, Tensor]], Tensor, Tensor, Tensor, Tensor, int]:
+        """Forward prompts (left padded); returns (per-layer keys and values of the distinct
+        prompts, each row's index into them, mask, last hidden, next positions, width). Samples of
+        one prompt share a prompt: it is forwarded once, and its keys and values are copied to
+        each sample's row only inside the cache (see build_cache), never expanded beside it."""
         prompts = [self.requests[i].prompt_ids for i in indices]
         unique = list(dict.fromkeys(prompts))
         inverse = torch.tensor([unique.index(p) for p in prompts], device=self.device)
         ids, mask = pad(unique, self.pad_id, "left", self.device)
         positions = (mask.cumsum(-1) - 1).clamp(min=0)
-        out = self.body(input_ids=ids, attention_mask=mask, position_ids=positions, use_cache=True)
-        layers = [(layer.keys[inverse], layer.values[inverse]) for layer in output_cache(out).layers]
+        # A cache without the config's layer types: sliding-window layers keep the whole prompt too
+        # (the model's sliding-window masks are still built from its config).
+        cache = DynamicCache()
+        out = self.body(
+            input_ids=ids, attention_mask=mask, position_ids=positions, use_cache=True, **{self.cache_argument: cache}
+        )
+        filled = output_cache(out)
+        if (
+            filled is not cache
+            or len(cache.layers) != len(self.windows)
+            or not all(type(layer) is DynamicLayer and layer.is_initialized for layer in cache.layers)
+        ):
+            raise ModelError(
+                f"model {model_label(self.model)}: its forward does not fill one key/value cache layer per "
+                "decoder layer (recurrent, state-space or shared-cache layers?), which tokenscope's decode loop needs"
+            )
+        layers = [(layer.keys, layer.values) for layer in cache.layers]
         hidden = out.last_hidden_state[inverse, -1]
-        return layers, mask[inverse], hidden, positions[inverse, -1] + 1, ids.shape[1]
+        return layers, inverse, mask[inverse], hidden, positions[inverse, -1] + 1, ids.shape[1]
 
     @torch.no_grad()
     def run_wave(self, queue: deque[int], slots: int) -> Iterator[tuple[int, Generation]]:
@@ -302,13 +339,14 @@ class _Decoder:
         out (exact: positions are explicit and the mask says which columns count) always makes
         room when the last column is reached. The queue is sorted longest first, so a joining
         prompt is never longer than any row's filled columns and always fits before the current
-        column. Sliding-window models decode one row at a time in transformers' growing cache.
+        column. Sliding-window layers use the same cache and refill (see PreallocatedLayer): each
+        row's tokens fill contiguous columns, so a window of columns is a window of positions.
         """
         device, k = self.device, self.k
         first = np.array([queue.popleft() for _ in range(min(slots, len(queue)))], dtype=np.int64)
-        prompt_layers, mask, hidden, position, width = self.prefill(first.tolist())
+        prompt_layers, inverse, mask, hidden, position, width = self.prefill(first.tolist())
         columns = width + self.steps - 1 + cache_margin(width, self.steps)
-        cache = build_cache(self.model, prompt_layers, columns, self.sliding)
+        cache = build_cache(prompt_layers, inverse, columns, self.windows)
         full_mask = torch.zeros((len(first), columns), dtype=torch.long, device=device)
         full_mask[:, :width] = mask
         results = _Results(len(first), self.steps, k)
@@ -329,14 +367,14 @@ class _Decoder:
             rows.step += 1
             row_step = row_step + 1
             free = np.flatnonzero(finished)
-            while free.size and queue and not self.sliding and self.prompt_lengths[queue[0]] <= column:
+            while free.size and queue and self.prompt_lengths[queue[0]] <= column:
                 # Refill finished slots with queued prompts (never longer than `column`, see above).
                 take = free[: len(queue)]
                 joining = np.array([queue.popleft() for _ in range(take.size)], dtype=np.int64)
-                new_layers, new_mask, new_hidden, new_position, new_width = self.prefill(joining.tolist())
+                new_layers, new_inverse, new_mask, new_hidden, new_position, new_width = self.prefill(joining.tolist())
                 take_rows = self.to_device(take)
                 for layer, (keys, values) in zip(preallocated_layers(cache), new_layers, strict=True):
-                    layer.write_rows(take_rows, keys, values)
+                    layer.write_rows(take_rows, keys[new_inverse], values[new_inverse])
                 full_mask[take_rows] = 0
                 full_mask[take_rows, column - new_width : column] = new_mask
                 rows.request[take], rows.step[take] = joining, 0
@@ -357,15 +395,12 @@ class _Decoder:
                 if not kept.size:
                     return
                 kept_rows = self.to_device(kept)
-                if self.sliding:
-                    cache.batch_select_indices(kept_rows)
-                else:
-                    for layer in preallocated_layers(cache):
-                        layer.keep_rows(kept_rows)
+                for layer in preallocated_layers(cache):
+                    layer.keep_rows(kept_rows)
                 rows = rows.take(kept)
                 seeds, row_step, chosen = seeds[kept_rows], row_step[kept_rows], chosen[kept_rows]
                 position, full_mask = position[kept_rows], full_mask[kept_rows]
-            if column == columns and not self.sliding:
+            if column == columns:
                 shift = int(rows.start.min())
                 if shift < 1:  # every row fits in width + steps - 1 columns, so this is a bug
                     raise RuntimeError("KV cache compaction found no column to drop")
@@ -412,10 +447,6 @@ def _decode(
         mininterval=2.0,
     )
     decoder = _Decoder(model, unembed, requests, params, eos_ids, pad_id, n_alternatives, progress)
-    if decoder.sliding and batch_size > 1:
-        # Windows count cache columns, and left padding would shift them by a row's padding.
-        logging.getLogger(__name__).warning("sliding-window attention: generating one sequence at a time")
-        batch_size = 1
     # Longest prompts first: a joining prompt must fit before the current cache column.
     queue = deque(int(i) for i in np.argsort([-len(r.prompt_ids) for r in requests], kind="stable"))
     try:

@@ -1,14 +1,18 @@
 """The KV cache of the decode loop: preallocated layers written in place, rows dropped and refilled,
-leading columns dropped when no row needs them."""
+leading columns dropped when no row needs them; sliding-window layers expose only their window."""
 
 from __future__ import annotations
 
 from typing import Any, cast
 
+import torch
 from torch import Tensor
-from transformers.cache_utils import Cache, DynamicCache, DynamicLayer
+from transformers.cache_utils import Cache, DynamicLayer, get_layer_types_and_kwargs
 
+from tokenscope.errors import ModelError
 from tokenscope.model.types import CausalLM
+
+SUPPORTED_LAYER_TYPES = ("full_attention", "sliding_attention")
 
 
 class PreallocatedLayer(DynamicLayer):
@@ -17,27 +21,59 @@ class PreallocatedLayer(DynamicLayer):
     Appending a step writes in place (a growing cache copies every layer's keys and values at
     every step) and attention sees only the filled columns (a static cache attends to them all).
     Rows can be dropped and refilled.
+
+    With a `window` (a sliding-window attention layer) attention sees only the last `window`
+    filled columns and the new ones: `get_mask_sizes` tells transformers' mask builders which
+    columns those are (kv_offset), so the model's own sliding-window mask is built over them.
+    Every row's tokens fill contiguous columns ending at the current one (left padding before
+    them, joining prompts written right before the current column, compaction shifting all
+    columns alike), so a distance in columns is the distance in positions the window counts.
     """
 
     keys: Tensor  # always set (DynamicLayer declares them optional)
     values: Tensor
+    # Preallocated like a static cache. transformers reads this to build one-token decode masks on
+    # the device instead of testing the padding mask on the host first (masking_utils skips its
+    # is_causal shortcut for compileable caches), which would wait for a GPU at every step.
+    is_compileable = True
 
-    def __init__(self, keys: Tensor, values: Tensor, columns: int) -> None:
+    def __init__(
+        self, keys: Tensor, values: Tensor, columns: int, window: int | None = None, rows: Tensor | None = None
+    ) -> None:
+        """`keys`/`values` [prompts, heads, width, dim] of prefilled prompts; row i of the cache
+        holds prompt rows[i] (default: row i)."""
         super().__init__()
-        rows, heads, width, _ = keys.shape
-        self.key_buffer = keys.new_zeros((rows, heads, columns, keys.shape[-1]))
-        self.value_buffer = values.new_zeros((rows, heads, columns, values.shape[-1]))
-        self.key_buffer[:, :, :width] = keys
-        self.value_buffer[:, :, :width] = values
+        if rows is None:
+            rows = torch.arange(keys.shape[0], device=keys.device)
+        _, heads, width, _ = keys.shape
+        self.key_buffer = keys.new_zeros((len(rows), heads, columns, keys.shape[-1]))
+        self.value_buffer = values.new_zeros((len(rows), heads, columns, values.shape[-1]))
+        self.key_buffer[:, :, :width] = keys[rows]
+        self.value_buffer[:, :, :width] = values[rows]
         self.dtype, self.device, self.is_initialized = keys.dtype, keys.device, True
         self.length = width
+        self.window = window
+        self.is_sliding = window is not None  # read by transformers (Cache.is_sliding) to size the masks
         self._expose()
 
     def _expose(self) -> None:
         self.keys = self.key_buffer[:, :, : self.length]
         self.values = self.value_buffer[:, :, : self.length]
 
+    def _first_visible(self) -> int:
+        """The first column attention reads at the next step (0 without a window). A whole window of
+        past columns is kept (transformers keeps window - 1): the mask decides, not the slice."""
+        return 0 if self.window is None else max(0, self.length - self.window)
+
+    def get_seq_length(self) -> int:
+        return self.length
+
+    def get_mask_sizes(self, query_length: int) -> tuple[int, int]:
+        first = self._first_visible()
+        return self.length - first + query_length, first
+
     def update(self, key_states: Tensor, value_states: Tensor, *args: Any, **kwargs: Any) -> tuple[Tensor, Tensor]:
+        first = self._first_visible()
         end = self.length + key_states.shape[-2]
         if end > self.key_buffer.shape[2]:
             raise RuntimeError("KV cache buffer full")  # rows stop at max_new_tokens, so this is a bug
@@ -45,6 +81,8 @@ class PreallocatedLayer(DynamicLayer):
         self.value_buffer[:, :, self.length : end] = value_states
         self.length = end
         self._expose()
+        if first:
+            return self.keys[:, :, first:], self.values[:, :, first:]
         return self.keys, self.values
 
     def keep_rows(self, rows: Tensor) -> None:
@@ -72,19 +110,67 @@ class PreallocatedLayer(DynamicLayer):
         self._expose()
 
 
-def has_sliding_window(model: CausalLM) -> bool:
-    """Whether some attention layers see only a window of the most recent cache columns."""
-    return any(DynamicCache(config=model.config).is_sliding)
+def model_label(model: CausalLM) -> str:
+    """How an error names a model: its checkpoint path or name, and its config's model type."""
+    config = model.config
+    name = getattr(config, "_name_or_path", None) or getattr(model, "name_or_path", None) or type(model).__name__
+    return f"{name} ({getattr(config, 'model_type', None) or type(model).__name__})"
+
+
+def attention_windows(model: CausalLM) -> list[int | None]:
+    """Per decoder layer, the sliding window of its attention (None: full attention), read from
+    the config as transformers reads it (`layer_types`, else `sliding_window` /
+    `attention_chunk_size`; Qwen2's `use_sliding_window` and `max_window_layers` are folded into
+    its `layer_types`).
+
+    Raises a one-line ModelError naming the model and the layout for what the decode loop cannot
+    run: layer types other than full and sliding-window attention (chunked attention, linear
+    attention, state-space, hybrid or KV-sharing layers) and bidirectional attention.
+    """
+    config = model.config.get_text_config(decoder=True)
+    if getattr(config, "is_causal", True) is False or getattr(config, "use_bidirectional_attention", False):
+        raise ModelError(
+            f"model {model_label(model)}: bidirectional attention is not supported by tokenscope's decode loop"
+        )
+    layer_types, kwargs = get_layer_types_and_kwargs(config)
+    unsupported = sorted({t for t in layer_types if t not in SUPPORTED_LAYER_TYPES})
+    if unsupported:
+        raise ModelError(
+            f"model {model_label(model)}: layer type(s) {', '.join(unsupported)} not supported by tokenscope's "
+            f"decode loop (supported: {', '.join(SUPPORTED_LAYER_TYPES)})"
+        )
+    windows: list[int | None] = []
+    for layer_type, layer_kwargs in zip(layer_types, kwargs, strict=True):
+        window = layer_kwargs.get("sliding_window") if layer_type == "sliding_attention" else None
+        if layer_type == "sliding_attention" and not (isinstance(window, int) and window > 0):
+            raise ModelError(
+                f"model {model_label(model)}: sliding-window layers without a positive integer sliding_window "
+                f"({window!r}) are not supported by tokenscope's decode loop"
+            )
+        windows.append(window)
+    return windows
 
 
 def preallocated_layers(cache: Cache) -> list[PreallocatedLayer]:
-    """The layers of a cache that build_cache made without a sliding window: all preallocated."""
+    """The layers of a cache made by build_cache: all preallocated."""
     return cast("list[PreallocatedLayer]", cache.layers)
 
 
-def build_cache(model: CausalLM, prompt_layers: list[tuple[Tensor, Tensor]], columns: int, sliding: bool) -> Cache:
-    """Preallocated layers holding the prefilled prompts; transformers' own growing cache for
-    sliding-window models (those generate one sequence at a time, see `generate`)."""
-    if sliding:
-        return DynamicCache(ddp_cache_data=prompt_layers, config=model.config)
-    return Cache(layers=[PreallocatedLayer(k, v, columns) for k, v in prompt_layers])
+def build_cache(
+    prompt_layers: list[tuple[Tensor, Tensor]], rows: Tensor, columns: int, windows: list[int | None]
+) -> Cache:
+    """Preallocated layers of `columns` columns holding the prefilled prompts, row i holding prompt
+    rows[i]; layers with a window (see `attention_windows`) expose only the columns their window
+    can reach.
+
+    Empties `prompt_layers` as it goes: each prompt layer is freed once copied, so the prompts'
+    keys and values and the cache are never all held at once.
+    """
+    if len(prompt_layers) != len(windows):
+        raise ValueError(f"{len(prompt_layers)} prompt layers for {len(windows)} attention windows")
+    layers: list[Any] = []  # Cache's layer list type is invariant
+    for window in windows:
+        keys, values = prompt_layers.pop(0)
+        layers.append(PreallocatedLayer(keys, values, columns, window, rows))
+        del keys, values
+    return Cache(layers=layers)

@@ -70,6 +70,19 @@ def _prepared_requests(
     return requests, params
 
 
+# The TokenMetrics fields a Generation carries, one value (or k) per generated token.
+GENERATED_METRICS = (
+    "entropy",
+    "logprob",
+    "rank",
+    "topk_ids",
+    "topk_logprobs",
+    "varentropy",
+    "margin",
+    "sampling_entropy",
+)
+
+
 def generation_tables(
     generations: Sequence[Generation],
     tokenizer: Tokenizer,
@@ -98,10 +111,10 @@ def generation_tables(
         [g.token_ids for g in generations],
     )
     metrics = TokenMetrics(
-        *(
-            torch.from_numpy(np.concatenate([getattr(g, field) for g in generations]))
-            for field in ("entropy", "logprob", "rank", "topk_ids", "topk_logprobs")
-        )
+        **{
+            field: torch.from_numpy(np.concatenate([getattr(g, field) for g in generations]))
+            for field in GENERATED_METRICS
+        }
     )
     return gen_table, token_table(sequences, metrics, vocab, model=model_name, source=model_name, prompt_set=prompt_set)
 

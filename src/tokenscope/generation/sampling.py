@@ -8,7 +8,9 @@ comparisons between checkpoints less noisy).
 
 Sampling follows transformers' order of warpers: temperature, then top-k, then top-p. Instead of
 sorting the whole vocabulary every step, top-p works on the top candidates only and falls back to a
-full sort only for rows whose nucleus is not inside them.
+full sort only for rows whose nucleus is not inside them. `sample_with_entropy` also returns the
+entropy of the distribution each token was drawn from (the sampling entropy), from the same
+filtered candidates.
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ import torch
 from torch import Tensor
 
 from tokenscope.errors import ConfigError
+from tokenscope.scoring.formulas import entropy_from_log_probs, log_probs
 
 MASK32 = 0xFFFFFFFF
 # Multipliers below 2**31 keep every product of 32-bit values inside int64 (no overflow).
@@ -94,14 +97,24 @@ def _nucleus(exact_probs: Tensor, top_p: float) -> Tensor:
     return mass_before < top_p
 
 
-def _filter(scaled: Tensor, params: SamplingParams) -> tuple[Tensor, Tensor, Tensor | None]:
+def _candidates_first(device: torch.device) -> bool:
+    """Whether top-p without top-k tries the top candidates before a full sort: on the CPU only.
+
+    Deciding whether every row's nucleus fits in the candidates reads the device; on a GPU that is
+    a second wait per decode step, and a full sort of the vocabulary is cheap there. Both paths
+    keep the same tokens (the nucleus is exact either way).
+    """
+    return device.type == "cpu"
+
+
+def _filter(scaled: Tensor, params: SamplingParams) -> tuple[Tensor, Tensor, Tensor | None, Tensor]:
     """Each row's candidate tokens in descending order of logit: (fp32 probabilities, token ids,
-    the top-p keep mask or None without top-p). Tokens outside the candidates are dropped (top-k)
-    or have no mass that top-p could keep."""
+    the top-p keep mask or None without top-p, their scaled logits). Tokens outside the candidates
+    are dropped (top-k) or have no mass that top-p could keep."""
     vocab = scaled.shape[-1]
     top_k = 0 < params.top_k < vocab
     k = params.top_k if top_k else vocab
-    if params.top_p < 1.0 and k == vocab:
+    if params.top_p < 1.0 and k == vocab and _candidates_first(scaled.device):
         k = min(vocab, _CANDIDATES_FOR_TOP_P)
     values, ids = scaled.topk(k, dim=-1) if k < vocab else scaled.sort(dim=-1, descending=True)
     if top_k:
@@ -109,7 +122,7 @@ def _filter(scaled: Tensor, params: SamplingParams) -> tuple[Tensor, Tensor, Ten
     else:
         probs = (values - torch.logsumexp(scaled, dim=-1, keepdim=True)).exp()
     if params.top_p >= 1.0:
-        return probs, ids, None
+        return probs, ids, None, values
     if top_k:
         exact = torch.softmax(values.double(), dim=-1)
     else:
@@ -126,20 +139,47 @@ def _filter(scaled: Tensor, params: SamplingParams) -> tuple[Tensor, Tensor, Ten
             values, ids = scaled.sort(dim=-1, descending=True)
             probs = torch.softmax(values, dim=-1)
             keep = _nucleus(torch.softmax(values.double(), dim=-1), params.top_p)
-    return probs, ids, keep
+    return probs, ids, keep, values
 
 
-def sample_tokens(logits: Tensor, params: SamplingParams, seeds: Tensor, step: int | Tensor) -> Tensor:
-    """Next tokens [B] from fp32 raw logits [B, V]; `step` is one int or each row's own step [B]."""
+def _sampled_entropy(values: Tensor, keep: Tensor | None) -> Tensor:
+    """Entropy in nats of the distribution drawn from: the softmax of the candidates' scaled logits
+    over the ones kept (transformers' warpers set the others to -inf before their softmax)."""
+    if keep is not None:
+        values = values.masked_fill(~keep, float("-inf"))
+    return entropy_from_log_probs(log_probs(values))
+
+
+def _sample(
+    logits: Tensor, params: SamplingParams, seeds: Tensor, step: int | Tensor, with_entropy: bool
+) -> tuple[Tensor, Tensor | None]:
     if not params.do_sample:
-        return logits.argmax(-1)
-    probs, ids, keep = _filter(logits / params.temperature, params)
+        chosen = logits.argmax(-1)
+        return chosen, torch.zeros(chosen.shape, device=logits.device) if with_entropy else None
+    probs, ids, keep, values = _filter(logits / params.temperature, params)
+    entropy = _sampled_entropy(values, keep) if with_entropy else None
     if keep is not None:
         probs = probs * keep
     # Exponential race (Gumbel-max): argmax p_i / E_i with E_i ~ Exp(1) samples i with prob. p_i.
     exponential = -hashed_uniform(seeds, step, ids).log()
     choice = (probs.double() / exponential).argmax(-1, keepdim=True)
-    return ids.gather(-1, choice).squeeze(-1)
+    return ids.gather(-1, choice).squeeze(-1), entropy
+
+
+def sample_tokens(logits: Tensor, params: SamplingParams, seeds: Tensor, step: int | Tensor) -> Tensor:
+    """Next tokens [B] from fp32 raw logits [B, V]; `step` is one int or each row's own step [B]."""
+    return _sample(logits, params, seeds, step, with_entropy=False)[0]
+
+
+def sample_with_entropy(
+    logits: Tensor, params: SamplingParams, seeds: Tensor, step: int | Tensor
+) -> tuple[Tensor, Tensor]:
+    """(next tokens [B], sampling entropy [B] float32) from fp32 raw logits [B, V]: the tokens of
+    `sample_tokens`, and the entropy in nats of the distribution each was drawn from, after
+    temperature, top-k and top-p (0 for greedy decoding), from the same filtered candidates."""
+    chosen, entropy = _sample(logits, params, seeds, step, with_entropy=True)
+    assert entropy is not None
+    return chosen, entropy
 
 
 def sampled_support(logits: Tensor, params: SamplingParams) -> Tensor:
@@ -149,7 +189,7 @@ def sampled_support(logits: Tensor, params: SamplingParams) -> Tensor:
     support = torch.zeros_like(logits, dtype=torch.bool)
     if not params.do_sample:
         return support.scatter_(-1, logits.argmax(-1, keepdim=True), True)
-    _, ids, keep = _filter(logits / params.temperature, params)
+    _, ids, keep, _ = _filter(logits / params.temperature, params)
     if keep is None:
         return support.scatter_(-1, ids, True)
     return support.scatter_(-1, ids, keep)

@@ -129,7 +129,9 @@ def score_sequences(
     token cannot change it). Only the hidden states of scored positions go through the output
     embedding, chunk_rows at a time, so no [sequence x vocabulary] tensor is ever whole.
     `n_alternatives` (default 5) most probable tokens are recorded per position (`top_k`: its
-    deprecated name).
+    deprecated name). The metrics are those of the raw distribution (entropy, varentropy, margin,
+    logprob, rank, alternatives); `sampling_entropy` is None, as nothing was sampled (a null column
+    in the per-token table).
     """
     k = renamed_top_k(n_alternatives, top_k, "score_sequences")
     layout = ScoringLayout.build(sequences, score_starts, batch_size)

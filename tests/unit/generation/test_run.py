@@ -37,7 +37,7 @@ def test_generation_metrics_match_seed_method(tiny_loaded, arch, batch_size):
     assert len(gen) == 8 and tok["step"].min() == 0
     assert (gen["n_tokens"] == gen["token_ids"].map(len)).all()
     assert set(gen["finish_reason"]) <= {"eos", "length"}
-    assert_matches_reference(model, tokenizer, tok, generation_table_sequences(gen))
+    assert_matches_reference(model, tokenizer, tok, generation_table_sequences(gen), sampling=SAMPLING)
 
 
 @pytest.mark.parametrize("arch", ARCHS)
@@ -100,7 +100,10 @@ def test_greedy_generation_takes_the_argmax(tiny_loaded):
         sampling={**SAMPLING, "do_sample": False},
         show_progress=False,
     )
-    assert (tokens.to_pandas()["rank"] == 1).all()
+    frame = tokens.to_pandas()
+    assert (frame["rank"] == 1).all()
+    assert (frame["sampling_entropy"] == 0).all()  # greedy: the distribution drawn from is one token
+    assert (frame["margin"] >= 0).all() and (frame["varentropy"] >= 0).all()
 
 
 # --- The embedded SmolLM2-135M-Instruct -------------------------------------------------------------
@@ -110,6 +113,7 @@ def test_greedy_generation_takes_the_argmax(tiny_loaded):
 def test_embedded_generation_matches_seed_method(embedded, batch_size):
     model, tokenizer = embedded
     prompts = load_prompt_set(REPO / "config" / "prompts" / "smoke.jsonl")
+    sampling = {"do_sample": True, "temperature": 0.7, "top_p": 0.9, "top_k": 50, "max_new_tokens": 20}
     generations, tokens = run_generation(
         model,
         tokenizer,
@@ -118,8 +122,10 @@ def test_embedded_generation_matches_seed_method(embedded, batch_size):
         prompt_set="smoke",
         n_samples=1,
         seed=0,
-        sampling={"do_sample": True, "temperature": 0.7, "top_p": 0.9, "top_k": 50, "max_new_tokens": 20},
+        sampling=sampling,
         batch_size=batch_size,
         show_progress=False,
     )
-    assert_matches_reference(model, tokenizer, tokens.to_pandas(), generation_table_sequences(generations.to_pandas()))
+    assert_matches_reference(
+        model, tokenizer, tokens.to_pandas(), generation_table_sequences(generations.to_pandas()), sampling=sampling
+    )

@@ -1,12 +1,17 @@
 """Sampling's top-k/top-p support (generation.sampling): the tokens it can draw are the ones
-transformers' logits warpers leave, also at the nucleus boundary."""
+transformers' logits warpers leave, also at the nucleus boundary. The sampling entropy
+(sample_with_entropy): the entropy of the distribution a token is drawn from equals that of
+transformers' warpers (temperature, top-k, top-p, then a float64 softmax of what they leave), also
+at the nucleus boundary and on the full-sort path; greedy is 0; the tokens drawn are sample_tokens'."""
 
 from __future__ import annotations
 
 import pytest
 import torch
 
-from tokenscope.generation.sampling import SamplingParams, sample_tokens, sampled_support
+from tokenscope.generation.sampling import SamplingParams, sample_tokens, sample_with_entropy, sampled_support
+
+from helpers.reference import warped_entropy
 
 
 def transformers_support(logits: torch.Tensor, params: SamplingParams) -> torch.Tensor:
@@ -103,3 +108,85 @@ def test_rows_away_from_the_boundary_draw_the_same_tokens():
     params = SamplingParams(do_sample=True, temperature=0.7, top_k=50, top_p=0.9)
     drawn = sample_tokens(logits, params, seeds, 5).tolist()
     assert drawn == [620, 822, 724, 656, 2865, 1610, 2645, 770, 2093, 642, 1064, 589, 885, 550, 2559, 2984]
+
+
+# --- The sampling entropy ---------------------------------------------------------------------------
+
+SEEDS = torch.arange(16) * 7919 + 1
+
+
+def transformers_entropies(logits: torch.Tensor, params: SamplingParams) -> torch.Tensor:
+    settings = {"do_sample": params.do_sample, "temperature": params.temperature, "top_k": params.top_k}
+    settings["top_p"] = params.top_p
+    return torch.tensor([warped_entropy(row, settings) for row in logits], dtype=torch.float64)
+
+
+@pytest.mark.parametrize(
+    "sampling",
+    [
+        {"temperature": 0.7, "top_k": 50, "top_p": 0.9},
+        {"temperature": 0.7, "top_k": 0, "top_p": 0.9},
+        {"temperature": 1.0, "top_k": 0, "top_p": 0.5},
+        {"temperature": 1.0, "top_k": 0, "top_p": 0.999},  # nuclei beyond the 1024 candidates: full sort
+        {"temperature": 1.3, "top_k": 20, "top_p": 1.0},
+        {"temperature": 1.3, "top_k": 0, "top_p": 1.0},  # temperature only: the whole vocabulary
+        {"temperature": 0.5, "top_k": 1, "top_p": 1.0},  # one candidate: entropy 0
+    ],
+)
+def test_sampling_entropy_matches_transformers_warpers(sampling):
+    logits = random_rows()
+    params = SamplingParams(do_sample=True, **sampling)
+    drawn, entropy = sample_with_entropy(logits, params, SEEDS, 3)
+    assert torch.equal(drawn, sample_tokens(logits, params, SEEDS, 3))
+    assert entropy.dtype == torch.float32 and entropy.shape == (16,)
+    torch.testing.assert_close(entropy.double(), transformers_entropies(logits, params), atol=2e-5, rtol=1e-5)
+    if sampling["top_k"] == 1:
+        assert (entropy == 0).all()
+
+
+@pytest.mark.parametrize(
+    ("vocab", "step", "offset", "top_k"),
+    [(4096, 1 / 256, 64.0, 0), (4096, 1 / 1024, 64.0, 0), (4096, 1 / 256, 64.0, 2000)],
+)
+def test_sampling_entropy_at_the_nucleus_boundary(vocab, step, offset, top_k):
+    """The token whose mass before it is top_p - 1e-6 is in the distribution, as in transformers."""
+    logits, top_p, _ = boundary_case(vocab, step, offset, top_k)
+    params = SamplingParams(do_sample=True, temperature=1.0, top_k=top_k, top_p=top_p)
+    _, entropy = sample_with_entropy(logits, params, SEEDS[:1], 0)
+    torch.testing.assert_close(entropy.double(), transformers_entropies(logits, params), atol=2e-5, rtol=1e-5)
+
+
+def test_greedy_sampling_entropy_is_zero():
+    logits = random_rows()
+    params = SamplingParams(do_sample=False)
+    drawn, entropy = sample_with_entropy(logits, params, SEEDS, 0)
+    assert torch.equal(drawn, logits.argmax(-1)) and torch.equal(entropy, torch.zeros(16))
+
+
+def test_masked_vocabulary_adds_nothing():
+    """-inf logits (a model masking entries) among the candidates keep the entropy finite."""
+    logits = random_rows()
+    logits[:, ::2] = float("-inf")
+    for params in (SamplingParams(temperature=0.8, top_k=2000, top_p=1.0), SamplingParams(temperature=0.8, top_p=0.97)):
+        _, entropy = sample_with_entropy(logits, params, SEEDS, 1)
+        assert torch.isfinite(entropy).all()
+        torch.testing.assert_close(entropy.double(), transformers_entropies(logits, params), atol=2e-5, rtol=1e-5)
+
+
+def test_top_p_draws_the_same_tokens_with_and_without_the_cpu_candidate_shortcut(monkeypatch):
+    """On the CPU top-p without top-k first tries the top candidates; elsewhere it sorts the whole
+    vocabulary (no host read per step). Both keep the same nucleus, so they draw the same tokens."""
+    from tokenscope.generation import sampling
+
+    generator = torch.Generator().manual_seed(7)
+    # Peaked rows (nucleus inside the candidates) and flat rows (nucleus beyond them).
+    logits = torch.cat(
+        [torch.randn(16, 4096, generator=generator) * 6, torch.randn(16, 4096, generator=generator) * 0.1]
+    )
+    params = SamplingParams(do_sample=True, temperature=0.9, top_k=0, top_p=0.85)
+    seeds = torch.arange(32)
+    shortcut, shortcut_entropy = sampling.sample_with_entropy(logits, params, seeds, 3)
+    monkeypatch.setattr(sampling, "_candidates_first", lambda device: False)
+    full, full_entropy = sampling.sample_with_entropy(logits, params, seeds, 3)
+    assert torch.equal(shortcut, full)
+    torch.testing.assert_close(shortcut_entropy, full_entropy, rtol=1e-5, atol=1e-5)
