@@ -6,7 +6,7 @@ CORES ?= all
 # The CPU build of torch; a GPU machine installs its own torch build first (see README).
 TORCH_SPEC ?= torch==2.13.0
 
-.PHONY: install demo test test-fast lint format bench bench-scale clean
+.PHONY: install demo test test-fast test-gpu lint format bench bench-scale clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -24,11 +24,15 @@ install: $(VENV)/.installed
 demo: install
 	$(BIN)/snakemake --cores $(CORES)
 
+# The `gpu` tests (tests/gpu/) need CUDA: never here, `make test-gpu` on a GPU machine.
 test: install
-	$(BIN)/python -m pytest -q
+	$(BIN)/python -m pytest -q -m "not gpu"
 
 test-fast: install
-	$(BIN)/python -m pytest -q -m "not slow"
+	$(BIN)/python -m pytest -q -m "not slow and not gpu"
+
+test-gpu: install
+	$(BIN)/python -m pytest -q -m gpu tests/gpu
 
 # The Python checks of `lint` (ruff and mypy; settings in pyproject.toml) need no network.
 lint: install

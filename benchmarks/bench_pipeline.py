@@ -10,6 +10,13 @@ Prints one labelled figure per line:
   [3] tokenscope generation tokens/s at several batch sizes
   [4] teacher-forced scoring (score_token_sequences) of the sequences of [2] against a bare backbone
       forward pass over the same padded batches (and a full forward computing all logits)
+  [6] where a decode step's time goes (backbone forward split into attention, SDPA kernel, MLPs
+      and the rest; unembedding, sampling, metrics, packing + host transfer, bookkeeping, prefill):
+      ms per step and share of the loop's wall, timed by wrappers and hooks this script installs
+      around the decode module's functions and the model's modules (no timers in the library)
+  [7] the fp32 compute bound: F.linear GFLOP/s at the model's weight shapes and the decode batch,
+      divided by the model's FLOPs per generated token (2 x non-embedding params + 2 x hidden x
+      vocab + attention over the mean context), and the fraction of it the decode loop reaches
   [5] last line: tokenscope / reference notebook pipeline end-to-end generated tokens/s
 
 Tokens/s is always per generated (or scored) token: the count is the number of per-token rows each
@@ -235,6 +242,176 @@ def _padded_batches(sequences, batch_size: int, pad_id: int, device):
         yield pad([sequences[i] for i in rows], pad_id, "right", device)
 
 
+class _Breakdown:
+    """Where a decode loop's wall time goes, measured from outside the library: wrappers around the
+    decode module's functions and forward hooks on the model, removed afterwards (no timers in
+    tokenscope itself). Parts nest: the backbone forward of decode steps holds the attention
+    modules (which hold the SDPA kernel) and the MLPs; `_Decoder.step` holds the unembedding,
+    sampling and metrics. On CUDA every timer synchronises the device (slower, but attributed).
+    """
+
+    def __init__(self, model: Any, device: Any) -> None:
+        self.model, self.device = model, device
+        self.seconds: dict[str, float] = {}
+        self.calls: dict[str, int] = {}
+        self.decoding = False  # inside the backbone forward of a one-token decode step
+
+    def _now(self) -> float:
+        _sync(self.device)
+        return time.perf_counter()
+
+    def _add(self, name: str, seconds: float) -> None:
+        self.seconds[name] = self.seconds.get(name, 0.0) + seconds
+        self.calls[name] = self.calls.get(name, 0) + 1
+
+    def _wrap(self, name: str, fn: Any, decode_only: bool = False) -> Any:
+        import functools
+
+        @functools.wraps(fn)
+        def timed(*args: Any, **kwargs: Any) -> Any:
+            if decode_only and not self.decoding:
+                return fn(*args, **kwargs)
+            start = self._now()
+            try:
+                return fn(*args, **kwargs)
+            finally:
+                self._add(name, self._now() - start)
+
+        return timed
+
+    def _time_module(self, module: Any, name: str, decode_only: bool) -> list[Any]:
+        starts: list[float] = []
+
+        def before(mod: Any, args: Any, kwargs: Any) -> None:
+            if decode_only and not self.decoding:
+                return
+            starts.append(self._now())
+
+        def after(mod: Any, args: Any, kwargs: Any, output: Any) -> None:
+            if starts:
+                self._add(name, self._now() - starts.pop())
+
+        return [
+            module.register_forward_pre_hook(before, with_kwargs=True),
+            module.register_forward_hook(after, with_kwargs=True),
+        ]
+
+    def installed(self) -> Any:
+        import contextlib
+
+        import torch
+
+        from tokenscope.generation import decode, kv_cache
+        from tokenscope.model.anatomy import Unembedding, backbone, model_anatomy
+
+        @contextlib.contextmanager
+        def context() -> Any:
+            patches: list[tuple[Any, str, Any]] = []
+
+            def patch(owner: Any, attribute: str, name: str, decode_only: bool = False) -> None:
+                original = getattr(owner, attribute, None)
+                if original is not None:
+                    patches.append((owner, attribute, original))
+                    setattr(owner, attribute, self._wrap(name, original, decode_only))
+
+            body = backbone(self.model)
+            phase_start: list[float] = []
+
+            def body_before(mod: Any, args: Any, kwargs: Any) -> None:
+                ids = kwargs.get("input_ids", args[0] if args else None)
+                self.decoding = ids is not None and ids.shape[1] == 1
+                phase_start.append(self._now())
+
+            def body_after(mod: Any, args: Any, kwargs: Any, output: Any) -> None:
+                self._add("forward" if self.decoding else "prefill_forward", self._now() - phase_start.pop())
+                self.decoding = False
+
+            hooks = [
+                body.register_forward_pre_hook(body_before, with_kwargs=True),
+                body.register_forward_hook(body_after, with_kwargs=True),
+            ]
+            anatomy = model_anatomy(self.model)
+            for attention in anatomy.attentions:
+                hooks += self._time_module(attention, "attention", decode_only=True)
+            for layer in anatomy.layers:
+                mlp = getattr(layer, "mlp", None) or getattr(layer, "feed_forward", None)
+                if mlp is not None:
+                    hooks += self._time_module(mlp, "mlp", decode_only=True)
+            patch(torch.nn.functional, "scaled_dot_product_attention", "sdpa", decode_only=True)
+            modeling = sys.modules[type(body).__module__]
+            for builder in ("create_causal_mask", "create_sliding_window_causal_mask"):
+                patch(modeling, builder, "mask", decode_only=True)
+            patch(Unembedding, "forward", "unembedding")
+            for sampler in ("sample_with_entropy", "sample_tokens"):
+                patch(decode, sampler, "sampling")
+            patch(decode, "metrics_from_logits", "metrics")
+            patch(decode._Decoder, "step", "step")
+            patch(decode._Decoder, "finish", "finish")
+            patch(decode._Decoder, "prefill", "prefill")
+            for method in ("keep_rows", "drop_leading", "write_rows"):
+                patch(kv_cache.PreallocatedLayer, method, "cache_rows")
+            try:
+                yield self
+            finally:
+                for hook in hooks:
+                    hook.remove()
+                for owner, attribute, original in reversed(patches):
+                    setattr(owner, attribute, original)
+
+        return context()
+
+
+def _linear_gflops(torch: Any, model: Any, rows: int, device: Any) -> tuple[float, float]:
+    """(GFLOP/s of the model's own linear layers, of its unembedding) measured with F.linear on
+    random inputs of `rows` rows against the model's weights (a decode step's shapes)."""
+    from tokenscope.model.anatomy import Unembedding, backbone
+
+    def rate(weights: list[Any]) -> float:
+        flops, seconds = 0.0, 0.0
+        for weight in weights:
+            x = torch.randn(rows, weight.shape[1], dtype=weight.dtype, device=device)
+            for _ in range(2):
+                torch.nn.functional.linear(x, weight)
+            repeats = max(3, int(2e8 / (2 * rows * weight.numel())))
+            clock = _Clock(device)
+            for _ in range(repeats):
+                torch.nn.functional.linear(x, weight)
+            seconds += clock.lap() / repeats
+            flops += 2 * rows * weight.numel()
+        return flops / seconds / 1e9
+
+    linears = [m.weight for m in backbone(model).modules() if isinstance(m, torch.nn.Linear)]
+    shapes: dict[tuple[int, ...], Any] = {}
+    counts: dict[tuple[int, ...], int] = {}
+    for weight in linears:
+        shapes.setdefault(tuple(weight.shape), weight)
+        counts[tuple(weight.shape)] = counts.get(tuple(weight.shape), 0) + 1
+    # weighted by how many layers have each shape: one timing per distinct shape
+    flops = sum(2 * rows * shapes[s].numel() * counts[s] for s in shapes)
+    seconds = sum(2 * rows * shapes[s].numel() * counts[s] / (rate([shapes[s]]) * 1e9) for s in shapes)
+    return flops / seconds / 1e9, rate([Unembedding(model).weight])
+
+
+def _flops_per_token(model: Any, mean_context: float) -> dict[str, float]:
+    """2 x non-embedding parameters + 2 x hidden x vocab (unembedding) + attention (QK and AV)."""
+    from tokenscope.model.anatomy import Unembedding, backbone
+
+    embedding = model.get_input_embeddings().weight
+    body_params = sum(p.numel() for p in backbone(model).parameters() if p is not embedding)
+    config = model.config.get_text_config()
+    heads = config.num_attention_heads
+    head_dim = getattr(config, "head_dim", None) or config.hidden_size // heads
+    vocab, hidden = Unembedding(model).weight.shape
+    attention = 4.0 * config.num_hidden_layers * heads * head_dim * mean_context
+    return {
+        "non_embedding_params": float(body_params),
+        "layers": 2.0 * body_params,
+        "unembedding": 2.0 * hidden * vocab,
+        "attention": attention,
+        "total": 2.0 * body_params + 2.0 * hidden * vocab + attention,
+    }
+
+
 def role_tokenscope(config: dict[str, Any]) -> dict[str, Any]:
     import numpy as np
 
@@ -367,6 +544,37 @@ def role_tokenscope(config: dict[str, Any]) -> dict[str, Any]:
             }
         )
     result["sweep"] = sweep
+
+    # [6] where a decode step's time goes: the end-to-end requests through generate() with timers
+    # wrapped around the loop's parts, and [7] the fp32 compute bound at the same batch.
+    if config["breakdown"]:
+        requests = generation_requests(tokenizer, ts_prompts, config["ts_samples"], config["seed"])
+        breakdown = _Breakdown(model, device)
+        with breakdown.installed():
+            clock = _Clock(device)
+            out = generate(
+                model, tokenizer, requests, params, config["batch_size"], config["metrics_top_k"], show_progress=False
+            )
+            wall = clock.lap()
+        lengths = [(len(g.request.prompt_ids), len(g.token_ids)) for g in out]
+        tokens = sum(n for _, n in lengths)
+        # a token generated at step i (0-based) attended over prompt + i earlier columns of its own row
+        context = sum(p * n + n * (n - 1) / 2 for p, n in lengths) / tokens
+        rows = min(config["batch_size"], len(requests))
+        layers_gflops, unembed_gflops = _linear_gflops(torch, model, rows, device)
+        flops = _flops_per_token(model, context)
+        result["breakdown"] = {
+            "wall_s": wall,
+            "tokens": tokens,
+            "sequences": len(out),
+            "rows": rows,
+            "mean_context": context,
+            "seconds": breakdown.seconds,
+            "calls": breakdown.calls,
+            "layers_gflops": layers_gflops,
+            "unembed_gflops": unembed_gflops,
+            "flops": flops,
+        }
     result["peak_rss_final_mib"] = _peak_rss_mib()
     return result
 
@@ -434,8 +642,69 @@ def _gpu_name(device) -> str:
         return "gpu"
 
 
+def _load() -> str:
+    """The 1, 5 and 15 minute load averages, where the platform has them."""
+    try:
+        return " ".join(f"{x:.2f}" for x in os.getloadavg())
+    except (AttributeError, OSError):
+        return "n/a"
+
+
 def _mib(value: float | None) -> str:
     return "n/a" if value is None else f"{value:.0f} MiB"
+
+
+def breakdown_lines(b: dict[str, Any], device: Any) -> list[str]:
+    """[6] per decode step ms and share of the loop's wall for each part; [7] the compute bound."""
+    sec, calls = b["seconds"], b["calls"]
+    get = lambda name: sec.get(name, 0.0)  # noqa: E731
+    steps = max(1, calls.get("forward", 0))
+    wall = b["wall_s"]
+
+    def part(label: str, seconds: float, note: str = "") -> str:
+        return f"[6]   {label}: {1e3 * seconds / steps:.2f} ms/step ({100 * seconds / wall:.1f}%){note}"
+
+    forward, attention, sdpa, mlp, mask = (get(k) for k in ("forward", "attention", "sdpa", "mlp", "mask"))
+    step, unembed, sampling, metrics = (get(k) for k in ("step", "unembedding", "sampling", "metrics"))
+    finish, prefill, cache_rows = get("finish"), get("prefill"), get("cache_rows")
+    loop_rest = wall - forward - step - finish - prefill - cache_rows
+    lines = [
+        f"[6] decode step breakdown ({b['sequences']} sequences of [2] through generate(), {b['rows']} rows, "
+        f"{steps} decode steps, {b['tokens']} tokens, {b['tokens'] / wall:.1f} tok/s with the timers, "
+        f"{wall:.2f} s){' (timers synchronise the GPU)' if device.type == 'cuda' else ''}:",
+        part("backbone forward of decode steps", forward),
+        part("  attention modules (projections, rotary, kernel)", attention),
+        part("    of which the SDPA kernel", sdpa),
+        part("  MLPs", mlp),
+        part("  rest of the backbone (embedding, norms, residuals, masks)", forward - attention - mlp),
+        part("    of which mask building", mask),
+        part("unembedding (fp32 logits)", unembed),
+        part("sampling", sampling),
+        part("metrics", metrics),
+        part("packing + host transfer (rest of _Decoder.step)", step - unembed - sampling - metrics),
+        part("result bookkeeping (_Decoder.finish)", finish),
+        part("prefill of prompts (first and joining)", prefill),
+        part("KV cache row drops, refills, compaction", cache_rows),
+        part("rest of the loop (masks, positions, row state)", loop_rest),
+    ]
+    f = b["flops"]
+    attention_flops = f["attention"]
+    seconds_per_token = (f["layers"] + attention_flops) / (b["layers_gflops"] * 1e9) + f["unembedding"] / (
+        b["unembed_gflops"] * 1e9
+    )
+    bound = 1.0 / seconds_per_token
+    achieved = b["tokens"] / wall
+    forward_only = b["tokens"] / (forward + unembed)
+    lines += [
+        f"[7] fp32 compute bound at {b['rows']} rows: F.linear {b['layers_gflops']:.1f} GFLOP/s at the layers' "
+        f"shapes, {b['unembed_gflops']:.1f} GFLOP/s at the unembedding's; FLOPs per token "
+        f"{f['total'] / 1e6:.1f} M = 2 x {f['non_embedding_params'] / 1e6:.1f} M non-embedding params "
+        f"+ 2 x hidden x vocab {f['unembedding'] / 1e6:.1f} M + attention over mean context "
+        f"{b['mean_context']:.0f} {attention_flops / 1e6:.1f} M",
+        f"[7] compute bound {bound:.1f} tok/s; the decode loop reaches {achieved:.1f} tok/s = "
+        f"{100 * achieved / bound:.0f}% of it (its forward + unembedding alone: {100 * forward_only / bound:.0f}%)",
+    ]
+    return lines
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -493,6 +762,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--top-p", type=float, default=0.9)
     parser.add_argument("--top-k", type=int, default=50, help="sampling top-k (0 = off)")
     parser.add_argument("--no-top-k", action="store_true", help="top_k=0: exercise top-p without top-k")
+    parser.add_argument(
+        "--no-breakdown",
+        action="store_true",
+        help="skip [6]/[7]: the timed breakdown of a decode step and the fp32 compute bound",
+    )
     parser.add_argument("--json", help="also write all figures to this JSON file")
     parser.add_argument("--verbose", action="store_true", help="show the workers' output (warnings, logs)")
     parser.add_argument("--role", choices=sorted(ROLES), help=argparse.SUPPRESS)
@@ -556,6 +830,7 @@ def main(argv: list[str] | None = None) -> None:
         "score_batch_size": args.score_batch_size,
         "score_repeats": args.score_repeats,
         "metrics_top_k": args.metrics_top_k,
+        "breakdown": not args.no_breakdown,
     }
     manifest = json.loads((model_dir / "manifest.json").read_text())
     device_name = _gpu_name(device) if device.type == "cuda" else "cpu"
@@ -563,7 +838,7 @@ def main(argv: list[str] | None = None) -> None:
 
     say("== tokenscope pipeline benchmark: reference notebook pipeline vs tokenscope ==")
     say(f"device: {device} ({device_name}), dtype {str(dtype).removeprefix('torch.')}, torch {torch.__version__}")
-    say(f"torch threads: {args.threads} (cpu count {os.cpu_count()})")
+    say(f"torch threads: {args.threads} (cpu count {os.cpu_count()}, load average {_load()})")
     say(f"model: {manifest.get('model')} ({model_dir})")
     say(f"prompt set: {args.prompts} ({n_prompts} prompts)")
     say(f"max_new_tokens: {args.max_new_tokens}")
@@ -628,6 +903,11 @@ def main(argv: list[str] | None = None) -> None:
     say(f"[4] bare backbone forward tokens/s (same batches, no metrics): {bare_tps:.1f} tok/s ({sc['bare_s']:.2f} s)")
     say(f"[4] full forward with all logits tokens/s (same batches): {full_tps:.1f} tok/s ({sc['full_s']:.2f} s)")
     say(f"[4] scoring / bare forward tokens/s ratio: {score_tps / bare_tps:.2f}")
+
+    if "breakdown" in ts:
+        for line in breakdown_lines(ts["breakdown"], device):
+            say(line)
+    say(f"load average at the end: {_load()} (other processes share these cores: compare figures of one run)")
 
     if args.json:
         Path(args.json).parent.mkdir(parents=True, exist_ok=True)
