@@ -333,6 +333,10 @@ def token_batch(layout: Layout, vocab: Vocabulary, cols: dict[str, Any], model: 
             "logprob": pa.array(cols["logprob"]),
             "prob": pa.array(np.exp(cols["logprob"]).astype(np.float32)),
             "rank": pa.array(cols["rank"]),
+            # derived from the drawn columns (no more draws, so the other columns stay as they were)
+            "varentropy": pa.array((1.3 * cols["entropy"]).astype(np.float32)),
+            "margin": pa.array(np.log(cols["topk_probs"][:, 0] / cols["topk_probs"][:, 1]).astype(np.float32)),
+            "sampling_entropy": pa.array((0.6 * cols["entropy"]).astype(np.float32)),
             "topk_ids": _lists(topk, TOP_K, n, pa.int32()),
             "topk_pieces": _lists(pc.take(vocab.pieces, pa.array(topk.reshape(-1))), TOP_K, n, pa.string()),
             "topk_probs": _lists(cols["topk_probs"], TOP_K, n, pa.float32()),
@@ -374,6 +378,11 @@ def generation_batch(
             "n_tokens": pa.array(counts.astype(np.int32)),
             "inserted_start": pa.nulls(n_seq, pa.int32()),
             "inserted_end": pa.nulls(n_seq, pa.int32()),
+            # outcomes: drawn texts have no answers, no <think> and no \boxed{}
+            "answer": pa.nulls(n_seq, pa.string()),
+            "extracted_answer": pa.nulls(n_seq, pa.string()),
+            "correct": pa.nulls(n_seq, pa.bool_()),
+            **{name: pa.array(np.zeros(n_seq, dtype=bool)) for name in ("opens_think", "closes_think", "has_boxed")},
         },
         schema=GENERATION_SCHEMA,
     )

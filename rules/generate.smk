@@ -26,22 +26,49 @@ rule generate_shard:
         insertion=get_prompt_insertion,
         generation=generation_params(config["generation"]),
         n_alternatives=config["scoring"]["n_alternatives"],
+        schema=SCHEMA_VERSION,  # a new table schema reruns existing results
         runtime=plan.load_options,
     script:
         "../scripts/generate.py"
 
 
 rule gather_generation:
-    """A model's generations and per-token table of a prompt set: its shards' rows, streamed in
-    shard order into one file each (one record batch in memory at a time)."""
+    """A model's generations table of a prompt set: its shards' rows, streamed in shard order into
+    one file (one record batch in memory at a time), each generation graded on the way
+    (tokenscope.outcomes.answers: extracted answer, correct, format facts). A changed answer,
+    extraction pattern or tolerance reruns this job and the readers of the table, never the
+    generation or the per-token table's jobs."""
     input:
         generations=get_generation_shards,
-        tokens=get_token_shards,
+        # ancient: params.answers holds the digest of the set's answers, so a touched or appended
+        # file does not regrade (appended prompts come with a new shard anyway).
+        prompts=ancient(get_prompt_file),
     output:
         generations="results/generations/{prompt_set}/{model}.parquet",
-        tokens="results/tokens/{prompt_set}/{model}/{model}.parquet",
     log:
         "logs/gather_generation/{prompt_set}/{model}.log",
+    conda:
+        "../envs/tokenscope.yaml"
+    threads: 1
+    resources:
+        cpus_per_task=1,
+        mem_mb=1000,
+        runtime=scaled_runtime(5, 2),
+    params:
+        answers=get_answer_params,
+    script:
+        "../scripts/gather_shards.py"
+
+
+rule gather_tokens:
+    """A model's per-token table of a prompt set: its shards' rows, streamed in shard order into
+    one file (one record batch in memory at a time)."""
+    input:
+        tokens=get_token_shards,
+    output:
+        tokens="results/tokens/{prompt_set}/{model}/{model}.parquet",
+    log:
+        "logs/gather_tokens/{prompt_set}/{model}.log",
     conda:
         "../envs/tokenscope.yaml"
     threads: 1
@@ -78,6 +105,7 @@ rule teacher_force:
         insertion=get_prompt_insertion,
         score_span=config["scoring"]["score_span"],
         n_alternatives=config["scoring"]["n_alternatives"],
+        schema=SCHEMA_VERSION,  # a new table schema reruns existing results
         runtime=plan.load_options,
     script:
         "../scripts/teacher_force.py"

@@ -1,13 +1,21 @@
 import sys
 
 sys.path.insert(0, f"{snakemake.scriptdir}/../src")
+from tokenscope.inputs.prompts import load_prompt_set
+from tokenscope.outcomes.answers import AnswerOptions, gather_graded
 from tokenscope.workflow.jobs import run_script
 from tokenscope.workflow.shards import gather_parquet
 
 
 def main(smk):
-    for table in ("generations", "tokens"):
-        gather_parquet(smk.input[table], smk.output[table])
+    """Rule gather_tokens: the shards' token tables as they are; rule gather_generation: the shards'
+    generations, graded against the prompt file's answers with the set's options."""
+    if "tokens" in smk.output.keys():
+        gather_parquet(smk.input.tokens, smk.output.tokens)
+    if "generations" in smk.output.keys():
+        expected = {prompt.id: prompt.answer for prompt in load_prompt_set(smk.input.prompts)}
+        options = AnswerOptions.from_params(smk.params.answers)
+        gather_graded(smk.input.generations, smk.output.generations, expected, options)
 
 
 run_script(snakemake, main)

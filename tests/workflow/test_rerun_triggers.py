@@ -131,3 +131,16 @@ def test_a_prompt_set_added_to_an_internals_analysis_runs_only_its_jobs(finished
         ("plot_depth", "tiny_a"),
     }
     assert len(jobs) == 4  # both models
+
+
+def test_an_answer_pattern_regrades_without_generating(finished_run):
+    """answers.patterns.<set> reruns that set's gather_generation (the grading) and the readers of
+    its generations table, never a generation, the per-token gather or its analyses; the tolerance
+    changes nothing where no prompt has an answer."""
+    jobs = jobs_after(finished_run, setting("answers", "patterns", value={"tiny_a": r"Answer:\s*(\S+)"}))
+    gathers = {(w["prompt_set"], w["model"]) for rule, w in jobs if rule == "gather_generation"}
+    assert gathers == {("tiny_a", "llama"), ("tiny_a", "gpt2")}
+    rules = {rule for rule, _ in jobs}
+    assert not rules & {"generate_shard", "gather_tokens", "analyze_tokens", "teacher_force", "plot_entropy_hist"}
+    assert {w["prompt_set"] for _, w in jobs if "prompt_set" in w} == {"tiny_a"}
+    assert jobs_after(finished_run, setting("answers", "tolerance", value=0.1)) == []

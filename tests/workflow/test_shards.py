@@ -1,4 +1,4 @@
-"""Sharded generation through the workflow (rules generate_shard and gather_generation): what reruns
+"""Sharded generation through the workflow (rules generate_shard, gather_generation, gather_tokens): what reruns
 when prompts are appended or edited, ids that look like shard names, and that a small shard size
 gives the tables of one shard on 10^5 generated tokens."""
 
@@ -42,7 +42,7 @@ def jobs(workdir: Path) -> set[tuple[str, str]]:
     return {(rule, wildcards.get("shard", "")) for rule, wildcards in parse_jobs(found)}
 
 
-DOWNSTREAM_JOBS = {("gather_generation", ""), ("analyze_tokens", "")}
+DOWNSTREAM_JOBS = {("gather_generation", ""), ("gather_tokens", ""), ("analyze_tokens", "")}
 
 
 @pytest.fixture(scope="module")

@@ -3,11 +3,15 @@
 Every example is a chat in the format its system prompt (SYSTEM_PROMPT) asks for: the assistant
 turn is worked reasoning between <think> and </think>, then a short sentence ending in \\boxed{ANSWER}.
 Answers are computed, never written by hand, and the whole set is a pure function of (n, seed).
+heldout_examples draws problems of the same families that no training set of seed 0 contains: the
+default run's graded prompt set (config/prompts/reasoning_heldout.jsonl, heldout_prompt_set).
 """
 
 from __future__ import annotations
 
+import json
 import random
+import re
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -324,3 +328,65 @@ def generate_examples(n: int, seed: int) -> list[ReasoningExample]:
 def generate_chats(n: int, seed: int) -> list[list[dict[str, str]]]:
     """The examples as chats: [system, user, assistant] messages each."""
     return [example.messages for example in generate_examples(n, seed)]
+
+
+# --------------------------------------------------------------------------- held-out problems
+
+HELDOUT_FILE = "config/prompts/reasoning_heldout.jsonl"
+# The finetune's training sets are prefixes of one stream per seed (generate_examples(n, seed)[:m]
+# == generate_examples(m, seed)), so excluding the first HELDOUT_EXCLUDE_N examples of a seed
+# excludes the training set of every n_examples up to that many.
+HELDOUT_EXCLUDE_N = 4096
+
+
+def problem_key(example: ReasoningExample) -> tuple[str, tuple[int, ...]]:
+    """A problem up to its wording: its family and the numbers of its question, sorted (so "Subtract
+    5 from 9." and "What is 9 - 5?" are one problem; names and items do not count)."""
+    return example.kind, tuple(sorted(int(value) for value in re.findall(r"(?<![\w])-?\d+", example.question)))
+
+
+def heldout_examples(
+    n: int = 16, *, seed: int = 0, exclude_seeds: tuple[int, ...] = (0,), exclude_n: int = HELDOUT_EXCLUDE_N
+) -> list[ReasoningExample]:
+    """`n` problems of the same families the finetune trains on, none of them in its training data.
+
+    The families take turns in GENERATORS order (every family appears once in the first 12), each
+    problem drawn from a stream of its own, random.Random(f"heldout-{seed}"), and redrawn while
+    it is, up to its wording (problem_key), among the first `exclude_n` training examples of any
+    of `exclude_seeds` (the training sets of every finetune with such a seed and n_examples <=
+    exclude_n) or already taken. A pure function of its arguments.
+    """
+    excluded = {problem_key(example) for s in exclude_seeds for example in generate_examples(exclude_n, s)}
+    rng = random.Random(f"heldout-{seed}")
+    kinds = list(GENERATORS)
+    examples: list[ReasoningExample] = []
+    for i in range(n):
+        while True:
+            example = GENERATORS[kinds[i % len(kinds)]](rng)
+            if problem_key(example) not in excluded:
+                break
+        excluded.add(problem_key(example))
+        examples.append(example)
+    return examples
+
+
+def heldout_prompt_set(n: int = 16, *, seed: int = 0) -> str:
+    """The JSONL text of the held-out prompt set (config/prompts/reasoning_heldout.jsonl): per line
+    an id, the system and user messages of the training chats (no assistant turn), the `answer`
+    and the problem's `kind` in `metadata`."""
+    lines = []
+    for i, example in enumerate(heldout_examples(n, seed=seed), start=1):
+        record = {
+            "id": f"h{i:02d}-{example.kind}",
+            "messages": example.messages[:2],
+            "answer": example.answer,
+            "metadata": {"kind": example.kind},
+        }
+        lines.append(json.dumps(record, ensure_ascii=False) + "\n")
+    return "".join(lines)
+
+
+if __name__ == "__main__":  # python -m tokenscope.finetune.data: rewrite the held-out prompt set
+    from pathlib import Path
+
+    Path(HELDOUT_FILE).write_text(heldout_prompt_set(), encoding="utf-8")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 from collections.abc import Iterator
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -49,7 +50,9 @@ class Prompt:
     """One chat of a prompt set.
 
     `messages` are the chat turns before the answer; `reference` is an optional assistant
-    answer used for teacher-forced scoring; `insertion` is the transform of a derived set.
+    answer used for teacher-forced scoring; `answer` the optional expected final answer that
+    generations are graded against (tokenscope.outcomes.answers; a number in the file is kept as
+    its JSON text); `insertion` is the transform of a derived set.
     """
 
     id: str
@@ -57,14 +60,40 @@ class Prompt:
     reference: str | None = None
     metadata: dict[str, Any] = field(default_factory=dict, compare=False)
     insertion: Insertion | None = None
+    answer: str | None = None
 
 
-def _check_record(record: Any, where: str) -> Prompt:
+PROMPT_KEYS = ("id", "messages", "reference", "answer", "metadata")
+
+
+def _check_answer(record: dict[str, Any], line: str, where: str) -> str | None:
+    """The prompt's `answer` as text: a string as given, a number as its JSON text (0.50 stays 0.50)."""
+    answer = record.get("answer")
+    if answer is None:
+        return None
+    prompt = f"prompt {str(record['id'])!r}"
+    if isinstance(answer, str):
+        if not answer.strip():
+            raise PromptSetError(f"{where}: {prompt}: 'answer' must be a non-empty string or a number")
+        return answer
+    if isinstance(answer, bool) or not isinstance(answer, (int, float)):
+        shown = json.dumps(answer)
+        shown = shown if len(shown) <= 40 else shown[:37] + "..."
+        raise PromptSetError(
+            f"{where}: {prompt}: 'answer' must be a string or a number, got {type(answer).__name__} {shown}"
+        )
+    if isinstance(answer, float) and not math.isfinite(answer):
+        raise PromptSetError(f"{where}: {prompt}: 'answer' must be a finite number, got {answer}")
+    # The number as written in the file: parsed once more with numbers left as their text.
+    return str(json.loads(line, parse_int=str, parse_float=str)["answer"])
+
+
+def _check_record(record: Any, where: str, line: str = "") -> Prompt:
     if not isinstance(record, dict):
         raise PromptSetError(f"{where}: expected a JSON object, got {type(record).__name__}")
-    unknown = set(record) - {"id", "messages", "reference", "metadata"}
+    unknown = set(record) - set(PROMPT_KEYS)
     if unknown:
-        raise PromptSetError(f"{where}: unknown key(s) {sorted(unknown)}; allowed: id, messages, reference, metadata")
+        raise PromptSetError(f"{where}: unknown key(s) {sorted(unknown)}; allowed: {', '.join(PROMPT_KEYS)}")
     if "id" not in record:
         raise PromptSetError(f"{where}: missing key 'id'")
     prompt_id = record["id"]
@@ -89,7 +118,8 @@ def _check_record(record: Any, where: str) -> Prompt:
     metadata = record.get("metadata", {})
     if not isinstance(metadata, dict):
         raise PromptSetError(f"{where}: 'metadata' must be an object")
-    return Prompt(id=str(prompt_id), messages=tuple(checked), reference=reference, metadata=metadata)
+    answer = _check_answer(record, line, where)
+    return Prompt(id=str(prompt_id), messages=tuple(checked), reference=reference, metadata=metadata, answer=answer)
 
 
 def prompt_lines(path: str | Path) -> Iterator[tuple[int, bytes, str]]:
@@ -132,7 +162,7 @@ def load_prompt_set(path: str | Path, insertion: dict[str, Any] | Insertion | No
             record = json.loads(line)
         except json.JSONDecodeError as error:
             raise PromptSetError(f"{where}: invalid JSON ({error.msg} at column {error.colno})") from None
-        prompt = _check_record(record, where)
+        prompt = _check_record(record, where, line)
         if prompt.id in seen:
             raise PromptSetError(f"{where}: duplicate id {prompt.id!r} (first on line {seen[prompt.id]})")
         seen[prompt.id] = line_number

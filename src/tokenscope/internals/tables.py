@@ -29,7 +29,7 @@ from tokenscope.internals.measures import (
 from tokenscope.model.loading import max_positions
 from tokenscope.model.token_text import VocabularyStrings
 from tokenscope.model.types import CausalLM, Tokenizer
-from tokenscope.scoring.tables import SCHEMA_VERSION
+from tokenscope.schema_version import SCHEMA_VERSION
 
 log = logging.getLogger(__name__)
 

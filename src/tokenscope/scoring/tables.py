@@ -13,9 +13,10 @@ from torch import Tensor
 from tokenscope.inputs.sequences import ScoredSequence
 from tokenscope.model.token_text import VocabularyStrings
 from tokenscope.model.types import TokenIds
+from tokenscope.outcomes.answers import AnswerOptions, grade_all
+from tokenscope.schema_version import SCHEMA_VERSION
 from tokenscope.scoring.formulas import PairMetrics, TokenMetrics
 
-SCHEMA_VERSION = "2"  # 2: the token table gained `in_answer`
 
 # Where a scored token is (ScoredPositions.key_columns): shared by the token and pair tables.
 SCORED_TOKEN_KEYS = [
@@ -42,6 +43,9 @@ TOKEN_SCHEMA = pa.schema(
         ("logprob", pa.float32()),
         ("prob", pa.float32()),
         ("rank", pa.int32()),
+        ("varentropy", pa.float32()),
+        ("margin", pa.float32()),
+        ("sampling_entropy", pa.float32()),  # null for teacher-forced tokens
         ("topk_ids", pa.list_(pa.int32())),
         ("topk_pieces", pa.list_(pa.string())),
         ("topk_probs", pa.list_(pa.float32())),
@@ -64,6 +68,14 @@ GENERATION_SCHEMA = pa.schema(
         ("n_tokens", pa.int32()),
         ("inserted_start", pa.int32()),
         ("inserted_end", pa.int32()),
+        # Outcomes (tokenscope.outcomes.answers.OUTCOME_COLUMNS): graded when a set's shards are
+        # gathered, against the prompt's answer and with the set's extraction pattern.
+        ("answer", pa.string()),
+        ("extracted_answer", pa.string()),
+        ("correct", pa.bool_()),
+        ("opens_think", pa.bool_()),
+        ("closes_think", pa.bool_()),
+        ("has_boxed", pa.bool_()),
     ],
     metadata={"tokenscope_schema": SCHEMA_VERSION, "tokenscope_table": "generations"},
 )
@@ -84,6 +96,19 @@ PAIR_SCHEMA = pa.schema(
         ("kl_b_a", pa.float32()),
     ],
     metadata={"tokenscope_schema": SCHEMA_VERSION, "tokenscope_table": "pairs"},
+)
+
+# Both models' top-k alternatives at each position of a pair table (pair_table's `topk`): the
+# workflow's pair tables have them when scoring.n_alternatives > 0.
+PAIR_ALTERNATIVES_SCHEMA = pa.schema(
+    [
+        *PAIR_SCHEMA,
+        ("topk_ids_a", pa.list_(pa.int32())),
+        ("topk_probs_a", pa.list_(pa.float32())),
+        ("topk_ids_b", pa.list_(pa.int32())),
+        ("topk_probs_b", pa.list_(pa.float32())),
+    ],
+    metadata=PAIR_SCHEMA.metadata,
 )
 
 
@@ -160,7 +185,10 @@ def token_table(
     source: str,
     prompt_set: str,
 ) -> pa.Table:
-    """One row per scored token; `metrics` rows are in sequence order, then position order."""
+    """One row per scored token; `metrics` rows are in sequence order, then position order.
+
+    `sampling_entropy` is null where `metrics` has none (teacher-forced tokens).
+    """
     where = ScoredPositions.of(sequences)
     n = where.n
     if metrics.entropy.shape[0] != n:
@@ -185,6 +213,11 @@ def token_table(
         "logprob": _float32_column(metrics.logprob),
         "prob": _float32_column(metrics.prob),
         "rank": pa.array(metrics.rank.numpy().astype(np.int32)),
+        "varentropy": _float32_column(metrics.varentropy),
+        "margin": _float32_column(metrics.margin),
+        "sampling_entropy": (
+            pa.nulls(n, pa.float32()) if metrics.sampling_entropy is None else _float32_column(metrics.sampling_entropy)
+        ),
         "topk_ids": _list_array(topk_ids, k, pa.int32()),
         "topk_pieces": pa.ListArray.from_arrays(
             pa.array(np.arange(n + 1, dtype=np.int32) * k), vocab.piece_array(topk_ids.reshape(-1))
@@ -207,9 +240,15 @@ def generation_table(
     texts: Sequence[str],
     finish_reasons: Sequence[str],
     inserted: Sequence[tuple[int, int] | None] | None = None,
+    answers: Sequence[str | None] | None = None,
+    answer_options: AnswerOptions | None = None,
 ) -> pa.Table:
+    """One row per generation. The outcome columns grade each text against `answers` (the prompts'
+    expected answers; None: none, so `answer` and `correct` are null) with `answer_options`
+    (default: the last \\boxed{}); the workflow grades again at the gather with the config's options."""
     n = len(prompt_ids)
     spans = list(inserted) if inserted is not None else [None] * n
+    outcomes = grade_all(texts, list(answers) if answers is not None else [None] * n, answer_options)
     return pa.table(
         {
             "model": [model] * n,
@@ -224,6 +263,7 @@ def generation_table(
             "n_tokens": [len(t) for t in token_ids],
             "inserted_start": [None if s is None else s[0] for s in spans],
             "inserted_end": [None if s is None else s[1] for s in spans],
+            **outcomes,
         },
         schema=GENERATION_SCHEMA,
     )
@@ -237,8 +277,13 @@ def pair_table(
     prompt_set: str,
     sequences: Sequence[ScoredSequence],
     metrics: PairMetrics,
+    topk: tuple[Tensor, Tensor, Tensor, Tensor] | None = None,
 ) -> pa.Table:
-    """One row per scored token of `sequences` (PAIR_SCHEMA); `metrics` rows in input order."""
+    """One row per scored token of `sequences` (PAIR_SCHEMA); `metrics` rows in input order.
+
+    `topk`: (ids_a, logprobs_a, ids_b, logprobs_b), each [N, k] in the same order: the table is then
+    PAIR_ALTERNATIVES_SCHEMA, with both models' alternatives.
+    """
     where = ScoredPositions.of(sequences)
     n = where.n
     if metrics.kl_a_b.shape[0] != n:
@@ -259,4 +304,10 @@ def pair_table(
         "kl_a_b": _float32_column(metrics.kl_a_b),
         "kl_b_a": _float32_column(metrics.kl_b_a),
     }
-    return pa.table(columns, schema=PAIR_SCHEMA)
+    if topk is None:
+        return pa.table(columns, schema=PAIR_SCHEMA)
+    for side, ids, logprobs in (("a", topk[0], topk[1]), ("b", topk[2], topk[3])):
+        k = ids.shape[1]
+        columns[f"topk_ids_{side}"] = _list_array(ids.numpy().astype(np.int32), k, pa.int32())
+        columns[f"topk_probs_{side}"] = _list_array(np.exp(logprobs.numpy()).astype(np.float32), k, pa.float32())
+    return pa.table(columns, schema=PAIR_ALTERNATIVES_SCHEMA)

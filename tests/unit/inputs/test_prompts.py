@@ -26,8 +26,28 @@ from tokenscope.inputs.prompts import load_prompt_set
         ),
         (json.dumps({"id": "c", "messages": []}), "line 2: 'messages' must be a non-empty list"),
         (
-            json.dumps({"id": "d", "messages": [{"role": "user", "content": "x"}], "answer": "y"}),
-            "line 2: unknown key(s) ['answer']",
+            json.dumps({"id": "d", "messages": [{"role": "user", "content": "x"}], "answers": "y"}),
+            "line 2: unknown key(s) ['answers']; allowed: id, messages, reference, answer, metadata",
+        ),
+        (
+            json.dumps({"id": "e", "messages": [{"role": "user", "content": "x"}], "answer": [1, 2]}),
+            "line 2: prompt 'e': 'answer' must be a string or a number, got list [1, 2]",
+        ),
+        (
+            json.dumps({"id": 7, "messages": [{"role": "user", "content": "x"}], "answer": True}),
+            "line 2: prompt '7': 'answer' must be a string or a number, got bool true",
+        ),
+        (
+            json.dumps({"id": "g", "messages": [{"role": "user", "content": "x"}], "answer": {"value": 3}}),
+            "line 2: prompt 'g': 'answer' must be a string or a number, got dict",
+        ),
+        (
+            '{"id": "h", "messages": [{"role": "user", "content": "x"}], "answer": NaN}',
+            "line 2: prompt 'h': 'answer' must be a finite number",
+        ),
+        (
+            json.dumps({"id": "i", "messages": [{"role": "user", "content": "x"}], "answer": " "}),
+            "line 2: prompt 'i': 'answer' must be a non-empty string or a number",
         ),
     ],
 )
@@ -44,3 +64,19 @@ def test_empty_prompt_set_is_refused(tmp_path):
     path.write_text("\n")
     with pytest.raises(PromptSetError, match="prompt set is empty"):
         load_prompt_set(path)
+
+
+def test_answers_are_text_and_numbers_keep_their_json_text(tmp_path):
+    path = tmp_path / "set.jsonl"
+    lines = [
+        '{"id": "a", "messages": [{"role": "user", "content": "x"}], "answer": "\\\\frac{1}{2}"}',
+        '{"id": "b", "messages": [{"role": "user", "content": "x"}], "answer": 0.50}',
+        '{"id": "c", "messages": [{"role": "user", "content": "x"}], "answer": -12}',
+        '{"id": "d", "messages": [{"role": "user", "content": "x"}], "answer": 2.5e3}',
+        '{"id": "e", "messages": [{"role": "user", "content": "x"}], "answer": null, "metadata": {"n": 1.0}}',
+        '{"id": "f", "messages": [{"role": "user", "content": "x"}]}',
+    ]
+    path.write_text("\n".join(lines) + "\n")
+    prompts = load_prompt_set(path)
+    assert [p.answer for p in prompts] == ["\\frac{1}{2}", "0.50", "-12", "2.5e3", None, None]
+    assert prompts[4].metadata == {"n": 1.0}  # other numbers are read as numbers
