@@ -96,3 +96,59 @@ rule run_record:
         runtime=plan.load_options,
     script:
         "../scripts/run_record.py"
+
+
+# The side-by-side view: two checkpoints on one prompt (their generations, and a shared text of a
+# pair table coloured by logprob B - A or KL, both models' top-k on hover); an index per pair table.
+rule side_by_side:
+    """Pages of two checkpoints on one prompt: both generations, a shared text coloured by logprob B - A or KL."""
+    input:
+        pairs="results/pairs/{prompt_set}/{model_a}/{model_b}/{source}.parquet",
+        manifest="results/models/{model_a}/manifest.json",
+        prompts=get_prompt_file,
+        generations=get_side_by_side_generations,
+    output:
+        pages=report(
+            directory(
+                "results/side_by_side/{prompt_set}/{model_a}/{model_b}/{source}"
+            ),
+            patterns=["{prompt_id}-{sample}.html"],
+            caption="../report/side_by_side.rst",
+            category="Side by side",
+            subcategory="{prompt_set}",
+            labels={
+                "pair": "{model_a} vs {model_b}",
+                "tokens": "{source}",
+                "prompt": "{prompt_id}",
+                "sample": "{sample}",
+            },
+        ),
+        index=report(
+            "results/side_by_side/{prompt_set}/{model_a}/{model_b}/{source}.html",
+            caption="../report/side_by_side_index.rst",
+            category="Side by side",
+            subcategory="{prompt_set}",
+            labels={
+                "pair": "{model_a} vs {model_b}",
+                "tokens": "{source}",
+                "prompt": "(index of every sequence)",
+                "sample": "all",
+            },
+        ),
+    log:
+        "logs/side_by_side/{prompt_set}/{model_a}/{model_b}/{source}.log",
+    conda:
+        "../envs/tokenscope.yaml"
+    threads: 1
+    resources:
+        cpus_per_task=1,
+        # DuckDB gets a share of mem_mb (summaries and scales are aggregates of the pair table)
+        mem_mb=scaled_mem_mb(1200, 0.25, max_mb=4000),
+        runtime=scaled_runtime(10, 10),
+    params:
+        insertion=get_prompt_insertion,
+        metric=config["side_by_side"]["metric"],
+        max_pages=config["side_by_side"]["max_pages"],
+        prompt_ids=config["token_view"]["prompt_ids"],
+    script:
+        "../scripts/side_by_side.py"

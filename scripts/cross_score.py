@@ -36,6 +36,7 @@ def main(smk):
         model_b_name=smk.wildcards.model_b,
         source=smk.wildcards.source,
         prompt_set=smk.wildcards.prompt_set,
+        n_alternatives=smk.params.n_alternatives,
         batch_size=scoring["batch_size"],
         chunk_rows=scoring["chunk_rows"],
     )

@@ -3,15 +3,19 @@
 Any model can score any other model's generations or the reference answers. For each scored
 token both models see the same prefix; we record each model's entropy and log-probability of
 the token, and the KL divergence between their next-token distributions in both directions, in
-nats over the full vocabulary, from fp32 logits (formulas in `scoring.formulas`).
+nats over the full vocabulary, from fp32 logits (formulas in `scoring.formulas`). With
+`n_alternatives` > 0 each model's top-k alternatives at each position are recorded too (the
+side-by-side view shows both models' on the same text), from the same chunk of logits.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 
 import pyarrow as pa
 import torch
+from torch import Tensor
 
 from tokenscope.errors import ModelError
 from tokenscope.inputs.batching import pad_id_of
@@ -20,13 +24,59 @@ from tokenscope.model.anatomy import Unembedding, backbone
 from tokenscope.model.loading import max_positions
 from tokenscope.model.tokenizers import require_same_tokenizer, tokenizer_fingerprint
 from tokenscope.model.types import CausalLM, TokenIds, Tokenizer
-from tokenscope.scoring.formulas import PairMetrics, divergence_from_logits
+from tokenscope.scoring.formulas import PairMetrics, TensorRows, divergence_from_logits, log_normalizer
 from tokenscope.scoring.tables import pair_table
 from tokenscope.scoring.teacher_forcing import ScoringLayout
 
 
 def _vocab_size(model: CausalLM) -> int:
     return int(model.get_output_embeddings().weight.shape[0])
+
+
+@dataclass
+class PairAlternatives(TensorRows):
+    """Both models' top-k alternatives at N scored positions, flat in input order (CPU)."""
+
+    topk_ids_a: Tensor  # [N, k] int32, most probable first
+    topk_logprobs_a: Tensor  # [N, k] float32
+    topk_ids_b: Tensor
+    topk_logprobs_b: Tensor
+
+    @staticmethod
+    def empty(k: int, n: int = 0) -> PairAlternatives:
+        """n rows of k alternatives each (k = 0 for a pair scored without alternatives)."""
+        ids, logprobs = torch.zeros((n, k), dtype=torch.int32), torch.zeros((n, k))
+        return PairAlternatives(ids, logprobs, ids, logprobs)
+
+
+def top_alternatives(logits: Tensor, k: int) -> tuple[Tensor, Tensor]:
+    """(ids [N, k] int32, logprobs [N, k] fp32) of each row's k most probable tokens, as
+    `formulas.metrics_from_logits` computes its topk_* (the same ops on the same fp32 logits)."""
+    logits = logits.float()
+    k = min(k, logits.shape[-1])
+    values, ids = logits.topk(k, dim=-1)
+    return ids.int(), values - log_normalizer(logits)
+
+
+@torch.no_grad()
+def pair_scores(
+    model_a: CausalLM,
+    model_b: CausalLM,
+    sequences: Sequence[TokenIds],
+    score_starts: Sequence[int],
+    *,
+    n_alternatives: int = 0,
+    batch_size: int = 8,
+    chunk_rows: int = 512,
+    pad_id: int = 0,
+    show_progress: bool = True,
+    names: tuple[str, str] = ("model_a", "model_b"),
+) -> tuple[PairMetrics, PairAlternatives]:
+    """Pair metrics and both models' top-`n_alternatives` alternatives of tokens
+    sequences[i][score_starts[i]:], flat in input order (pair_divergence for the metrics)."""
+    return _pair_scores(
+        model_a, model_b, sequences, score_starts, n_alternatives, batch_size, chunk_rows, pad_id, show_progress, names
+    )
 
 
 @torch.no_grad()
@@ -52,6 +102,24 @@ def pair_divergence(
     smaller chunk_rows than for scoring. Metrics are computed on model A's device; `names` label
     the models in errors.
     """
+    metrics, _ = _pair_scores(
+        model_a, model_b, sequences, score_starts, 0, batch_size, chunk_rows, pad_id, show_progress, names
+    )
+    return metrics
+
+
+def _pair_scores(
+    model_a: CausalLM,
+    model_b: CausalLM,
+    sequences: Sequence[TokenIds],
+    score_starts: Sequence[int],
+    n_alternatives: int,
+    batch_size: int,
+    chunk_rows: int,
+    pad_id: int,
+    show_progress: bool,
+    names: tuple[str, str],
+) -> tuple[PairMetrics, PairAlternatives]:
     vocab_a, vocab_b = _vocab_size(model_a), _vocab_size(model_b)
     if vocab_a != vocab_b:
         raise ModelError(
@@ -62,7 +130,9 @@ def pair_divergence(
     unembed_a, unembed_b = Unembedding(model_a), Unembedding(model_b)
     body_a, body_b = backbone(model_a), backbone(model_b)
     device = next(model_a.parameters()).device
+    k = min(max(n_alternatives, 0), vocab_a)
     parts: list[PairMetrics] = []
+    alternatives: list[PairAlternatives] = []
     for batch in layout.iter_batches(sequences, pad_id, "cross-scoring", show_progress):
         hidden_a = batch.scored_hidden(body_a)
         hidden_b = batch.scored_hidden(body_b)
@@ -72,9 +142,17 @@ def pair_divergence(
             logits_a = unembed_a(hidden_a[rows])
             logits_b = unembed_b(hidden_b[rows]).to(device)
             parts.append(divergence_from_logits(logits_a, logits_b, targets[rows]).to("cpu"))
+            if k:
+                alternatives.append(
+                    PairAlternatives(*top_alternatives(logits_a, k), *top_alternatives(logits_b, k)).to("cpu")
+                )
     if not parts:
-        return PairMetrics.empty()
-    return PairMetrics.cat(parts).take(layout.input_order())
+        return PairMetrics.empty(), PairAlternatives.empty(k)
+    order = layout.input_order()
+    metrics = PairMetrics.cat(parts).take(order)
+    if not k:
+        return metrics, PairAlternatives.empty(0, metrics.kl_a_b.shape[0])
+    return metrics, PairAlternatives.cat(alternatives).take(order)
 
 
 def score_pair(
@@ -88,22 +166,25 @@ def score_pair(
     model_b_name: str,
     source: str,
     prompt_set: str,
+    n_alternatives: int = 0,
     batch_size: int = 8,
     chunk_rows: int = 512,
     show_progress: bool = True,
 ) -> pa.Table:
     """The pair table of two models on `sequences` (tokens of `source`); refuses different tokenizers,
-    and sequences longer than either model's positions."""
+    and sequences longer than either model's positions. With `n_alternatives` > 0 it has both
+    models' top-k alternatives too (tables.PAIR_ALTERNATIVES_SCHEMA), else PAIR_SCHEMA."""
     require_same_tokenizer(
         {model_a_name: tokenizer_fingerprint(tokenizer_a), model_b_name: tokenizer_fingerprint(tokenizer_b)}
     )
     for model, name in ((model_a, model_a_name), (model_b, model_b_name)):
         require_within_context(sequences, max_positions(model), model=name, source=source)
-    metrics = pair_divergence(
+    metrics, alternatives = pair_scores(
         model_a,
         model_b,
         [s.token_ids.tolist() for s in sequences],
         [s.score_start for s in sequences],
+        n_alternatives=n_alternatives,
         batch_size=batch_size,
         chunk_rows=chunk_rows,
         pad_id=pad_id_of(tokenizer_a),
@@ -117,4 +198,14 @@ def score_pair(
         prompt_set=prompt_set,
         sequences=sequences,
         metrics=metrics,
+        topk=(
+            (
+                alternatives.topk_ids_a,
+                alternatives.topk_logprobs_a,
+                alternatives.topk_ids_b,
+                alternatives.topk_logprobs_b,
+            )
+            if n_alternatives > 0
+            else None
+        ),
     )
