@@ -22,11 +22,14 @@ rule cross_score:
         mem_mb=model_mem_mb(config["runtime"]["mem_mb"]),
         runtime=model_runtime(config["runtime"]["runtime_min"]),
         gpu=plan.gpu,
-    # What changes the table: the reference answers' span (none for generated tokens);
+    # What changes the table: the reference answers' span (none for generated tokens), the
+    # alternatives stored per token for both models (topk_*_a, topk_*_b: the side-by-side view);
     # scoring.batch_size and chunk_rows (speed, memory) the script reads from the config.
     params:
         insertion=get_prompt_insertion,
         score_span=get_pair_score_span,
+        n_alternatives=config["scoring"]["n_alternatives"],
+        schema=SCHEMA_VERSION,  # a new table schema reruns existing results
         runtime=plan.load_options,
     script:
         "../scripts/cross_score.py"
@@ -54,6 +57,8 @@ rule compare_group:
         own=get_compare_own_tokens,
         pairs=get_compare_pairs,
         tokenizers="results/comparison/{group}/tokenizers.json",
+        # weights_sha256: models with identical weights are flagged in the tables
+        manifests=get_group_manifests,
     output:
         tables=report(
             directory("results/comparison/{prompt_set}/{group}/tables"),

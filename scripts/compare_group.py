@@ -1,10 +1,16 @@
 import sys
 
 sys.path.insert(0, f"{snakemake.scriptdir}/../src")
+import json
+import logging
 from pathlib import Path
 
-from tokenscope.analysis.comparison import StatsOptions, compare_group
-from tokenscope.analysis.tokens import write_table
+from tokenscope.analysis.comparison import (
+    StatsOptions,
+    compare_group,
+    identical_weights_note,
+    write_comparison_tables,
+)
 from tokenscope.dataset import connect, duckdb_memory_mb
 from tokenscope.workflow.jobs import run_script
 
@@ -22,12 +28,19 @@ def main(smk):
         top_n=analysis["top_n"],
         quantile_bins=settings["quantile_bins"],
     )
+    manifests = {}
+    for path in smk.input.manifests:
+        manifest = json.loads(Path(path).read_text())
+        manifests[manifest["model"]] = manifest
+    note = identical_weights_note(smk.params.models, manifests)
+    if note:
+        logging.getLogger("tokenscope").warning("%s", note)
     # Memory and threads cannot change the numbers: they come from the job, not from params.
     con = connect(memory_limit_mb=duckdb_memory_mb(smk.resources.mem_mb), threads=smk.threads)
-    tables = compare_group(list(smk.input.own), list(smk.input.pairs), smk.params.models, options, con=con)
-    out = Path(smk.output.tables)
-    for name, table in tables.items():
-        write_table(table, out / f"{name}.csv", out / f"{name}.md", name.replace("_", " "))
+    tables = compare_group(
+        list(smk.input.own), list(smk.input.pairs), smk.params.models, options, con=con, manifests=manifests
+    )
+    write_comparison_tables(tables, smk.output.tables, note)
 
 
 run_script(snakemake, main)

@@ -5,13 +5,18 @@ the pair tables (cross-scoring) of the base (the group's first model) with each 
 the base's generations. They are read through DuckDB, only the columns each statistic uses, and
 aggregated to per-prompt summaries before any resampling (tokenscope.analysis.stats), so memory
 and bootstrap cost do not grow with the number of tokens. The unit of every statistic is the
-prompt (docs/schema.md, comparison tables).
+prompt (docs/schema.md, comparison tables). Models whose weights are byte-identical (their
+manifests' `weights_sha256`) are flagged in every table (`identical_weights`, `identical_to`):
+their differences are zero by construction, not a finding.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from functools import partial
+from pathlib import Path
+from typing import Any
 
 import duckdb
 import numpy as np
@@ -30,8 +35,11 @@ from tokenscope.analysis.stats import (
     per_unit_means,
     token_changes,
 )
+from tokenscope.analysis.tokens import to_markdown, write_table
 from tokenscope.dataset import connect, sql_literal
 from tokenscope.errors import TokenscopeError
+from tokenscope.io import write_atomic, write_text
+from tokenscope.model.sources import identical_weight_groups
 
 # Per-token changes listed in the changed-token tables (entropy_diff = entropy_b - entropy_a).
 CHANGE_VALUES: tuple[str, ...] = ("entropy_diff", "logprob_diff", "kl_a_b")
@@ -120,6 +128,39 @@ def _with_strings(table: pd.DataFrame, strings: dict[str, pd.Series]) -> pd.Data
     return table[columns]
 
 
+def identical_twins(models: Sequence[str], manifests: Mapping[str, dict[str, Any]] | None) -> dict[str, list[str]]:
+    """model -> the group's other models with byte-identical weights (from their manifests;
+    empty lists without manifests)."""
+    twins: dict[str, list[str]] = {model: [] for model in models}
+    if manifests:
+        for names in identical_weight_groups({model: manifests[model] for model in models if model in manifests}):
+            for name in names:
+                twins[name] = [other for other in names if other != name]
+    return twins
+
+
+def identical_weights_note(models: Sequence[str], manifests: Mapping[str, dict[str, Any]] | None) -> str | None:
+    """One line for the comparison's tables when some of the group's models share their weights."""
+    if not manifests:
+        return None
+    groups = identical_weight_groups({model: manifests[model] for model in models if model in manifests})
+    if not groups:
+        return None
+    listed = "; ".join(" = ".join(names) for names in groups)
+    return (
+        f"Identical weights: {listed} (byte-identical tensors, the same weights_sha256): their differences "
+        "are zero by construction (a duplicated or mislabelled checkpoint), not a finding."
+    )
+
+
+def _flag_identical(table: pd.DataFrame, twins: Mapping[str, list[str]], model: str | None = None) -> pd.DataFrame:
+    """`identical_weights` (bool) and `identical_to` (the twins' names, comma-separated) of each
+    row's model (its `model` column, or `model` for a table of one checkpoint)."""
+    names = table["model"] if model is None else pd.Series(model, index=table.index)
+    to = names.map(lambda name: ", ".join(twins.get(name, []))).astype(object)
+    return table.assign(identical_weights=to != "", identical_to=to)
+
+
 def compare_group(
     own_tokens: TokenData,
     pairs: TokenData,
@@ -127,11 +168,14 @@ def compare_group(
     options: StatsOptions,
     *,
     con: duckdb.DuckDBPyConnection | None = None,
+    manifests: Mapping[str, dict[str, Any]] | None = None,
 ) -> dict[str, pd.DataFrame]:
     """All comparison tables of a group (its first model is the base).
 
     own_tokens: per-token tables of each model on its own generations (parquet files or a frame).
     pairs: pair tables (base, other) on the base's generations.
+    manifests: model -> its prepared manifest; models with byte-identical weights are flagged in
+    every table (`identical_weights`, `identical_to`; see `identical_weights_note`).
     Returns named tables: summary, paired_tests, trends, and changed_<model>_<what> per checkpoint.
     """
     if len(models) < 2:
@@ -194,4 +238,26 @@ def compare_group(
         for column in ("token_id", "context_token_id")
     }
     tables.update({name: _with_strings(table, strings) for name, table in changed.items()})
+    twins = identical_twins(models, manifests)
+    for name in ("summary", "paired_tests", "trends"):
+        tables[name] = _flag_identical(tables[name], twins)
+    for model in models[1:]:
+        for what in ("by_token", "by_context_token"):
+            name = f"changed_{model}_{what}"
+            tables[name] = _flag_identical(tables[name], twins, model)
     return tables
+
+
+def write_comparison_tables(tables: Mapping[str, pd.DataFrame], folder: str | Path, note: str | None = None) -> None:
+    """Each table as `{name}.csv` and `{name}.md` in `folder`; `note` (identical_weights_note) is a
+    line under each markdown table's title."""
+    folder = Path(folder)
+    for name, table in tables.items():
+        title = name.replace("_", " ")
+        if not note:
+            write_table(table, folder / f"{name}.csv", folder / f"{name}.md", title)
+            continue
+        frame = table if isinstance(table.index, pd.RangeIndex) else table.reset_index()
+        write_atomic(folder / f"{name}.csv", partial(frame.to_csv, index=False))
+        heading, _, rest = to_markdown(frame, title).partition("\n\n")
+        write_text(f"{heading}\n\n**Note**: {note}\n\n{rest}", folder / f"{name}.md")

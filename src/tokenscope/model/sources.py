@@ -1,7 +1,8 @@
 """Model sources: resolve a hub id, a local checkpoint or the embedded model into a prepared folder.
 
 A prepared folder holds safetensors weights (or links to them), the tokenizer, the config files
-and `manifest.json` (source, resolved revision, sha256 of each weight file). Everything downstream
+and `manifest.json` (source, resolved revision, sha256 of each weight file and of the weights
+themselves: `hash_weights`). Everything downstream
 loads models only from prepared folders, so a model is resolved once per source.
 """
 
@@ -18,9 +19,11 @@ import pickle
 import shutil
 import struct
 import tempfile
+from collections.abc import Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, BinaryIO, Literal
 
 from tokenscope import __version__
 from tokenscope.errors import ModelError
@@ -116,6 +119,104 @@ def sha256_file(path: Path, block: int = 1 << 24) -> str:
         while chunk := handle.read(block):
             digest.update(chunk)
     return digest.hexdigest()
+
+
+def _safetensors_header(handle: BinaryIO) -> tuple[bytes, dict[str, Any]]:
+    """(the file's bytes up to the tensor data, header) of an open safetensors file whose layout
+    `safetensors_problem` found sound."""
+    prefix = handle.read(8)
+    (header_length,) = struct.unpack("<Q", prefix)
+    raw = handle.read(header_length)
+    return prefix + raw, json.loads(raw.decode("utf-8"))
+
+
+def hash_weights(paths: Sequence[Path], model: str = "?", block: int = 1 << 24) -> tuple[dict[str, str], str]:
+    """(sha256 of each safetensors file, the weights' sha256), in one streaming pass per file.
+
+    The weights' sha256 (`weights_sha256` in the manifest) covers every tensor's name, dtype,
+    shape and bytes, in the order of the names, and nothing else: byte-identical weights get the
+    same hash whatever folder holds them, however they are sharded into files, in whatever order
+    a file stores them, and whatever `__metadata__` the saver wrote (a checkpoint converted from
+    pickled weights hashes as the safetensors one would). Each file is read once, in `block`-sized
+    chunks that feed both its file hash and the hashes of the tensors the chunk covers.
+    """
+    files: dict[str, str] = {}
+    tensors: dict[str, str] = {}
+    for path in paths:
+        file_digest = hashlib.sha256()
+        with path.open("rb") as handle:
+            head, header = _safetensors_header(handle)
+            file_digest.update(head)
+            spans = sorted(
+                (entry["data_offsets"][0], entry["data_offsets"][1], name)
+                for name, entry in header.items()
+                if name != "__metadata__"
+            )
+            digests = [hashlib.sha256() for _ in spans]
+            current, offset = 0, 0  # first span not yet complete; data bytes read so far
+            # The file's hash in a second thread (hashlib releases the GIL): two hashes, one read.
+            with ThreadPoolExecutor(max_workers=1) as pool:
+                pending = None
+                while chunk := handle.read(block):
+                    if pending is not None:
+                        pending.result()
+                    pending = pool.submit(file_digest.update, chunk)
+                    view, end = memoryview(chunk), offset + len(chunk)
+                    index = current
+                    while index < len(spans) and spans[index][0] < end:
+                        begin, stop, _ = spans[index]
+                        digests[index].update(view[max(begin, offset) - offset : min(stop, end) - offset])
+                        if stop > end:
+                            break
+                        index += 1
+                    current, offset = index, end
+                if pending is not None:
+                    pending.result()
+        files[path.name] = file_digest.hexdigest()
+        for (_, _, name), digest in zip(spans, digests, strict=True):
+            entry = header[name]
+            if name in tensors:
+                raise ModelError(f"models.{model}: tensor {name!r} is stored in two weight files (one is {path.name})")
+            tensors[name] = f"{entry['dtype']} {entry['shape']} {digest.hexdigest()}"
+    combined = hashlib.sha256()
+    for name in sorted(tensors):
+        combined.update(f"{name}\t{tensors[name]}\n".encode())
+    return files, combined.hexdigest()
+
+
+def weights_identity(manifest: dict[str, Any]) -> list[str]:
+    """Keys under which two prepared models have byte-identical weights: the weights' sha256
+    (`hash_weights`) and, for manifests written before it existed, the set of weight-file hashes."""
+    keys = ["files " + json.dumps(sorted(manifest.get("weights", {}).values()))]
+    if manifest.get("weights_sha256"):
+        keys.insert(0, f"weights {manifest['weights_sha256']}")
+    return keys
+
+
+def identical_weight_groups(manifests: Mapping[str, dict[str, Any]]) -> list[list[str]]:
+    """Models (manifest name -> manifest) whose weights are byte-identical, as groups of two or
+    more names in the given order; no group when every model's weights differ."""
+    names = list(manifests)
+    owner: dict[str, int] = {}
+    group = list(range(len(names)))
+
+    def root(i: int) -> int:
+        while group[i] != i:
+            i = group[i]
+        return i
+
+    for i, name in enumerate(names):
+        if not manifests[name].get("weights"):
+            continue  # nothing recorded: nothing to compare
+        for key in weights_identity(manifests[name]):
+            if key in owner:
+                group[root(i)] = root(owner[key])
+            else:
+                owner[key] = i
+    members: dict[int, list[str]] = {}
+    for i, name in enumerate(names):
+        members.setdefault(root(i), []).append(name)
+    return [found for found in members.values() if len(found) > 1]
 
 
 def default_cache_dir() -> Path:
@@ -390,6 +491,7 @@ def prepare_model(source: ModelSpec, out_dir: str | Path, cache_dir: Path | None
         raise ModelError(f"models.{source.name}: no config.json in {source.location}")
     weights = sorted(p for p in out_dir.iterdir() if p.suffix in WEIGHT_SUFFIXES)
     validate_weights(source.name, weights)
+    files, weights_sha256 = hash_weights(weights, source.name)
     import torch
     import transformers
     from transformers import AutoTokenizer
@@ -399,7 +501,8 @@ def prepare_model(source: ModelSpec, out_dir: str | Path, cache_dir: Path | None
         "source": origin,
         "resolved_revision": resolved_revision,
         "trust_remote_code": source.trust_remote_code,
-        "weights": {p.name: sha256_file(p) for p in weights},
+        "weights": files,
+        "weights_sha256": weights_sha256,
         "tokenizer_sha256": tokenizer_fingerprint(
             AutoTokenizer.from_pretrained(out_dir, trust_remote_code=source.trust_remote_code)
         ),

@@ -17,6 +17,7 @@ from typing import Any
 
 from tokenscope import __version__
 from tokenscope.inputs.chat import prepared_chat_template
+from tokenscope.model.sources import identical_weight_groups
 
 PACKAGES = (
     "torch",
@@ -56,6 +57,7 @@ def model_entry(manifest: dict[str, Any], model_dir: str | Path | None = None) -
         "source_text": describe_source(manifest["source"]),
         "resolved_revision": manifest.get("resolved_revision"),
         "weights": manifest["weights"],
+        "weights_sha256": manifest.get("weights_sha256"),
         "tokenizer_sha256": manifest["tokenizer_sha256"],
         "trust_remote_code": manifest.get("trust_remote_code", False),
     }
@@ -73,10 +75,20 @@ def describe_source(source: dict[str, Any]) -> str:
 def build_run_record(
     manifest_paths: Sequence[str | Path], config_files: Sequence[str | Path], runtime: dict[str, Any]
 ) -> dict[str, Any]:
-    """The record: `runtime` is the config's model-loading settings (device, dtype, device_map)."""
+    """The record: `runtime` is the config's model-loading settings (device, dtype, device_map).
+
+    `identical_weights` lists the groups of models whose weights are byte-identical (the same
+    `weights_sha256`, or for older manifests the same weight files): a checkpoint saved under two
+    names, or a mislabelled one, whose comparisons show zero differences by construction.
+    """
+    manifests = {}
+    for path in manifest_paths:
+        manifest = json.loads(Path(path).read_text())
+        manifests[manifest["model"]] = (manifest, Path(path).parent)
     return {
         "config_files": [str(path) for path in config_files],
-        "models": [model_entry(json.loads(Path(path).read_text()), Path(path).parent) for path in manifest_paths],
+        "models": [model_entry(manifest, folder) for manifest, folder in manifests.values()],
+        "identical_weights": identical_weight_groups({name: entry[0] for name, entry in manifests.items()}),
         "packages": package_versions(),
         "python": sys.version.split()[0],
         "platform": platform.platform(),
