@@ -24,6 +24,7 @@ include: "rules/figures.smk"
 include: "rules/internals.smk"
 include: "rules/finetune.smk"
 include: "rules/compare.smk"
+include: "rules/outcomes.smk"
 include: "rules/report.smk"
 include: "rules/gallery.smk"
 

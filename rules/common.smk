@@ -12,6 +12,7 @@ from snakemake.utils import validate
 sys.path.insert(0, str(Path(workflow.basedir) / "src"))
 
 from tokenscope.errors import ConfigError, ModelError, PromptSetError
+from tokenscope.schema_version import SCHEMA_VERSION
 from tokenscope.workflow.config import config_error_message
 from tokenscope.workflow.planning import NAME_PATTERN, RUN_RECORD, plan_workflow
 from tokenscope.workflow.resources import scaled_runtime

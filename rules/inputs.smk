@@ -80,6 +80,13 @@ def get_token_view_generations(wildcards):
     return f"results/generations/{wildcards.prompt_set}/{wildcards.source}.parquet"
 
 
+def get_side_by_side_generations(wildcards):
+    """A's and B's generations beside a side-by-side page's shared text (none where the set is not generated)."""
+    return plan.side_by_side_generations(
+        wildcards.prompt_set, wildcards.model_a, wildcards.model_b
+    )
+
+
 def analysis_table(name, table):
     """A table of rule analyze_tokens, registered in the report under "Token analysis"."""
     return report(
@@ -104,3 +111,35 @@ def get_generation_shards(wildcards):
 def get_token_shards(wildcards):
     """The per-token tables of every shard of (prompt_set, model), in shard order."""
     return shards.files(wildcards.prompt_set, wildcards.model, "tokens")
+
+
+def get_answer_params(wildcards):
+    """What grading a prompt set's generations depends on: its extraction pattern (answers.patterns)
+    and, where it has answers, their digest and answers.tolerance."""
+    return plan.answer_params(wildcards.prompt_set)
+
+
+def get_outcome_tokens(wildcards):
+    """Each model of the group on its own generations (per-token tables)."""
+    return plan.outcome_token_files(wildcards.prompt_set, wildcards.group)
+
+
+def get_outcome_generations(wildcards):
+    """The group's generations tables, graded (column `correct`)."""
+    return plan.outcome_generation_files(wildcards.prompt_set, wildcards.group)
+
+
+def get_outcome_settings(wildcards):
+    """What changes the tables: pass@k's k values, the high-entropy quantile, the bootstrap."""
+    return plan.outcome_settings()
+
+
+def outcome_figure(name, caption):
+    """A figure of rule plot_outcomes, registered in the report under "Outcomes"."""
+    return report(
+        f"results/outcomes/{{prompt_set}}/{{group}}/{name}.png",
+        caption=f"../report/{caption}",
+        category="Outcomes",
+        subcategory="{prompt_set}",
+        labels={"group": "{group}", "figure": name},
+    )

@@ -321,10 +321,46 @@ BAD_INPUTS = [
         "token_view.prompt_sets",
     ),
     BadInput(
+        "outcomes_unknown_prompt_set",
+        config("outcomes:\n  prompt_sets: [nope]\n"),
+        "outcomes.prompt_sets: unknown generated prompt set 'nope'",
+        "outcomes.prompt_sets",
+    ),
+    BadInput(
+        "outcomes_set_without_answers",
+        config("outcomes:\n  prompt_sets: [tiny_b]\n"),
+        f"outcomes.prompt_sets: prompt set 'tiny_b' ({PROMPTS}) has no answers: no prompt line has an 'answer'",
+        "outcomes.prompt_sets",
+    ),
+    BadInput(
+        "pass_at_k_above_n_samples",
+        config("generation: {n_samples: 4}\noutcomes: {pass_at_k: [1, 8]}\n"),
+        "outcomes.pass_at_k: k = 8 is greater than generation.n_samples = 4 (pass@k needs at least k samples",
+        "outcomes.pass_at_k",
+    ),
+    BadInput(
+        "side_by_side_unknown_model",
+        config("side_by_side:\n  pairs: [[base, nope]]\n"),
+        "side_by_side.pairs: unknown model 'nope'",
+        "side_by_side.pairs",
+    ),
+    BadInput(
+        "side_by_side_metric",
+        config("side_by_side:\n  metric: kl\n"),
+        "invalid config at side_by_side.metric",
+        "side_by_side.metric",
+    ),
+    BadInput(
         "derived_set_unknown_source",
         config("", GOOD + "  derived: {from: nope, insert: {count: 2, text: x}}\n"),
         "prompt_sets.derived.from: unknown prompt set 'nope'",
         "prompt_sets.derived.from",
+    ),
+    BadInput(
+        "answer_pattern_does_not_compile",
+        config("answers:\n  patterns: {tiny_b: 'answer: (\\d+'}\n"),
+        "answers.patterns.tiny_b: the pattern 'answer: (\\\\d+' does not compile (missing ), unterminated subpattern",
+        "answers.patterns.tiny_b",
     ),
     BadInput(
         "top_k_and_n_alternatives_disagree",
@@ -373,9 +409,15 @@ BAD_INPUTS = [
     ),
     BadInput(
         "prompt_line_unknown_key",
-        prompt_lines(user_line(id="b3", answer="4")),
-        f"{PROMPTS}, line 3: unknown key(s) ['answer']",
+        prompt_lines(user_line(id="b3", answers="4")),
+        f"{PROMPTS}, line 3: unknown key(s) ['answers']",
         f"{PROMPTS}, line 3",
+    ),
+    BadInput(
+        "prompt_line_answer_not_string_or_number",
+        prompt_lines(user_line(id="b3", answer=[4])),
+        f"{PROMPTS}, line 3: prompt 'b3': 'answer' must be a string or a number, got list [4]",
+        f"{PROMPTS}, line 3: prompt 'b3'",
     ),
     BadInput(
         "prompt_line_missing_id",
@@ -513,9 +555,9 @@ def test_bad_input_table_counts():
     """Every case is one line naming the key, file, line or model, or flagged as an exception;
     the count is the closing note's (update it when a case is added)."""
     ids = [case.id for case in BAD_INPUTS]
-    assert len(ids) == len(set(ids)) == 43
+    assert len(ids) == len(set(ids)) == 50
     assert {case.id for case in BAD_INPUTS if not case.one_line} == NOT_ONE_LINE
     assert {case.id for case in BAD_INPUTS if case.names is None} == NAMES_NOTHING
     one_line_naming = [case for case in BAD_INPUTS if case.one_line and case.names]
-    assert len(one_line_naming) == len(BAD_INPUTS) - len(NOT_ONE_LINE | NAMES_NOTHING) == 41
+    assert len(one_line_naming) == len(BAD_INPUTS) - len(NOT_ONE_LINE | NAMES_NOTHING) == 48
     assert sum(case.rule is not None for case in BAD_INPUTS) == 4  # job-time cases (slow)

@@ -19,6 +19,8 @@ from tokenscope.errors import ConfigError
 from tokenscope.finetune.config import FinetuneConfig, checkpoint_name
 from tokenscope.inputs.prompts import load_prompt_set, resolve_prompt_sets
 from tokenscope.model.sources import ModelSpec, model_input_files
+from tokenscope.outcomes.answers import answer_params, answers_sha256, check_answers_config
+from tokenscope.outcomes.options import pass_at_k_values
 from tokenscope.scoring.options import normalize_scoring_config
 from tokenscope.workflow.devices import gpu_count
 
@@ -26,6 +28,8 @@ from tokenscope.workflow.devices import gpu_count
 NAME_PATTERN = "[A-Za-z0-9][A-Za-z0-9_.-]*"
 VIEWS = ("generated", "reference")
 RUN_RECORD = "results/run/record.json"
+# The figures of rule plot_outcomes, per prompt set and group.
+OUTCOME_FIGURES = ("outcomes", "auroc", "entropy_fit")
 
 
 def require_known(key: str, names: Iterable[str], known: Iterable[str], kind: str) -> None:
@@ -86,11 +90,13 @@ def model_files(config: Mapping[str, Any]) -> dict[str, list[str]]:
 
 @dataclass(frozen=True)
 class PromptSetFacts:
-    """What planning needs of a prompt set: its JSONL file, its insertion, whether it has references."""
+    """What planning needs of a prompt set: its JSONL file, its insertion, whether it has references,
+    the digest of its expected answers (None: it has none; tokenscope.outcomes.answers.answers_sha256)."""
 
     file: str
     insertion: dict[str, Any] | None = None
     has_references: bool = False
+    answers_sha256: str | None = None
 
 
 def load_prompt_sets(entries: Mapping[str, Any]) -> dict[str, PromptSetFacts]:
@@ -98,7 +104,12 @@ def load_prompt_sets(entries: Mapping[str, Any]) -> dict[str, PromptSetFacts]:
     facts = {}
     for name, (path, insertion) in resolve_prompt_sets(dict(entries)).items():
         prompts = load_prompt_set(path, insertion)
-        facts[name] = PromptSetFacts(path, insertion, any(p.reference is not None for p in prompts))
+        facts[name] = PromptSetFacts(
+            path,
+            insertion,
+            any(p.reference is not None for p in prompts),
+            answers_sha256({p.id: p.answer for p in prompts}),
+        )
     return facts
 
 
@@ -174,6 +185,7 @@ class Plan:
 
         self.internals = config["internals"]
         self.internals_models = self._check_internals()
+        check_answers_config(config.get("answers"), self.prompt_sets)
 
         runtime = config["runtime"]
         # How models are loaded: a model job's params (its threads, memory and time limits are not).
@@ -191,6 +203,8 @@ class Plan:
         for table in self.pair_tables:
             for model in dict.fromkeys((table.a, table.b)):
                 self._scoring_pairs.setdefault((table.prompt_set, model, table.source), []).append(table.path)
+        self.side_by_side_pairs, self.side_by_side_sets = self._check_side_by_side()
+        self.outcome_sets, self.pass_at_k = self._check_outcomes()
 
     def _check_internals(self) -> list[str]:
         """Names in the internals section must exist; filler figures need derived sets."""
@@ -214,6 +228,10 @@ class Plan:
 
     def prompt_insertion(self, prompt_set: str) -> dict[str, Any] | None:
         return self.prompt_sets[prompt_set].insertion
+
+    def answer_params(self, prompt_set: str) -> dict[str, Any]:
+        """What grading a set's generations depends on (rule gather_generation's params)."""
+        return answer_params(self.config.get("answers"), prompt_set, self.prompt_sets[prompt_set].answers_sha256)
 
     def source_prompt_set(self, prompt_set: str) -> str:
         """The prompt set a derived set inserts tokens into."""
@@ -245,10 +263,11 @@ class Plan:
             return [(models[0], other) for other in models[1:]]
         return [(a, b) for i, a in enumerate(models) for b in models[i + 1 :]]
 
-    def pair_sources(self, prompt_set: str, a: str, b: str) -> list[str]:
-        """Whose tokens a pair scores: comparison.sources, 'reference' only where there are references."""
+    def pair_sources(self, prompt_set: str, a: str, b: str, wanted: Iterable[str] | None = None) -> list[str]:
+        """Whose tokens a pair scores: `wanted` (default comparison.sources: a, b, reference) as
+        model names, 'reference' only where there are references."""
         sources = []
-        for source in self.comparison["sources"]:
+        for source in self.comparison["sources"] if wanted is None else wanted:
             if source == "reference":
                 if "reference" in self.views(prompt_set):
                     sources.append("reference")
@@ -300,6 +319,46 @@ class Plan:
         base, *others = self.groups[group]
         return [pair_file(prompt_set, base, model, base) for model in others]
 
+    # Side-by-side view of two checkpoints
+
+    def _check_side_by_side(self) -> tuple[list[tuple[str, str]], list[str]]:
+        """Config `side_by_side`: its model pairs (default: each compared group's base and last
+        model) and prompt sets (default: the compared sets), checked."""
+        section = self.config.get("side_by_side") or {}
+        listed = section.get("pairs")
+        if listed is None:
+            pairs = [(self.groups[group][0], self.groups[group][-1]) for group in self.compared_groups()]
+        else:
+            pairs = []
+            for a, b in listed:
+                require_known("side_by_side.pairs", (a, b), self.models, "model")
+                if a == b:
+                    raise ConfigError(f"side_by_side.pairs: [{a}, {b}] pairs a model with itself; name two models")
+                pairs.append((a, b))
+        sets = section.get("prompt_sets")
+        sets = self.compared_sets if sets is None else list(sets)
+        require_known("side_by_side.prompt_sets", sets, self.prompt_sets, "prompt set")
+        return list(dict.fromkeys(pairs)), list(sets)
+
+    def side_by_side_sources(self, prompt_set: str, a: str, b: str) -> list[str]:
+        """The shared texts of a pair's pages: side_by_side.sources as pair-table sources."""
+        wanted = (self.config.get("side_by_side") or {}).get("sources", ["a", "reference"])
+        return self.pair_sources(prompt_set, a, b, wanted)
+
+    def side_by_side_generations(self, prompt_set: str, a: str, b: str) -> list[str]:
+        """Both models' generations tables, where the set is generated (else the pages show none)."""
+        if prompt_set not in self.generated_sets:
+            return []
+        return [f"results/generations/{prompt_set}/{model}.parquet" for model in (a, b)]
+
+    def side_by_side_targets(self) -> list[str]:
+        return [
+            f"results/side_by_side/{prompt_set}/{a}/{b}/{source}"
+            for prompt_set in self.side_by_side_sets
+            for a, b in self.side_by_side_pairs
+            for source in self.side_by_side_sources(prompt_set, a, b)
+        ]
+
     def marker_attention_tables(self, prompt_set: str, group: str) -> list[str]:
         return [
             f"results/internals/{prompt_set}/{model}/marker_attention.parquet"
@@ -344,6 +403,50 @@ class Plan:
             ]
         return targets
 
+    # Outcomes (tokenscope.outcomes: accuracy, pass@k, AUROC of token statistics, entropy fit)
+
+    def _check_outcomes(self) -> tuple[list[str], list[int]]:
+        """Config `outcomes`: its prompt sets (default: every generated set with answers; a listed set
+        must be generated and have answers) and the k values of pass@k (at most generation.n_samples)."""
+        section = self.config.get("outcomes") or {}
+        listed = section.get("prompt_sets")
+        if listed is None:
+            sets = [name for name in self.generated_sets if self.prompt_sets[name].answers_sha256 is not None]
+        else:
+            sets = list(listed)
+            require_known("outcomes.prompt_sets", sets, self.generated_sets, "generated prompt set")
+            for name in sets:
+                if self.prompt_sets[name].answers_sha256 is None:
+                    raise ConfigError(
+                        f"outcomes.prompt_sets: prompt set {name!r} ({self.prompt_file(name)}) has no answers: "
+                        "no prompt line has an 'answer'"
+                    )
+        ks = pass_at_k_values(section.get("pass_at_k"), self.config["generation"]["n_samples"])
+        return sets, ks
+
+    def outcome_settings(self) -> dict[str, Any]:
+        """What changes the outcome tables (rule outcome_stats' params): k values, quantile, bootstrap."""
+        section = self.config.get("outcomes") or {}
+        settings = {key: section[key] for key in ("high_entropy_quantile", "n_boot", "ci", "seed") if key in section}
+        return {"pass_at_k": list(self.pass_at_k), **settings}
+
+    def outcome_token_files(self, prompt_set: str, group: str) -> list[str]:
+        """Each model of the group on its own generations."""
+        return self.group_token_files(prompt_set, group, "generated")
+
+    def outcome_generation_files(self, prompt_set: str, group: str) -> list[str]:
+        return [f"results/generations/{prompt_set}/{model}.parquet" for model in self.groups[group]]
+
+    def outcome_targets(self) -> list[str]:
+        targets = []
+        for prompt_set in self.outcome_sets:
+            for group in self.groups:
+                folder = f"results/outcomes/{prompt_set}/{group}"
+                targets += [f"{folder}/tables", f"{folder}/generations.parquet"]
+                for figure in OUTCOME_FIGURES:
+                    targets += [f"{folder}/{figure}.png", f"{folder}/{figure}.{self.vector_format}"]
+        return targets
+
     def final_targets(self) -> list[str]:
         """Everything the default target `all` asks for."""
         targets = []
@@ -357,7 +460,15 @@ class Plan:
                     targets += [f"{base}/entropy_hist_all.png", f"{base}/entropy_hist_all.{self.vector_format}"]
                     targets.append(f"{base}/per_prompt")
                     targets.append(f"results/summary/{prompt_set}/{group}/{view}/describe.csv")
-        return targets + self.internals_targets() + self.comparison_targets() + self.token_view_targets() + [RUN_RECORD]
+        return (
+            targets
+            + self.internals_targets()
+            + self.comparison_targets()
+            + self.token_view_targets()
+            + self.side_by_side_targets()
+            + self.outcome_targets()
+            + [RUN_RECORD]
+        )
 
 
 def plan_workflow(config: dict[str, Any]) -> Plan:

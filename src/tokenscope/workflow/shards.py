@@ -3,8 +3,9 @@
 Shard i of a prompt set holds its prompts [i x shard_size, (i + 1) x shard_size) in file order
 (`generation.shard_size`; every sample of a prompt is in its prompt's shard) and is named by its
 index, five digits (`00000`): names never contain prompt ids, so no prompt id can clash with a
-shard's path. Rule generate_shard writes results/shards/{prompt_set}/{model}/{shard}/ and rule
-gather_generation streams a set's shards into the per-set tables every other rule reads.
+shard's path. Rule generate_shard writes results/shards/{prompt_set}/{model}/{shard}/ and
+rules gather_generation and gather_tokens stream a set's shards into the per-set tables every other
+rule reads (the generations table graded on the way, see tokenscope.outcomes.answers).
 
 A shard's params carry its prompt range and the sha256 of its raw prompt lines, and its rule reads
 the prompt file as `ancient`, so a shard reruns when its own prompts change (Snakemake's params
