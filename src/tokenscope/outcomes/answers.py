@@ -352,7 +352,7 @@ def gather_graded(
     import pyarrow as pa
     import pyarrow.parquet as pq
 
-    from tokenscope.io import atomic_path
+    from tokenscope.workflow.shards import gather_parquet
 
     files = [str(path) for path in inputs]
     if not files:
@@ -361,24 +361,15 @@ def gather_graded(
     missing = [name for name in OUTCOME_COLUMNS if name not in schema.names]
     if missing:
         raise ValueError(f"{files[0]}: no column(s) {missing}; rerun its generate_shard job")
-    options = options or AnswerOptions()
-    rows = 0
-    with atomic_path(output) as tmp:
-        with pq.ParquetWriter(tmp, schema, compression="zstd") as writer:
-            for path in files:
-                source = pq.ParquetFile(path)
-                if not source.schema_arrow.equals(schema, check_metadata=True):
-                    raise ValueError(f"{path}: schema differs from {files[0]}'s; rerun its generate_shard job")
-                for batch in source.iter_batches(batch_size=batch_rows):
-                    prompt_ids = batch.column("prompt_id").to_pylist()
-                    answers = [expected.get(prompt_id) for prompt_id in prompt_ids]
-                    outcomes = grade_all(batch.column("text").to_pylist(), answers, options)
-                    columns = [
-                        pa.array(outcomes[field.name], type=field.type)
-                        if field.name in outcomes
-                        else batch.column(field.name)
-                        for field in schema
-                    ]
-                    writer.write_batch(pa.RecordBatch.from_arrays(columns, schema=schema))
-                    rows += batch.num_rows
-    return rows
+    grading = options or AnswerOptions()
+
+    def graded(batch: pa.RecordBatch) -> pa.RecordBatch:
+        answers = [expected.get(prompt_id) for prompt_id in batch.column("prompt_id").to_pylist()]
+        outcomes = grade_all(batch.column("text").to_pylist(), answers, grading)
+        columns = [
+            pa.array(outcomes[field.name], type=field.type) if field.name in outcomes else batch.column(field.name)
+            for field in schema
+        ]
+        return pa.RecordBatch.from_arrays(columns, schema=schema)
+
+    return gather_parquet(files, output, batch_rows, transform=graded)

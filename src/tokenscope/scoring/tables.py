@@ -17,7 +17,6 @@ from tokenscope.outcomes.answers import AnswerOptions, grade_all
 from tokenscope.schema_version import SCHEMA_VERSION
 from tokenscope.scoring.formulas import PairMetrics, TokenMetrics
 
-
 # Where a scored token is (ScoredPositions.key_columns): shared by the token and pair tables.
 SCORED_TOKEN_KEYS = [
     ("source", pa.string()),

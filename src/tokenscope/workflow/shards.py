@@ -18,7 +18,7 @@ Torch-free; pyarrow is imported only by the gather, at job time.
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -136,12 +136,19 @@ def generation_params(generation: Mapping[str, Any]) -> dict[str, Any]:
     return {key: value for key, value in generation.items() if key not in NOT_RESULTS}
 
 
-def gather_parquet(inputs: Iterable[str | Path], output: str | Path, batch_rows: int = 65_536) -> int:
+def gather_parquet(
+    inputs: Iterable[str | Path],
+    output: str | Path,
+    batch_rows: int = 65_536,
+    transform: Callable[[Any], Any] | None = None,
+) -> int:
     """Concatenate parquet files of one schema (metadata included) into `output`, atomically.
 
     Streams record batches of at most `batch_rows` rows from each input in turn into one writer
-    (each batch becomes a row group of the output), so memory holds one batch, never a table.
-    A file whose schema differs from the first's is a ValueError naming both files. Returns the rows written.
+    (each batch becomes a row group of the output), so memory holds one batch, never a table;
+    `transform` (a pyarrow RecordBatch -> RecordBatch of the same schema) rewrites each batch on
+    the way. A file whose schema differs from the first's is a ValueError naming both files.
+    Returns the rows written.
     """
     import pyarrow.parquet as pq
 
@@ -159,6 +166,6 @@ def gather_parquet(inputs: Iterable[str | Path], output: str | Path, batch_rows:
                 if not source.schema_arrow.equals(schema, check_metadata=True):
                     raise ValueError(f"{path}: schema differs from {files[0]}'s; rerun its generate_shard job")
                 for batch in source.iter_batches(batch_size=batch_rows):
-                    writer.write_batch(batch)
+                    writer.write_batch(batch if transform is None else transform(batch))
                     rows += batch.num_rows
     return rows
