@@ -11,7 +11,7 @@ table.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 
 import duckdb
@@ -50,15 +50,30 @@ def sequence_summaries(con: duckdb.DuckDBPyConnection, paths: str | Path | Seque
 
     Means and maxima are over the finite values (NaN where a sequence has none).
     """
+    aggregates = {
+        "mean_entropy": ("avg", "entropy"),
+        "max_entropy": ("max", "entropy"),
+        "mean_surprisal": ("avg", "-logprob"),
+        "max_surprisal": ("max", "-logprob"),
+    }
+    return summaries_by_sequence(con, parquet_sql(paths), aggregates)
+
+
+def summaries_by_sequence(
+    con: duckdb.DuckDBPyConnection, source: str, aggregates: Mapping[str, tuple[str, str]]
+) -> pa.Table:
+    """One row per sequence (prompt_id, sample) of the table `source` (SQL), sorted by prompt id and
+    sample: n_tokens, then per name of `aggregates` its (function, expression) over the rows where
+    the expression is finite (NULL where a sequence has none)."""
+    selected = "".join(
+        f",\n               {function}({expression}) FILTER (WHERE isfinite({expression})) AS {name}"
+        for name, (function, expression) in aggregates.items()
+    )
     return con.sql(
         f"""
         SELECT prompt_id, sample,
-               count(*) AS n_tokens,
-               avg(entropy) FILTER (WHERE isfinite(entropy)) AS mean_entropy,
-               max(entropy) FILTER (WHERE isfinite(entropy)) AS max_entropy,
-               avg(-logprob) FILTER (WHERE isfinite(logprob)) AS mean_surprisal,
-               max(-logprob) FILTER (WHERE isfinite(logprob)) AS max_surprisal
-        FROM {parquet_sql(paths)}
+               count(*) AS n_tokens{selected}
+        FROM {source}
         GROUP BY prompt_id, sample
         ORDER BY prompt_id, sample
         """
@@ -88,14 +103,17 @@ def _float_column(table: pa.Table, name: str) -> np.ndarray:
     return np.asarray(table.column(name).to_numpy(zero_copy_only=False), dtype=np.float64)
 
 
-def choose_sequences(summaries: pa.Table, max_pages: int, listed: Iterable[str] = ()) -> np.ndarray:
-    """Rows of `summaries` (sequence_summaries) that get a page, in summaries' order: at most
-    `max_pages` stratified by mean entropy, plus every sequence of a `listed` prompt."""
+def choose_sequences(
+    summaries: pa.Table, max_pages: int, listed: Iterable[str] = (), by: str = "mean_entropy"
+) -> np.ndarray:
+    """Rows of `summaries` (sequence_summaries, or summaries_by_sequence with a column `by`) that
+    get a page, in summaries' order: at most `max_pages` stratified by column `by` (ties by prompt
+    id, then sample; missing values rank last), plus every sequence of a `listed` prompt."""
     if summaries.num_rows == 0:
         return np.zeros(0, dtype=np.int64)
-    prompt_ids = summaries.column("prompt_id").to_pylist()
+    prompt_ids = [str(p) for p in summaries.column("prompt_id").to_pylist()]
     samples = np.asarray(summaries.column("sample").to_numpy(zero_copy_only=False), dtype=np.int64)
-    order = _rank_order(prompt_ids, _float_column(summaries, "mean_entropy"), samples)
+    order = _rank_order(prompt_ids, _float_column(summaries, by), samples)
     chosen = set(order[stratified_ranks(len(order), max_pages)].tolist())
     wanted = set(listed)
     chosen.update(i for i, prompt_id in enumerate(prompt_ids) if prompt_id in wanted)

@@ -21,15 +21,11 @@ read into memory.
 from __future__ import annotations
 
 import html
-import os
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from functools import lru_cache
-from importlib import resources
 from pathlib import Path
 from typing import Any
-from urllib.parse import quote
 
 import numpy as np
 import pandas as pd
@@ -40,19 +36,11 @@ from tokenscope.dataset import connect, parquet_sql, sql_list
 from tokenscope.inputs.prompts import Prompt
 from tokenscope.io import write_text
 from tokenscope.model.token_text import VocabularyStrings
-from tokenscope.report.selection import stratified_ranks
-from tokenscope.report.token_view import (
-    Alternatives,
-    _cell,
-    _chosen_rows,
-    _rounded,
-    _scale_max,
-    _script_json,
-    index_template,
-    page_file_name,
-)
+from tokenscope.report import pages as shared
+from tokenscope.report.pages import PAGE_KEYS, fill, relative_dir, script_json, sequences, template
+from tokenscope.report.selection import choose_sequences, summaries_by_sequence
+from tokenscope.report.token_view import Alternatives, _chosen_rows, _rounded, _scale_max
 
-PAGE_KEYS = ["prompt_id", "sample"]
 # The pair table's columns a page shows; the alternatives' where the table has them.
 PAGE_COLUMNS = [
     "prompt_id",
@@ -184,10 +172,9 @@ def page_data(
     }
 
 
-@lru_cache(maxsize=1)
 def page_template() -> str:
     """The page's HTML, CSS and script (package data: report/side_by_side.html)."""
-    return resources.files("tokenscope.report").joinpath("side_by_side.html").read_text(encoding="utf-8")
+    return template("side_by_side.html")
 
 
 def page_title(data: Mapping[str, Any]) -> str:
@@ -200,42 +187,27 @@ def page_title(data: Mapping[str, Any]) -> str:
 def render_page(data: Mapping[str, Any]) -> str:
     """A self-contained HTML page; the placeholders are filled in one pass, so a title or data that
     contains a placeholder's name stays text."""
-    values = {"__TITLE__": html.escape(page_title(data)), "__DATA__": _script_json(data)}
-    return PLACEHOLDER.sub(lambda match: values[match.group(0)], page_template())
+    values = {"__TITLE__": html.escape(page_title(data)), "__DATA__": script_json(data)}
+    return fill(page_template(), PLACEHOLDER, values)
 
 
 def pair_summaries(con: Any, pair_sql: str) -> pa.Table:
     """One row per sequence (prompt_id, sample) of a pair table, sorted by prompt id and sample:
     n_tokens, mean_logprob_diff, mean_kl_a_b, max_kl_a_b, mean_kl_b_a (over finite values)."""
-    return con.sql(
-        f"""
-        SELECT prompt_id, sample,
-               count(*) AS n_tokens,
-               avg(logprob_diff) FILTER (WHERE isfinite(logprob_diff)) AS mean_logprob_diff,
-               avg(kl_a_b) FILTER (WHERE isfinite(kl_a_b)) AS mean_kl_a_b,
-               max(kl_a_b) FILTER (WHERE isfinite(kl_a_b)) AS max_kl_a_b,
-               avg(kl_b_a) FILTER (WHERE isfinite(kl_b_a)) AS mean_kl_b_a
-        FROM {pair_sql}
-        GROUP BY prompt_id, sample
-        ORDER BY prompt_id, sample
-        """
-    ).to_arrow_table()
+    aggregates = {
+        "mean_logprob_diff": ("avg", "logprob_diff"),
+        "mean_kl_a_b": ("avg", "kl_a_b"),
+        "max_kl_a_b": ("max", "kl_a_b"),
+        "mean_kl_b_a": ("avg", "kl_b_a"),
+    }
+    return summaries_by_sequence(con, pair_sql, aggregates)
 
 
 def choose_pages(summaries: pa.Table, max_pages: int, listed: Sequence[str] = ()) -> np.ndarray:
     """Rows of `summaries` (pair_summaries) that get a page, in its order: at most `max_pages`
     stratified by mean KL(A ‖ B) (ties by prompt id, then sample; no finite KL ranks last), plus
     every sequence of a `listed` prompt."""
-    if summaries.num_rows == 0:
-        return np.zeros(0, dtype=np.int64)
-    prompt_ids = [str(p) for p in summaries.column("prompt_id").to_pylist()]
-    samples = np.asarray(summaries.column("sample").to_numpy(zero_copy_only=False), dtype=np.int64)
-    mean_kl = np.asarray(summaries.column("mean_kl_a_b").to_numpy(zero_copy_only=False), dtype=np.float64)
-    order = np.lexsort((samples, np.asarray(prompt_ids, dtype=object).astype(str), np.nan_to_num(mean_kl, nan=np.inf)))
-    chosen = set(order[stratified_ranks(len(order), max_pages)].tolist())
-    wanted = set(listed)
-    chosen.update(i for i, prompt_id in enumerate(prompt_ids) if prompt_id in wanted)
-    return np.array(sorted(chosen), dtype=np.int64)
+    return choose_sequences(summaries, max_pages, listed, by="mean_kl_a_b")
 
 
 def pair_scales(con: Any, pair_sql: str) -> dict[str, float]:
@@ -291,12 +263,8 @@ def write_pages(
     and "b" to generations_by_prompt of each model."""
     if initial_metric not in METRIC_KEYS:
         raise ValueError(f"unknown metric {initial_metric!r}; metrics: {list(METRIC_KEYS)}")
-    order = np.lexsort((rows["step"].to_numpy(), rows["sample"].to_numpy(), rows["prompt_id"].to_numpy()))
-    rows = rows.iloc[order].reset_index(drop=True)
-    keys = rows[PAGE_KEYS]
-    starts = np.flatnonzero((keys != keys.shift()).any(axis=1).to_numpy())
-    ends = np.append(starts[1:], len(rows))
-    tokens = shared_token_texts(rows, starts, vocabulary)
+    order, rows, starts, ends = sequences(rows)
+    tokens = shared_token_texts(rows, np.asarray(starts, dtype=np.int64), vocabulary)
     sides: dict[str, ModelAlternatives] = {}
     if topk is not None:
         taken = topk.take(pa.array(order))
@@ -306,15 +274,11 @@ def write_pages(
                 taken.column(f"topk_probs_{side}").combine_chunks(),
                 vocabulary,
             )
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    written = []
-    for start, end in zip(starts.tolist(), ends.tolist(), strict=True):  # one iteration per page
-        page = rows.iloc[start:end]
-        prompt_id, sample = str(page["prompt_id"].iat[0]), int(page["sample"].iat[0])
+
+    def page(start: int, end: int, prompt_id: str, sample: int) -> str:
         data = page_data(
             context,
-            page,
+            rows.iloc[start:end],
             tokens[start:end],
             {side: found.rows(start, end) for side, found in sides.items()} if sides else None,
             scales,
@@ -322,10 +286,9 @@ def write_pages(
             prompt=(prompts or {}).get(prompt_id),
             generations={side: (generations or {}).get(side, {}).get(prompt_id, []) for side in ("a", "b")},
         )
-        path = out / page_file_name(prompt_id, sample)
-        write_text(render_page(data), path)
-        written.append(path)
-    return written
+        return render_page(data)
+
+    return shared.write_pages(rows, starts, ends, out_dir, page)
 
 
 @dataclass(frozen=True)
@@ -384,8 +347,7 @@ def build_side_by_side(
             generations,
         )
     index = Path(index_path)
-    link_dir = os.path.relpath(out, index.parent)
-    write_text(render_index(context, summaries, {p.name for p in pages}, link_dir, max_pages), index)
+    write_text(render_index(context, summaries, {p.name for p in pages}, relative_dir(out, index), max_pages), index)
     return SideBySide(pages=pages, index=index, n_sequences=summaries.num_rows)
 
 
@@ -398,37 +360,17 @@ def render_index(
         f"{context.model_a} vs {context.model_b} on {context.prompt_set} "
         f"(shared text: {context.shared_text}): every sequence"
     )
-    columns = {name: summaries.column(name).to_pylist() for name in summaries.column_names}
-    base = "/".join(quote(part) for part in Path(link_dir).parts)
-    rows = []
-    for i, (prompt_id, sample) in enumerate(zip(columns["prompt_id"], columns["sample"], strict=True)):
-        name = page_file_name(prompt_id, sample)
-        page = (
-            f'<td><a href="{html.escape(base + "/" + quote(name))}">page</a></td>'
-            if name in page_names
-            else "<td></td>"
-        )
-        rows.append(
-            f"<tr{' class=paged' if name in page_names else ''}><td>{html.escape(str(prompt_id))}</td>"
-            f'<td data-v="{sample}">{sample}</td><td data-v="{columns["n_tokens"][i]}">{columns["n_tokens"][i]}</td>'
-            + "".join(_cell(columns[c][i]) for c in ("mean_logprob_diff", "mean_kl_a_b", "max_kl_a_b", "mean_kl_b_a"))
-            + page
-            + "</tr>"
-        )
     a, b = context.model_a, context.model_b
-    header = "".join(
-        f'<th data-type="{kind}" title="click to sort">{html.escape(label)}</th>'
-        for label, kind in [
-            ("prompt", "text"),
-            ("sample", "number"),
-            ("tokens", "number"),
-            (f"mean log p({b}) − log p({a})", "number"),
-            (f"mean KL({a} ‖ {b})", "number"),
-            (f"max KL({a} ‖ {b})", "number"),
-            (f"mean KL({b} ‖ {a})", "number"),
-            ("page", "text"),
-        ]
-    )
+    header = [
+        ("prompt", "text"),
+        ("sample", "number"),
+        ("tokens", "number"),
+        (f"mean log p({b}) − log p({a})", "number"),
+        (f"mean KL({a} ‖ {b})", "number"),
+        (f"max KL({a} ‖ {b})", "number"),
+        (f"mean KL({b} ‖ {a})", "number"),
+        ("page", "text"),
+    ]
     cap = "side_by_side.max_pages" if max_pages is None else f"side_by_side.max_pages = {max_pages}"
     summary = (
         f"{summaries.num_rows} sequences, {len(page_names)} with a page (at most {cap}: the lowest, median and "
@@ -436,9 +378,5 @@ def render_index(
         "Log-probabilities and KL in nats over the scored tokens of each sequence, both models on the same "
         "prefixes. Click a column's header to sort."
     )
-    values = {
-        "__TITLE__": html.escape(title),
-        "__SUMMARY__": html.escape(summary),
-        "__ROWS__": f"<thead><tr>{header}</tr></thead>\n<tbody>\n" + "\n".join(rows) + "\n</tbody>",
-    }
-    return re.sub("__TITLE__|__SUMMARY__|__ROWS__", lambda match: values[match.group(0)], index_template())
+    numbers = ["mean_logprob_diff", "mean_kl_a_b", "max_kl_a_b", "mean_kl_b_a"]
+    return shared.render_index(title, summary, header, summaries, numbers, page_names, link_dir, None)

@@ -18,16 +18,11 @@ sequences' rows (with their top-k lists) are read into memory.
 from __future__ import annotations
 
 import html
-import json
-import os
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
-from functools import lru_cache
-from importlib import resources
 from pathlib import Path
 from typing import Any
-from urllib.parse import quote
 
 import numpy as np
 import pandas as pd
@@ -35,19 +30,19 @@ import pyarrow as pa
 
 from tokenscope.dataset import connect, parquet_sql, sql_list
 from tokenscope.inputs.prompts import Prompt
-from tokenscope.io import safe_file_name, write_text
+from tokenscope.io import write_text
 from tokenscope.model.token_text import VocabularyStrings
+from tokenscope.report.pages import fill, relative_dir, script_json, sequences, template, write_pages
+from tokenscope.report.pages import page_file_name as page_file_name  # re-exported (tests, file names)
+from tokenscope.report.pages import render_index as render_index_page
 from tokenscope.report.selection import choose_sequences, sequence_summaries
 
-PAGE_KEYS = ["prompt_id", "sample"]
 TOKEN_KEYS = ["prompt_id", "sample", "position"]
 # Colours saturate at this quantile of a metric over the whole token file, so that one extreme
 # token does not wash out the rest and pages of one file share a scale.
 SCALE_QUANTILE = 0.99
 # The page template's placeholders (report/token_view.html)
 PLACEHOLDER = re.compile("__TITLE__|__DATA__")
-# The index template's placeholders (report/token_view_index.html)
-INDEX_PLACEHOLDER = re.compile("__TITLE__|__SUMMARY__|__ROWS__")
 # The per-token columns a page shows
 PAGE_COLUMNS = [
     "prompt_id",
@@ -162,11 +157,6 @@ def _rounded(values: np.ndarray, digits: int = 6) -> list[float]:
     return (np.round(out * scale) / scale).tolist()
 
 
-def _script_json(obj: Any) -> str:
-    """JSON as a JS expression inside <script>: Infinity/NaN stay literals, '<' cannot end the tag."""
-    return json.dumps(obj, ensure_ascii=False, allow_nan=True).replace("<", "\\u003c")
-
-
 @dataclass(frozen=True)
 class PageContext:
     """What a page says about where its tokens come from."""
@@ -231,18 +221,12 @@ def render_page(data: Mapping[str, Any]) -> str:
     tokens = "reference answer" if data["source"] == "reference" else f"{data['source']}'s generation"
     title = f"{data['model']} on {data['prompt_set']}, prompt {data['prompt_id']}, sample {data['sample']} ({tokens})"
     # One pass over the template: a title or data that contains a placeholder's name stays text.
-    values = {"__TITLE__": html.escape(title), "__DATA__": _script_json(data)}
-    return PLACEHOLDER.sub(lambda match: values[match.group(0)], page_template())
+    return fill(page_template(), PLACEHOLDER, {"__TITLE__": html.escape(title), "__DATA__": script_json(data)})
 
 
-@lru_cache(maxsize=1)
 def page_template() -> str:
     """The page's HTML, CSS and script (package data: report/token_view.html)."""
-    return resources.files("tokenscope.report").joinpath("token_view.html").read_text(encoding="utf-8")
-
-
-def page_file_name(prompt_id: str, sample: int) -> str:
-    return f"{safe_file_name(prompt_id)}-{sample}.html"
+    return template("token_view.html")
 
 
 def initial_metric_key(name: str, metrics: Sequence[PageMetric]) -> str:
@@ -273,33 +257,26 @@ def write_token_views(
     """
     if not len(tokens) == len(topk_ids) == len(topk_probs):
         raise ValueError("topk_ids and topk_probs must have one entry per token row")
-    order = np.lexsort((tokens["step"].to_numpy(), tokens["sample"].to_numpy(), tokens["prompt_id"].to_numpy()))
-    tokens = tokens.iloc[order].reset_index(drop=True)
+    order, tokens, starts, ends = sequences(tokens)
     take = pa.array(order)
     alternatives = Alternatives.of(topk_ids.take(take), topk_probs.take(take), token_table)
     metrics = token_metrics(tokens, context.model, pair_scores)
-    scales = {m.key: (scales[m.key] if scales and m.key in scales else m.scale_max) for m in metrics}
+    page_scales = {m.key: (scales[m.key] if scales and m.key in scales else m.scale_max) for m in metrics}
     opening = initial_metric_key(initial_metric, metrics)
-    keys = tokens[PAGE_KEYS]
-    starts = np.flatnonzero((keys != keys.shift()).any(axis=1).to_numpy())
-    ends = np.append(starts[1:], len(tokens))
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    written = []
-    for start, end in zip(starts.tolist(), ends.tolist(), strict=True):  # one iteration per page
-        rows = tokens.iloc[start:end]
-        prompt_id, sample = str(rows["prompt_id"].iat[0]), int(rows["sample"].iat[0])
+
+    def page(start: int, end: int, prompt_id: str, sample: int) -> str:
         page_context = replace(
             context,
             prompt=(prompts or {}).get(prompt_id),
             finish_reason=(finish_reasons or {}).get((prompt_id, sample)),
         )
         page_metrics = [PageMetric(m.key, m.label, m.description, m.values[start:end]) for m in metrics]
-        data = page_data(page_context, rows, page_metrics, alternatives.rows(start, end), scales, opening)
-        path = out / page_file_name(prompt_id, sample)
-        write_text(render_page(data), path)
-        written.append(path)
-    return written
+        rows = tokens.iloc[start:end]
+        return render_page(
+            page_data(page_context, rows, page_metrics, alternatives.rows(start, end), page_scales, opening)
+        )
+
+    return write_pages(tokens, starts, ends, out_dir, page)
 
 
 def _scale_max(con: Any, expression: str, source: str) -> float:
@@ -421,27 +398,17 @@ def build_token_view(
         )
     index = Path(index_path)
     page_names = {p.name for p in pages}
-    link_dir = os.path.relpath(out, index.parent)
     write_text(
         render_index(
-            context, summaries, finish_reasons if generations_path is not None else None, page_names, link_dir
+            context,
+            summaries,
+            finish_reasons if generations_path is not None else None,
+            page_names,
+            relative_dir(out, index),
         ),
         index,
     )
     return TokenView(pages=pages, index=index, n_sequences=summaries.num_rows)
-
-
-@lru_cache(maxsize=1)
-def index_template() -> str:
-    """The index page's HTML, CSS and script (package data: report/token_view_index.html)."""
-    return resources.files("tokenscope.report").joinpath("token_view_index.html").read_text(encoding="utf-8")
-
-
-def _cell(value: float) -> str:
-    """A number cell: 4 decimals shown, the exact value in data-v for sorting; empty when missing."""
-    if value is None or not np.isfinite(value):
-        return '<td data-v=""></td>'
-    return f'<td data-v="{value:.9g}">{value:.4f}</td>'
 
 
 def render_index(
@@ -455,51 +422,25 @@ def render_index(
     finish reason (generations only) and a link to its page where one was written."""
     tokens = "reference answers" if context.source == "reference" else f"{context.source}'s generations"
     title = f"Token view of {context.model} on {context.prompt_set} ({tokens}): every sequence"
-    columns = {name: summaries.column(name).to_pylist() for name in summaries.column_names}
-    base = "/".join(quote(part) for part in Path(link_dir).parts)
-    rows = []
-    for i, (prompt_id, sample) in enumerate(zip(columns["prompt_id"], columns["sample"], strict=True)):
-        name = page_file_name(prompt_id, sample)
-        page = (
-            f'<td><a href="{html.escape(base + "/" + quote(name))}">page</a></td>'
-            if name in page_names
-            else "<td></td>"
-        )
-        finish = (
-            f"<td>{html.escape(str(finish_reasons.get((prompt_id, sample)) or ''))}</td>"
-            if finish_reasons is not None
-            else ""
-        )
-        rows.append(
-            f"<tr{' class=paged' if name in page_names else ''}><td>{html.escape(str(prompt_id))}</td>"
-            f'<td data-v="{sample}">{sample}</td><td data-v="{columns["n_tokens"][i]}">{columns["n_tokens"][i]}</td>'
-            + "".join(_cell(columns[c][i]) for c in ("mean_entropy", "max_entropy", "mean_surprisal", "max_surprisal"))
-            + finish
-            + page
-            + "</tr>"
-        )
-    header = "".join(
-        f'<th data-type="{kind}" title="click to sort">{label}</th>'
-        for label, kind in [
-            ("prompt", "text"),
-            ("sample", "number"),
-            ("tokens", "number"),
-            ("mean entropy", "number"),
-            ("max entropy", "number"),
-            ("mean surprisal", "number"),
-            ("max surprisal", "number"),
-            *([("finish", "text")] if finish_reasons is not None else []),
-            ("page", "text"),
-        ]
-    )
+    header = [
+        ("prompt", "text"),
+        ("sample", "number"),
+        ("tokens", "number"),
+        ("mean entropy", "number"),
+        ("max entropy", "number"),
+        ("mean surprisal", "number"),
+        ("max surprisal", "number"),
+        *([("finish", "text")] if finish_reasons is not None else []),
+        ("page", "text"),
+    ]
+    finish = None
+    if finish_reasons is not None:
+        keys = zip(summaries.column("prompt_id").to_pylist(), summaries.column("sample").to_pylist(), strict=True)
+        finish = (f"<td>{html.escape(str(finish_reasons.get(key) or ''))}</td>" for key in keys)
     summary = (
         f"{summaries.num_rows} sequences, {len(page_names)} with a page (the others have no page: "
         "token_view.max_pages and token_view.prompt_ids choose them). Entropy and surprisal (−log p of "
         "the token) in nats, over the scored tokens of each sequence. Click a column's header to sort."
     )
-    values = {
-        "__TITLE__": html.escape(title),
-        "__SUMMARY__": html.escape(summary),
-        "__ROWS__": f"<thead><tr>{header}</tr></thead>\n<tbody>\n" + "\n".join(rows) + "\n</tbody>",
-    }
-    return INDEX_PLACEHOLDER.sub(lambda match: values[match.group(0)], index_template())
+    numbers = ["mean_entropy", "max_entropy", "mean_surprisal", "max_surprisal"]
+    return render_index_page(title, summary, header, summaries, numbers, page_names, link_dir, finish)
