@@ -127,7 +127,14 @@ def test_small_shards_give_the_tables_of_one_shard(tmp_path):
         config["generation"]["shard_size"] = shard_size
         path = workdir / "config.yaml"
         path.write_text(yaml.safe_dump(config))
-        snakemake(workdir, str(path), "--cores", "2", "results/generations/many/base.parquet")
+        snakemake(
+            workdir,
+            str(path),
+            "--cores",
+            "2",
+            "results/generations/many/base.parquet",
+            "results/tokens/many/base/base.parquet",
+        )
         shards = sorted(p.name for p in (workdir / "results" / "shards" / "many" / "base").iterdir())
         assert len(shards) == -(-128 // shard_size)
         tables[shard_size] = {
