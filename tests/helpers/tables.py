@@ -12,6 +12,9 @@ import pyarrow.compute as pc
 # sequences, shard_size 512 against 10 and 48: 65% of the values differ, by at most 7.9e-6 nats in
 # entropy (2.4e-6 relative), 1.3e-5 in logprob (4.2e-6 relative), 1.5e-6 in prob; 1e-6 would not hold.
 RTOL = ATOL = 1e-5
+# Columns that are a difference of two such values (margin: logprob of the top-1 minus the top-2)
+# carry both errors: measured up to 1.9e-5 on the same runs (3 of 114,105 tokens above 1e-5).
+TOLERANCE_FACTOR = {"margin": 2.0}
 # Where two logits are within that rounding, their order can flip: `rank` (1 + tokens with a larger
 # logit) then differs by one, and two alternatives of `topk_*` swap (or, last in the list, the
 # k-th and (k+1)-th). Measured (same runs): 3 ranks and 4 alternative lists of 114,105 tokens.
@@ -73,4 +76,5 @@ def assert_same_rows(a: pa.Table, b: pa.Table) -> None:
         if pa.types.is_list(x.type):
             assert pc.list_value_length(x).equals(pc.list_value_length(y)), name
             x, y = pc.list_flatten(x), pc.list_flatten(y)
-        np.testing.assert_allclose(_numpy(x), _numpy(y), RTOL, ATOL, err_msg=name)
+        factor = TOLERANCE_FACTOR.get(name, 1.0)
+        np.testing.assert_allclose(_numpy(x), _numpy(y), factor * RTOL, factor * ATOL, err_msg=name)
