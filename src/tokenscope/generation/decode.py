@@ -22,9 +22,15 @@ from tqdm.auto import tqdm
 from transformers.cache_utils import DynamicCache, DynamicLayer
 
 from tokenscope.errors import ConfigError, ModelError
-from tokenscope.generation.kv_cache import attention_windows, build_cache, model_label, preallocated_layers
+from tokenscope.generation.kv_cache import (
+    PrefilledPrompts,
+    attention_windows,
+    build_cache,
+    model_label,
+    preallocated_layers,
+)
 from tokenscope.generation.sampling import SamplingParams, sample_with_entropy
-from tokenscope.inputs.batching import pad, pad_id_of
+from tokenscope.inputs.batching import pad, pad_id_of, padding_bounded_groups
 from tokenscope.model.anatomy import Unembedding, backbone
 from tokenscope.model.loading import max_positions
 from tokenscope.model.types import CausalLM, Tokenizer
@@ -32,6 +38,11 @@ from tokenscope.scoring.formulas import TokenMetrics, metrics_from_logits
 from tokenscope.scoring.options import renamed_top_k
 
 log = logging.getLogger(__name__)
+
+# Prompts forwarded together at prefill: at most 10% padding, at most 8192 padded tokens per forward
+# (bounds the prefill's activations; thousands of tokens already keep a GPU busy).
+_PREFILL_PADDING = 0.1
+_PREFILL_TOKENS = 8192
 
 
 @dataclass(frozen=True)
@@ -294,37 +305,62 @@ class _Decoder:
         ]
         return finished, done
 
-    def prefill(
-        self, indices: Sequence[int]
-    ) -> tuple[list[tuple[Tensor, Tensor]], Tensor, Tensor, Tensor, Tensor, int]:
-        """Forward prompts (left padded); returns (per-layer keys and values of the distinct
-        prompts, each row's index into them, mask, last hidden, next positions, width). Samples of
-        one prompt share a prompt: it is forwarded once, and its keys and values are copied to
-        each sample's row only inside the cache (see build_cache), never expanded beside it."""
+    def prefill(self, indices: Sequence[int]) -> tuple[list[PrefilledPrompts], Tensor, Tensor]:
+        """Forward the prompts of requests `indices`; returns (their keys and values in groups, each
+        row's last hidden state, each row's next position).
+
+        Samples of one prompt share it: each distinct prompt is forwarded once, and its keys and
+        values are copied to each sample's row only inside the cache (see build_cache). Prompts of
+        similar length are forwarded together, left padded (see padding_bounded_groups), so
+        padding neither costs much compute nor memory when the prompts' lengths differ widely.
+        """
         prompts = [self.requests[i].prompt_ids for i in indices]
         unique = list(dict.fromkeys(prompts))
-        inverse = torch.tensor([unique.index(p) for p in prompts], device=self.device)
-        ids, mask = pad(unique, self.pad_id, "left", self.device)
-        positions = (mask.cumsum(-1) - 1).clamp(min=0)
-        # A cache without the config's layer types: sliding-window layers keep the whole prompt too
-        # (the model's sliding-window masks are still built from its config).
-        cache = DynamicCache()
-        out = self.body(
-            input_ids=ids, attention_mask=mask, position_ids=positions, use_cache=True, **{self.cache_argument: cache}
-        )
-        filled = output_cache(out)
-        if (
-            filled is not cache
-            or len(cache.layers) != len(self.windows)
-            or not all(type(layer) is DynamicLayer and layer.is_initialized for layer in cache.layers)
-        ):
-            raise ModelError(
-                f"model {model_label(self.model)}: its forward does not fill one key/value cache layer per "
-                "decoder layer (recurrent, state-space or shared-cache layers?), which tokenscope's decode loop needs"
+        prompt_index = {prompt: j for j, prompt in enumerate(unique)}
+        row_prompt = np.array([prompt_index[p] for p in prompts], dtype=np.int64)
+        groups: list[PrefilledPrompts] = []
+        last_hidden: list[tuple[np.ndarray, Tensor]] = []
+        for members in padding_bounded_groups([len(p) for p in unique], _PREFILL_PADDING, _PREFILL_TOKENS):
+            ids, mask = pad([unique[j] for j in members], self.pad_id, "left", self.device)
+            positions = (mask.cumsum(-1) - 1).clamp(min=0)
+            # A cache without the config's layer types: sliding-window layers keep the whole prompt
+            # too (the model's sliding-window masks are still built from its config).
+            cache = DynamicCache()
+            out = self.body(
+                input_ids=ids,
+                attention_mask=mask,
+                position_ids=positions,
+                use_cache=True,
+                **{self.cache_argument: cache},
             )
-        layers = [(layer.keys, layer.values) for layer in cache.layers]
-        hidden = out.last_hidden_state[inverse, -1]
-        return layers, inverse, mask[inverse], hidden, positions[inverse, -1] + 1, ids.shape[1]
+            if (
+                output_cache(out) is not cache
+                or len(cache.layers) != len(self.windows)
+                or not all(type(layer) is DynamicLayer and layer.is_initialized for layer in cache.layers)
+            ):
+                raise ModelError(
+                    f"model {model_label(self.model)}: its forward does not fill one key/value cache layer per "
+                    "decoder layer (recurrent, state-space or shared-cache layers?), which tokenscope's decode "
+                    "loop needs"
+                )
+            rows = np.flatnonzero(np.isin(row_prompt, members))
+            member_position = np.empty(len(unique), dtype=np.int64)
+            member_position[members] = np.arange(len(members))
+            prompt_of_row = self.to_device(member_position[row_prompt[rows]])
+            layers = [(layer.keys, layer.values) for layer in cache.layers]
+            groups.append(PrefilledPrompts(layers, self.to_device(rows), prompt_of_row))
+            last_hidden.append((rows, out.last_hidden_state[prompt_of_row, -1]))
+        hidden = last_hidden[0][1].new_empty((len(indices), last_hidden[0][1].shape[-1]))
+        for rows, states in last_hidden:
+            hidden[self.to_device(rows)] = states
+        return groups, hidden, self.to_device(self.prompt_lengths[np.asarray(indices, dtype=np.int64)])
+
+    def prompt_mask(self, indices: np.ndarray, end: int, columns: int) -> Tensor:
+        """[rows, columns] attention mask of rows holding the prompts of requests `indices`, each
+        prompt ending right before column `end`."""
+        lengths = self.to_device(self.prompt_lengths[indices]).unsqueeze(1)
+        column = torch.arange(columns, device=self.device)
+        return ((column >= end - lengths) & (column < end)).long()
 
     @torch.no_grad()
     def run_wave(self, queue: deque[int], slots: int) -> Iterator[tuple[int, Generation]]:
@@ -344,11 +380,11 @@ class _Decoder:
         """
         device, k = self.device, self.k
         first = np.array([queue.popleft() for _ in range(min(slots, len(queue)))], dtype=np.int64)
-        prompt_layers, inverse, mask, hidden, position, width = self.prefill(first.tolist())
+        groups, hidden, position = self.prefill(first.tolist())
+        width = int(self.prompt_lengths[first].max())
         columns = width + self.steps - 1 + cache_margin(width, self.steps)
-        cache = build_cache(prompt_layers, inverse, columns, self.windows)
-        full_mask = torch.zeros((len(first), columns), dtype=torch.long, device=device)
-        full_mask[:, :width] = mask
+        cache = build_cache(groups, len(first), width, columns, self.windows)
+        full_mask = self.prompt_mask(first, width, columns)
         results = _Results(len(first), self.steps, k)
         rows = _Rows(
             first,
@@ -371,12 +407,12 @@ class _Decoder:
                 # Refill finished slots with queued prompts (never longer than `column`, see above).
                 take = free[: len(queue)]
                 joining = np.array([queue.popleft() for _ in range(take.size)], dtype=np.int64)
-                new_layers, new_inverse, new_mask, new_hidden, new_position, new_width = self.prefill(joining.tolist())
+                new_groups, new_hidden, new_position = self.prefill(joining.tolist())
                 take_rows = self.to_device(take)
-                for layer, (keys, values) in zip(preallocated_layers(cache), new_layers, strict=True):
-                    layer.write_rows(take_rows, keys[new_inverse], values[new_inverse])
-                full_mask[take_rows] = 0
-                full_mask[take_rows, column - new_width : column] = new_mask
+                for group in new_groups:
+                    for layer, (keys, values) in zip(preallocated_layers(cache), group.layers, strict=True):
+                        layer.write_rows(take_rows[group.rows], keys[group.prompt_of_row], values[group.prompt_of_row])
+                full_mask[take_rows] = self.prompt_mask(joining, column, columns)
                 rows.request[take], rows.step[take] = joining, 0
                 rows.budget[take], rows.start[take] = self.budgets[joining], column - self.prompt_lengths[joining]
                 seeds[take_rows] = self.to_device(self.seeds[joining])

@@ -3,9 +3,9 @@ leading columns dropped when no row needs them; sliding-window layers expose onl
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any, cast
 
-import torch
 from torch import Tensor
 from transformers.cache_utils import Cache, DynamicLayer, get_layer_types_and_kwargs
 
@@ -37,21 +37,12 @@ class PreallocatedLayer(DynamicLayer):
     # is_causal shortcut for compileable caches), which would wait for a GPU at every step.
     is_compileable = True
 
-    def __init__(
-        self, keys: Tensor, values: Tensor, columns: int, window: int | None = None, rows: Tensor | None = None
-    ) -> None:
-        """`keys`/`values` [prompts, heads, width, dim] of prefilled prompts; row i of the cache
-        holds prompt rows[i] (default: row i)."""
+    def __init__(self, key_buffer: Tensor, value_buffer: Tensor, length: int, window: int | None = None) -> None:
+        """Buffers [rows, heads, columns, dim] whose first `length` columns are filled."""
         super().__init__()
-        if rows is None:
-            rows = torch.arange(keys.shape[0], device=keys.device)
-        _, heads, width, _ = keys.shape
-        self.key_buffer = keys.new_zeros((len(rows), heads, columns, keys.shape[-1]))
-        self.value_buffer = values.new_zeros((len(rows), heads, columns, values.shape[-1]))
-        self.key_buffer[:, :, :width] = keys[rows]
-        self.value_buffer[:, :, :width] = values[rows]
-        self.dtype, self.device, self.is_initialized = keys.dtype, keys.device, True
-        self.length = width
+        self.key_buffer, self.value_buffer = key_buffer, value_buffer
+        self.dtype, self.device, self.is_initialized = key_buffer.dtype, key_buffer.device, True
+        self.length = length
         self.window = window
         self.is_sliding = window is not None  # read by transformers (Cache.is_sliding) to size the masks
         self._expose()
@@ -156,21 +147,46 @@ def preallocated_layers(cache: Cache) -> list[PreallocatedLayer]:
     return cast("list[PreallocatedLayer]", cache.layers)
 
 
-def build_cache(
-    prompt_layers: list[tuple[Tensor, Tensor]], rows: Tensor, columns: int, windows: list[int | None]
-) -> Cache:
-    """Preallocated layers of `columns` columns holding the prefilled prompts, row i holding prompt
-    rows[i]; layers with a window (see `attention_windows`) expose only the columns their window
-    can reach.
+@dataclass
+class PrefilledPrompts:
+    """The keys and values of one prefill forward, and which cache rows they fill."""
 
-    Empties `prompt_layers` as it goes: each prompt layer is freed once copied, so the prompts'
-    keys and values and the cache are never all held at once.
+    layers: list[tuple[Tensor, Tensor]]  # per decoder layer: [prompts, heads, width, dim], left padded
+    rows: Tensor  # the rows they fill, counted among the rows being filled (the wave's, or the joining ones)
+    prompt_of_row: Tensor  # for each of those rows, its prompt in `layers`
+
+    @property
+    def width(self) -> int:
+        return int(self.layers[0][0].shape[2])
+
+
+def build_cache(
+    groups: list[PrefilledPrompts], n_rows: int, width: int, columns: int, windows: list[int | None]
+) -> Cache:
+    """Preallocated layers of `n_rows` rows and `columns` columns, every group's prompts written to
+    their rows so that each prompt ends at column `width` (left padding before it, masked out);
+    layers with a window (see `attention_windows`) expose only the columns their window can reach.
+
+    Empties the groups' layers as it goes: each prompt layer is freed once copied, so the prompts'
+    keys and values and the cache are never all held at once. Samples of one prompt share its
+    keys and values until here: they are copied to each sample's row only inside the cache.
     """
-    if len(prompt_layers) != len(windows):
-        raise ValueError(f"{len(prompt_layers)} prompt layers for {len(windows)} attention windows")
+    for group in groups:
+        if len(group.layers) != len(windows):
+            raise ValueError(f"{len(group.layers)} prompt layers for {len(windows)} attention windows")
     layers: list[Any] = []  # Cache's layer list type is invariant
     for window in windows:
-        keys, values = prompt_layers.pop(0)
-        layers.append(PreallocatedLayer(keys, values, columns, window, rows))
-        del keys, values
+        keys, values = groups[0].layers[0]
+        heads = keys.shape[1]
+        layer = PreallocatedLayer(
+            keys.new_zeros((n_rows, heads, columns, keys.shape[-1])),
+            values.new_zeros((n_rows, heads, columns, values.shape[-1])),
+            width,
+            window,
+        )
+        for group in groups:
+            keys, values = group.layers.pop(0)
+            layer.write_rows(group.rows, keys[group.prompt_of_row], values[group.prompt_of_row])
+            del keys, values
+        layers.append(layer)
     return Cache(layers=layers)

@@ -20,6 +20,28 @@ def length_sorted_batches(lengths: Sequence[int] | np.ndarray, batch_size: int) 
         yield order[begin : begin + batch_size]
 
 
+def padding_bounded_groups(
+    lengths: Sequence[int] | np.ndarray, max_padding: float, max_tokens: int
+) -> list[np.ndarray]:
+    """Indices of the sequences in groups of similar length, longest first: a group takes the next
+    sequence while its padded size (members x longest) stays within (1 + max_padding) x its real
+    tokens and within max_tokens (a longer sequence is a group of its own)."""
+    order = np.argsort(-np.asarray(lengths, dtype=np.int64), kind="stable")
+    groups: list[list[int]] = []
+    longest = real = 0
+    for index in order.tolist():
+        length = int(lengths[index])
+        if groups:
+            padded = (len(groups[-1]) + 1) * longest
+            if padded <= (1 + max_padding) * (real + length) and padded <= max_tokens:
+                groups[-1].append(index)
+                real += length
+                continue
+        groups.append([index])
+        longest = real = length
+    return [np.array(group, dtype=np.int64) for group in groups]
+
+
 def pad(
     sequences: Sequence[TokenIds], pad_id: int, side: Literal["left", "right"], device: torch.device | str
 ) -> tuple[Tensor, Tensor]:

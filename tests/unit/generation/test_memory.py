@@ -30,9 +30,9 @@ def cache_log(monkeypatch):
     shifts: list[int] = []
     init, drop = kv_cache.PreallocatedLayer.__init__, kv_cache.PreallocatedLayer.drop_leading
 
-    def logged_init(self, keys, values, columns, window=None, rows=None):
-        made.append((keys.shape[2], columns))
-        init(self, keys, values, columns, window, rows)
+    def logged_init(self, key_buffer, value_buffer, length, window=None):
+        made.append((length, key_buffer.shape[2]))  # a new cache is filled up to its prompts' width
+        init(self, key_buffer, value_buffer, length, window)
 
     def logged_drop(self, shift):
         shifts.append(shift)
@@ -178,3 +178,29 @@ def test_a_failed_write_leaves_no_file(tiny_loaded, tmp_path, monkeypatch):
             show_progress=False,
         )
     assert list(tmp_path.iterdir()) == []
+
+
+def test_prefill_forwards_prompts_of_similar_length_together(tiny_loaded):
+    """Prompts of very different lengths are not padded to the longest: each prefill forward holds
+    prompts within 10% padding of each other, and every distinct prompt is forwarded once."""
+    from tokenscope.model.anatomy import backbone
+
+    model, tokenizer = tiny_loaded("llama")
+    forwards: list[tuple[int, int, int]] = []  # (prompts, padded width, real tokens) of each prefill
+
+    def record(module, args, kwargs):
+        ids, mask = kwargs["input_ids"], kwargs["attention_mask"]
+        if ids.shape[1] > 1:
+            forwards.append((ids.shape[0], ids.shape[1], int(mask.sum())))
+
+    hook = backbone(model).register_forward_pre_hook(record, with_kwargs=True)
+    try:
+        batched = mixed_length_run(model, tokenizer, batch_size=32)  # 8 prompts x 4 samples, one wave
+    finally:
+        hook.remove()
+    prompt_lengths = sorted({len(g.request.prompt_ids) for g in batched})
+    assert prompt_lengths[-1] > 3 * prompt_lengths[0]  # widely different lengths
+    assert sum(n for n, _, _ in forwards) == len(prompt_lengths) == 8  # each prompt once, not once per sample
+    assert len(forwards) > 1
+    for n, width, real in forwards:
+        assert n * width <= 1.1 * real

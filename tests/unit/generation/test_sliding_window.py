@@ -196,12 +196,13 @@ def test_state_space_models_are_refused(models, monkeypatch):
 
 
 def test_a_sliding_layer_exposes_its_window_and_the_new_column():
-    keys = torch.arange(10.0).reshape(1, 1, 10, 1)
-    layer = PreallocatedLayer(keys, keys.clone(), columns=16, window=4)
+    keys = torch.zeros(1, 1, 16, 1)
+    keys[0, 0, :10, 0] = torch.arange(10.0)  # 10 filled columns of 16
+    layer = PreallocatedLayer(keys, keys.clone(), length=10, window=4)
     assert layer.is_sliding and layer.get_seq_length() == 10
     assert layer.get_mask_sizes(1) == (5, 6)  # columns 6..10: four past columns and the new one
     seen, _ = layer.update(torch.full((1, 1, 1, 1), 10.0), torch.full((1, 1, 1, 1), 10.0))
     assert seen.flatten().tolist() == [6.0, 7.0, 8.0, 9.0, 10.0]
     assert layer.keys.shape[2] == 11  # every filled column is kept (compaction and refill need them)
-    full = PreallocatedLayer(keys, keys.clone(), columns=16)
+    full = PreallocatedLayer(keys, keys.clone(), length=10)
     assert not full.is_sliding and full.get_mask_sizes(1) == (11, 0)
