@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import inspect
 import logging
-from collections import deque
+from collections import Counter, deque
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, replace
 from typing import Any, cast
@@ -250,6 +250,10 @@ class _Decoder:
         self.steps = int(self.budgets.max(initial=0))  # the longest answer any request may have
         self.k = min(n_alternatives, unembed.weight.shape[0])
         self.compactions = 0  # times a wave dropped leading cache columns (tests read it)
+        # Samples not yet decoding, per prompt, and the prefilled keys, values and last hidden state
+        # of prompts that still have some (see prefill).
+        self.queued_samples = Counter(r.prompt_ids for r in requests)
+        self.kept: dict[tuple[int, ...], tuple[list[tuple[Tensor, Tensor]], Tensor]] = {}
 
     def to_device(self, values: np.ndarray) -> Tensor:
         """A host array on the device without waiting for the device (pinned, non-blocking copy)."""
@@ -305,54 +309,71 @@ class _Decoder:
         ]
         return finished, done
 
-    def prefill(self, indices: Sequence[int]) -> tuple[list[PrefilledPrompts], Tensor, Tensor]:
-        """Forward the prompts of requests `indices`; returns (their keys and values in groups, each
-        row's last hidden state, each row's next position).
+    def forward_prompts(self, prompts: list[tuple[int, ...]]) -> tuple[list[tuple[Tensor, Tensor]], Tensor]:
+        """Forward prompts left padded; returns (per-layer keys and values [prompts, heads, width,
+        dim], each prompt's last hidden state [prompts, hidden])."""
+        ids, mask = pad(prompts, self.pad_id, "left", self.device)
+        positions = (mask.cumsum(-1) - 1).clamp(min=0)
+        # A cache without the config's layer types: sliding-window layers keep the whole prompt too
+        # (the model's sliding-window masks are still built from its config).
+        cache = DynamicCache()
+        out = self.body(
+            input_ids=ids, attention_mask=mask, position_ids=positions, use_cache=True, **{self.cache_argument: cache}
+        )
+        if (
+            output_cache(out) is not cache
+            or len(cache.layers) != len(self.windows)
+            or not all(type(layer) is DynamicLayer and layer.is_initialized for layer in cache.layers)
+        ):
+            raise ModelError(
+                f"model {model_label(self.model)}: its forward does not fill one key/value cache layer per "
+                "decoder layer (recurrent, state-space or shared-cache layers?), which tokenscope's decode loop needs"
+            )
+        return [(layer.keys, layer.values) for layer in cache.layers], out.last_hidden_state[:, -1]
 
-        Samples of one prompt share it: each distinct prompt is forwarded once, and its keys and
-        values are copied to each sample's row only inside the cache (see build_cache). Prompts of
-        similar length are forwarded together, left padded (see padding_bounded_groups), so
-        padding neither costs much compute nor memory when the prompts' lengths differ widely.
+    def prefill(self, indices: Sequence[int]) -> tuple[list[PrefilledPrompts], Tensor, Tensor]:
+        """The prompts of requests `indices` forwarded; returns (their keys and values in groups,
+        each row's last hidden state, each row's next position).
+
+        Samples of one prompt share it: each distinct prompt is forwarded once, its keys and values
+        are copied to each sample's row only inside the cache (see build_cache), and a prompt whose
+        other samples are still queued keeps them (`self.kept`, one prompt's worth each) for their
+        turn to join. Prompts of similar length are forwarded together, left padded (see
+        padding_bounded_groups), so padding costs little compute or memory when lengths differ widely.
         """
         prompts = [self.requests[i].prompt_ids for i in indices]
         unique = list(dict.fromkeys(prompts))
-        prompt_index = {prompt: j for j, prompt in enumerate(unique)}
-        row_prompt = np.array([prompt_index[p] for p in prompts], dtype=np.int64)
+        row_prompt = np.array([unique.index(p) for p in prompts], dtype=np.int64)
+        # (members: indices into unique, per-layer keys and values, last hidden states) per forward
+        forwarded = [(np.array([j]), *self.kept[p]) for j, p in enumerate(unique) if p in self.kept]
+        fresh = np.array([j for j, p in enumerate(unique) if p not in self.kept], dtype=np.int64)
+        for group in padding_bounded_groups([len(unique[j]) for j in fresh], _PREFILL_PADDING, _PREFILL_TOKENS):
+            members = fresh[group]
+            forwarded.append((members, *self.forward_prompts([unique[j] for j in members])))
+        for prompt in prompts:
+            self.queued_samples[prompt] -= 1
         groups: list[PrefilledPrompts] = []
-        last_hidden: list[tuple[np.ndarray, Tensor]] = []
-        for members in padding_bounded_groups([len(p) for p in unique], _PREFILL_PADDING, _PREFILL_TOKENS):
-            ids, mask = pad([unique[j] for j in members], self.pad_id, "left", self.device)
-            positions = (mask.cumsum(-1) - 1).clamp(min=0)
-            # A cache without the config's layer types: sliding-window layers keep the whole prompt
-            # too (the model's sliding-window masks are still built from its config).
-            cache = DynamicCache()
-            out = self.body(
-                input_ids=ids,
-                attention_mask=mask,
-                position_ids=positions,
-                use_cache=True,
-                **{self.cache_argument: cache},
-            )
-            if (
-                output_cache(out) is not cache
-                or len(cache.layers) != len(self.windows)
-                or not all(type(layer) is DynamicLayer and layer.is_initialized for layer in cache.layers)
-            ):
-                raise ModelError(
-                    f"model {model_label(self.model)}: its forward does not fill one key/value cache layer per "
-                    "decoder layer (recurrent, state-space or shared-cache layers?), which tokenscope's decode "
-                    "loop needs"
-                )
+        hidden = forwarded[0][2].new_empty((len(indices), forwarded[0][2].shape[-1]))
+        for members, layers, member_hidden in forwarded:
             rows = np.flatnonzero(np.isin(row_prompt, members))
             member_position = np.empty(len(unique), dtype=np.int64)
             member_position[members] = np.arange(len(members))
             prompt_of_row = self.to_device(member_position[row_prompt[rows]])
-            layers = [(layer.keys, layer.values) for layer in cache.layers]
-            groups.append(PrefilledPrompts(layers, self.to_device(rows), prompt_of_row))
-            last_hidden.append((rows, out.last_hidden_state[prompt_of_row, -1]))
-        hidden = last_hidden[0][1].new_empty((len(indices), last_hidden[0][1].shape[-1]))
-        for rows, states in last_hidden:
-            hidden[self.to_device(rows)] = states
+            groups.append(PrefilledPrompts(list(layers), self.to_device(rows), prompt_of_row))
+            hidden[self.to_device(rows)] = member_hidden[prompt_of_row]
+            for position, j in enumerate(members.tolist()):
+                prompt = unique[j]
+                if not self.queued_samples[prompt]:
+                    self.kept.pop(prompt, None)
+                elif prompt not in self.kept:  # only the prompt's own columns (the last ones: left padding)
+                    own = slice(layers[0][0].shape[2] - len(prompt), None)
+                    self.kept[prompt] = (
+                        [
+                            (k[position : position + 1, :, own].clone(), v[position : position + 1, :, own].clone())
+                            for k, v in layers
+                        ],
+                        member_hidden[position : position + 1].clone(),
+                    )
         return groups, hidden, self.to_device(self.prompt_lengths[np.asarray(indices, dtype=np.int64)])
 
     def prompt_mask(self, indices: np.ndarray, end: int, columns: int) -> Tensor:

@@ -180,9 +180,11 @@ def test_a_failed_write_leaves_no_file(tiny_loaded, tmp_path, monkeypatch):
     assert list(tmp_path.iterdir()) == []
 
 
-def test_prefill_forwards_prompts_of_similar_length_together(tiny_loaded):
-    """Prompts of very different lengths are not padded to the longest: each prefill forward holds
-    prompts within 10% padding of each other, and every distinct prompt is forwarded once."""
+@pytest.mark.parametrize("batch_size", [3, 32])
+def test_prefill_forwards_each_prompt_once_with_prompts_of_similar_length(tiny_loaded, batch_size):
+    """Every distinct prompt is forwarded once, however its samples join (all in the first wave at
+    batch 32; one by one, as slots free, at batch 3), and prompts of very different lengths are not
+    padded to the longest: each prefill forward holds prompts within 10% padding of each other."""
     from tokenscope.model.anatomy import backbone
 
     model, tokenizer = tiny_loaded("llama")
@@ -195,12 +197,12 @@ def test_prefill_forwards_prompts_of_similar_length_together(tiny_loaded):
 
     hook = backbone(model).register_forward_pre_hook(record, with_kwargs=True)
     try:
-        batched = mixed_length_run(model, tokenizer, batch_size=32)  # 8 prompts x 4 samples, one wave
+        batched = mixed_length_run(model, tokenizer, batch_size=batch_size)  # 8 prompts x 4 samples
     finally:
         hook.remove()
-    prompt_lengths = sorted({len(g.request.prompt_ids) for g in batched})
-    assert prompt_lengths[-1] > 3 * prompt_lengths[0]  # widely different lengths
-    assert sum(n for n, _, _ in forwards) == len(prompt_lengths) == 8  # each prompt once, not once per sample
-    assert len(forwards) > 1
+    prompt_lengths = sorted(len(p) for p in {g.request.prompt_ids for g in batched})
+    assert len(prompt_lengths) == 8 and prompt_lengths[-1] > 3 * prompt_lengths[0]  # widely different
+    assert sum(n for n, _, _ in forwards) == 8  # each prompt once, not once per sample
+    assert sum(real for _, _, real in forwards) == sum(prompt_lengths)
     for n, width, real in forwards:
         assert n * width <= 1.1 * real
