@@ -388,16 +388,17 @@ class _Decoder:
         """Decode the longest queued prompts in `slots` rows of a preallocated KV cache; yields
         (request index, Generation) as rows finish.
 
-        A row that finishes hands its slot to the next queued prompt (prefilled on its own and
-        written into the cache right before the current column), so the batch stays full until
-        the queue is empty. The cache has width + steps - 1 + cache_margin columns, where width is
-        the wave's first (longest) prompts' and steps the longest answer: a row holds at most its
-        prompt and all but its last token, so dropping the leading columns that every row masks
-        out (exact: positions are explicit and the mask says which columns count) always makes
-        room when the last column is reached. The queue is sorted longest first, so a joining
-        prompt is never longer than any row's filled columns and always fits before the current
-        column. Sliding-window layers use the same cache and refill (see PreallocatedLayer): each
-        row's tokens fill contiguous columns, so a window of columns is a window of positions.
+        A row that finishes hands its slot to the next queued prompt (prefilled, or kept from an
+        earlier sample's prefill, and written into the cache right before the current column), so
+        the batch stays full until the queue is empty. The cache has width + steps - 1 +
+        cache_margin columns, where width is the wave's first (longest) prompts' and steps the
+        longest answer: a row holds at most its prompt and all but its last token, so dropping the
+        leading columns that every row masks out (exact: positions are explicit and the mask says
+        which columns count) always makes room when the last column is reached. The queue is sorted
+        longest first, so a joining prompt is never longer than any row's filled columns and always
+        fits before the current column. Sliding-window layers use the same cache and refill (see
+        PreallocatedLayer): each row's tokens fill contiguous columns, so a window of columns is a
+        window of positions.
         """
         device, k = self.device, self.k
         first = np.array([queue.popleft() for _ in range(min(slots, len(queue)))], dtype=np.int64)
