@@ -7,9 +7,9 @@ Templates are filled in one pass over their placeholders (`__NAME__`), so a titl
 contains a placeholder's name stays text. Every text reaches a page escaped: HTML text through
 html.escape, data as JSON read by the page's script into text nodes.
 
-Not shared yet: the two page templates (token_view.html, side_by_side.html) repeat their token-text
-CSS and script (token spans, tooltip placement, metric selector). Sharing them needs one more
-package-data fragment pasted into both templates through a placeholder filled by `fill`.
+The two sequence page templates (token_view.html, side_by_side.html) take the token text's CSS and
+script they share (token_text.css, token_text.js: the prompt, the metric selector, the token spans
+and the tooltip's placement) from one copy, pasted in by `sequence_page_template`.
 """
 
 from __future__ import annotations
@@ -38,6 +38,9 @@ from tokenscope.model.token_text import VocabularyStrings
 PAGE_KEYS = ["prompt_id", "sample"]
 # The index template's placeholders (report/token_view_index.html, both views' index)
 INDEX_PLACEHOLDER = re.compile("__TITLE__|__SUMMARY__|__ROWS__")
+# A sequence page template's placeholders: where the shared token-text fragments go, and a page's own
+TOKEN_TEXT_PLACEHOLDER = re.compile("__TOKEN_TEXT_STYLE__|__TOKEN_TEXT_SCRIPT__")
+PAGE_PLACEHOLDER = re.compile("__TITLE__|__DATA__")
 
 
 @cache
@@ -49,6 +52,19 @@ def template(name: str) -> str:
 def fill(template_text: str, placeholder: re.Pattern[str], values: Mapping[str, str]) -> str:
     """`template_text` with each match of `placeholder` replaced by its value, in one pass."""
     return placeholder.sub(lambda match: values[match.group(0)], template_text)
+
+
+def sequence_page_template(name: str) -> str:
+    """A sequence page's template (package data: report/<name>) with the token-text CSS and script
+    that the token view and the side-by-side view share pasted in."""
+    fragments = {"__TOKEN_TEXT_STYLE__": template("token_text.css"), "__TOKEN_TEXT_SCRIPT__": template("token_text.js")}
+    return fill(template(name), TOKEN_TEXT_PLACEHOLDER, fragments)
+
+
+def render_sequence_page(template_text: str, title: str, data: Mapping[str, Any]) -> str:
+    """A self-contained page of one sequence: the template's title and data placeholders filled in
+    one pass, so a title or data that contains a placeholder's name stays text."""
+    return fill(template_text, PAGE_PLACEHOLDER, {"__TITLE__": html.escape(title), "__DATA__": script_json(data)})
 
 
 def script_json(obj: Any) -> str:

@@ -20,8 +20,6 @@ read into memory.
 
 from __future__ import annotations
 
-import html
-import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -37,7 +35,7 @@ from tokenscope.inputs.prompts import Prompt
 from tokenscope.io import write_text
 from tokenscope.model.token_text import VocabularyStrings
 from tokenscope.report import pages as shared
-from tokenscope.report.pages import PAGE_KEYS, fill, relative_dir, script_json, sequences, template
+from tokenscope.report.pages import PAGE_KEYS, relative_dir, render_sequence_page, sequence_page_template, sequences
 from tokenscope.report.selection import choose_sequences, summaries_by_sequence
 from tokenscope.report.token_view import Alternatives, _chosen_rows, _rounded, _scale_max
 
@@ -60,8 +58,6 @@ ALTERNATIVE_COLUMNS = ["topk_ids_a", "topk_probs_a", "topk_ids_b", "topk_probs_b
 # Generations table columns shown beside the text where present (the answer facts of issue 15).
 GENERATION_FACTS = ["finish_reason", "n_tokens", "extracted_answer", "correct"]
 METRIC_KEYS = ("logprob_diff", "kl_a_b", "kl_b_a")
-# The page template's placeholders (report/side_by_side.html)
-PLACEHOLDER = re.compile("__TITLE__|__DATA__")
 
 
 @dataclass(frozen=True)
@@ -173,8 +169,8 @@ def page_data(
 
 
 def page_template() -> str:
-    """The page's HTML, CSS and script (package data: report/side_by_side.html)."""
-    return template("side_by_side.html")
+    """The page's HTML, CSS and script (package data: report/side_by_side.html and the shared token text)."""
+    return sequence_page_template("side_by_side.html")
 
 
 def page_title(data: Mapping[str, Any]) -> str:
@@ -185,10 +181,8 @@ def page_title(data: Mapping[str, Any]) -> str:
 
 
 def render_page(data: Mapping[str, Any]) -> str:
-    """A self-contained HTML page; the placeholders are filled in one pass, so a title or data that
-    contains a placeholder's name stays text."""
-    values = {"__TITLE__": html.escape(page_title(data)), "__DATA__": script_json(data)}
-    return fill(page_template(), PLACEHOLDER, values)
+    """A self-contained HTML page (inline CSS, JS and data)."""
+    return render_sequence_page(page_template(), page_title(data), data)
 
 
 def pair_summaries(con: Any, pair_sql: str) -> pa.Table:

@@ -18,7 +18,6 @@ sequences' rows (with their top-k lists) are read into memory.
 from __future__ import annotations
 
 import html
-import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -32,8 +31,8 @@ from tokenscope.dataset import connect, parquet_sql, sql_list
 from tokenscope.inputs.prompts import Prompt
 from tokenscope.io import write_text
 from tokenscope.model.token_text import VocabularyStrings
-from tokenscope.report.pages import fill, relative_dir, script_json, sequences, template, write_pages
 from tokenscope.report.pages import page_file_name as page_file_name  # re-exported (tests, file names)
+from tokenscope.report.pages import relative_dir, render_sequence_page, sequence_page_template, sequences, write_pages
 from tokenscope.report.pages import render_index as render_index_page
 from tokenscope.report.selection import choose_sequences, sequence_summaries
 
@@ -41,8 +40,6 @@ TOKEN_KEYS = ["prompt_id", "sample", "position"]
 # Colours saturate at this quantile of a metric over the whole token file, so that one extreme
 # token does not wash out the rest and pages of one file share a scale.
 SCALE_QUANTILE = 0.99
-# The page template's placeholders (report/token_view.html)
-PLACEHOLDER = re.compile("__TITLE__|__DATA__")
 # The per-token columns a page shows
 PAGE_COLUMNS = [
     "prompt_id",
@@ -220,13 +217,12 @@ def render_page(data: Mapping[str, Any]) -> str:
     """A self-contained HTML page (inline CSS, JS and data) for one sequence."""
     tokens = "reference answer" if data["source"] == "reference" else f"{data['source']}'s generation"
     title = f"{data['model']} on {data['prompt_set']}, prompt {data['prompt_id']}, sample {data['sample']} ({tokens})"
-    # One pass over the template: a title or data that contains a placeholder's name stays text.
-    return fill(page_template(), PLACEHOLDER, {"__TITLE__": html.escape(title), "__DATA__": script_json(data)})
+    return render_sequence_page(page_template(), title, data)
 
 
 def page_template() -> str:
-    """The page's HTML, CSS and script (package data: report/token_view.html)."""
-    return template("token_view.html")
+    """The page's HTML, CSS and script (package data: report/token_view.html and the shared token text)."""
+    return sequence_page_template("token_view.html")
 
 
 def initial_metric_key(name: str, metrics: Sequence[PageMetric]) -> str:
