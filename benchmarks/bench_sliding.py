@@ -7,16 +7,20 @@ layer, from a Qwen2 config (`use_sliding_window`, `max_window_layers`); `--layou
 every layer sliding (Mistral-style). Prompts of 3-40 words (about 10-90 tokens), so windows are
 shorter than most prompts and than every prompt + its answer. Each batch size generates the same
 requests (prompts x samples, sampled at temperature 1), so the tokens are the same; the figures
-are generated tokens per second of `generate`, then the ratio of batch 16 to batch 1 (issue 14
-asks >= 5x on such a tiny model).
+are generated tokens per second of `generate` and the KV cache bytes per row its waves allocated
+(sliding-window layers hold only window + window_slack columns; the figure if every layer held all
+of the wave's columns next to it), then the peak RSS, and last the ratio of batch 16 to batch 1
+(issue 14 asks >= 5x on such a tiny model).
 
     python benchmarks/bench_sliding.py                    # 32 requests, 64 new tokens
     python benchmarks/bench_sliding.py --requests 64 --max-new-tokens 128 --threads 2
+    python benchmarks/bench_sliding.py --window 128 --max-new-tokens 1024 --batch-sizes 16
 """
 
 from __future__ import annotations
 
 import argparse
+import resource
 import sys
 import time
 from pathlib import Path
@@ -66,8 +70,9 @@ def main() -> None:
 
     import torch
 
+    from tokenscope.generation import decode
     from tokenscope.generation.decode import generate
-    from tokenscope.generation.kv_cache import attention_windows
+    from tokenscope.generation.kv_cache import attention_windows, build_cache
     from tokenscope.generation.run import generation_requests
     from tokenscope.generation.sampling import SamplingParams
 
@@ -84,9 +89,20 @@ def main() -> None:
         f"max_new_tokens {args.max_new_tokens}, {args.threads} thread(s)"
     )
     generate(model, tokenizer, requests[:2], params, batch_size=2, eos_ids=eos, show_progress=False)  # warm up
+    caches: list[tuple[float, float]] = []  # per wave: KV bytes per row held, and if all layers held every column
+
+    def logged_build_cache(groups, n_rows, width, columns, windows):  # type: ignore[no-untyped-def]
+        cache = build_cache(groups, n_rows, width, columns, windows)
+        held = sum(2 * layer.key_buffer.numel() * layer.key_buffer.element_size() for layer in cache.layers)
+        per_column = held / sum(layer.key_buffer.shape[2] for layer in cache.layers)
+        caches.append((held / n_rows, per_column * columns * len(cache.layers) / n_rows))
+        return cache
+
+    decode.build_cache = logged_build_cache  # type: ignore[assignment]
     rates: dict[int, float] = {}
     tokens: dict[int, list[list[int]]] = {}
     for batch_size in args.batch_sizes:
+        caches.clear()
         start = time.perf_counter()
         generations = generate(
             model, tokenizer, requests, params, batch_size=batch_size, eos_ids=eos, show_progress=False
@@ -95,10 +111,16 @@ def main() -> None:
         n = sum(len(g.token_ids) for g in generations)
         rates[batch_size] = n / seconds
         tokens[batch_size] = [g.token_ids.tolist() for g in generations]
-        print(f"batch {batch_size:>3}: {n} tokens in {seconds:.2f} s = {rates[batch_size]:.1f} tokens/s", flush=True)
+        held, every_column = max(caches)
+        print(
+            f"batch {batch_size:>3}: {n} tokens in {seconds:.2f} s = {rates[batch_size]:.1f} tokens/s; "
+            f"KV bytes per row {held:,.0f} ({every_column:,.0f} if every layer held every column)",
+            flush=True,
+        )
     first, last = args.batch_sizes[0], args.batch_sizes[-1]
     same = all(tokens[b] == tokens[first] for b in args.batch_sizes)
     print(f"same tokens at every batch size: {same}")
+    print(f"peak RSS: {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024:,.0f} MiB")
     print(f"batch {last} / batch {first}: {rates[last] / rates[first]:.2f}x")
 
 

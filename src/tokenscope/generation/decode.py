@@ -396,9 +396,9 @@ class _Decoder:
         leading columns that every row masks out (exact: positions are explicit and the mask says
         which columns count) always makes room when the last column is reached. The queue is sorted
         longest first, so a joining prompt is never longer than any row's filled columns and always
-        fits before the current column. Sliding-window layers use the same cache and refill (see
-        PreallocatedLayer): each row's tokens fill contiguous columns, so a window of columns is a
-        window of positions.
+        fits before the current column. Sliding-window layers use the same refill and compaction,
+        holding only their window (see PreallocatedLayer): each row's tokens fill contiguous
+        columns, so a window of columns is a window of positions.
         """
         device, k = self.device, self.k
         first = np.array([queue.popleft() for _ in range(min(slots, len(queue)))], dtype=np.int64)

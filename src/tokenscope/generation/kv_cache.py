@@ -1,5 +1,5 @@
 """The KV cache of the decode loop: preallocated layers written in place, rows dropped and refilled,
-leading columns dropped when no row needs them; sliding-window layers expose only their window."""
+leading columns dropped when no row needs them; sliding-window layers hold only their window."""
 
 from __future__ import annotations
 
@@ -15,19 +15,31 @@ from tokenscope.model.types import CausalLM
 SUPPORTED_LAYER_TYPES = ("full_attention", "sliding_attention")
 
 
+def window_slack(window: int) -> int:
+    """Columns a sliding-window layer's buffer holds beyond its window: it slides (moves its last
+    `window` columns to the front) once every `slack` steps, so the copy costs about
+    window / slack columns per step while the buffer stays within window + slack columns."""
+    return max(16, window // 4)
+
+
 class PreallocatedLayer(DynamicLayer):
-    """A KV cache layer over preallocated buffers [rows, heads, columns, dim].
+    """A KV cache layer over preallocated buffers [rows, heads, buffer columns, dim].
 
     Appending a step writes in place (a growing cache copies every layer's keys and values at
     every step) and attention sees only the filled columns (a static cache attends to them all).
     Rows can be dropped and refilled.
 
-    With a `window` (a sliding-window attention layer) attention sees only the last `window`
-    filled columns and the new ones: `get_mask_sizes` tells transformers' mask builders which
-    columns those are (kv_offset), so the model's own sliding-window mask is built over them.
-    Every row's tokens fill contiguous columns ending at the current one (left padding before
-    them, joining prompts written right before the current column, compaction shifting all
-    columns alike), so a distance in columns is the distance in positions the window counts.
+    Columns are counted as the decode loop counts them (its attention mask's columns): `length`
+    are filled. A full-attention layer's buffer holds all of them. A sliding-window layer
+    (`window`) holds only columns from `held_from` on, in a buffer of window + window_slack
+    columns (or fewer, when the cache has fewer): the columns before its window are never read
+    again, so it moves its last `window` columns to the front when the buffer is full. Its
+    attention sees only the last `window` filled columns and the new ones: `get_mask_sizes` tells
+    transformers' mask builders which columns those are (kv_offset), so the model's own
+    sliding-window mask is built over them. Every row's tokens fill contiguous columns ending at
+    the current one (left padding before them, joining prompts written right before the current
+    column, compaction shifting all columns alike), so a distance in columns is the distance in
+    positions the window counts.
     """
 
     keys: Tensor  # always set (DynamicLayer declares them optional)
@@ -37,24 +49,37 @@ class PreallocatedLayer(DynamicLayer):
     # is_causal shortcut for compileable caches), which would wait for a GPU at every step.
     is_compileable = True
 
-    def __init__(self, key_buffer: Tensor, value_buffer: Tensor, length: int, window: int | None = None) -> None:
-        """Buffers [rows, heads, columns, dim] whose first `length` columns are filled."""
+    def __init__(
+        self, key_buffer: Tensor, value_buffer: Tensor, length: int, window: int | None = None, held_from: int = 0
+    ) -> None:
+        """Buffers [rows, heads, buffer columns, dim] holding columns `held_from` to `length` - 1."""
         super().__init__()
         self.key_buffer, self.value_buffer = key_buffer, value_buffer
         self.dtype, self.device, self.is_initialized = key_buffer.dtype, key_buffer.device, True
-        self.length = length
+        self.length, self.held_from = length, held_from
         self.window = window
         self.is_sliding = window is not None  # read by transformers (Cache.is_sliding) to size the masks
+        if window is None and held_from:
+            raise ValueError("a full-attention layer holds every column")
         self._expose()
 
     def _expose(self) -> None:
-        self.keys = self.key_buffer[:, :, : self.length]
-        self.values = self.value_buffer[:, :, : self.length]
+        self.keys = self.key_buffer[:, :, : self.length - self.held_from]
+        self.values = self.value_buffer[:, :, : self.length - self.held_from]
 
     def _first_visible(self) -> int:
         """The first column attention reads at the next step (0 without a window). A whole window of
         past columns is kept (transformers keeps window - 1): the mask decides, not the slice."""
         return 0 if self.window is None else max(0, self.length - self.window)
+
+    def _move_left(self, shift: int) -> None:
+        """Move the held columns after the first `shift` to the front of the buffers, in chunks no
+        wider than `shift`, so no chunk overlaps its source and no second buffer is needed."""
+        kept = self.length - self.held_from - shift
+        for buffer in (self.key_buffer, self.value_buffer):
+            for start in range(0, kept, shift):
+                end = min(start + shift, kept)
+                buffer[:, :, start:end] = buffer[:, :, start + shift : end + shift]
 
     def get_seq_length(self) -> int:
         return self.length
@@ -65,16 +90,20 @@ class PreallocatedLayer(DynamicLayer):
 
     def update(self, key_states: Tensor, value_states: Tensor, *args: Any, **kwargs: Any) -> tuple[Tensor, Tensor]:
         first = self._first_visible()
-        end = self.length + key_states.shape[-2]
+        new = key_states.shape[-2]
+        if self.length - self.held_from + new > self.key_buffer.shape[2] and self.window is not None:
+            slide = self.length - self.window - self.held_from  # keep the last `window` columns
+            if slide > 0:
+                self._move_left(slide)
+                self.held_from += slide
+        end = self.length - self.held_from + new
         if end > self.key_buffer.shape[2]:
             raise RuntimeError("KV cache buffer full")  # rows stop at max_new_tokens, so this is a bug
-        self.key_buffer[:, :, self.length : end] = key_states
-        self.value_buffer[:, :, self.length : end] = value_states
-        self.length = end
+        self.key_buffer[:, :, end - new : end] = key_states
+        self.value_buffer[:, :, end - new : end] = value_states
+        self.length += new
         self._expose()
-        if first:
-            return self.keys[:, :, first:], self.values[:, :, first:]
-        return self.keys, self.values
+        return self.keys[:, :, first - self.held_from :], self.values[:, :, first - self.held_from :]
 
     def keep_rows(self, rows: Tensor) -> None:
         self.key_buffer, self.value_buffer = self.key_buffer[rows], self.value_buffer[rows]
@@ -83,21 +112,21 @@ class PreallocatedLayer(DynamicLayer):
     def drop_leading(self, shift: int) -> None:
         """Drop the first `shift` filled columns (masked out for every row); the rest move left.
 
-        Copied in chunks no wider than `shift`, so no chunk overlaps its source and no second
-        buffer is needed.
-        """
-        kept = self.length - shift
-        for buffer in (self.key_buffer, self.value_buffer):
-            for start in range(0, kept, shift):
-                end = min(start + shift, kept)
-                buffer[:, :, start:end] = buffer[:, :, start + shift : end + shift]
-        self.length = kept
+        A sliding-window layer that no longer holds them only renumbers its columns."""
+        if shift > self.held_from:
+            self._move_left(shift - self.held_from)
+            self.held_from = shift
+        self.length -= shift
+        self.held_from -= shift
         self._expose()
 
     def write_rows(self, rows: Tensor, keys: Tensor, values: Tensor) -> None:
-        """Place prefilled prompts in `rows`, ending right before the current column."""
-        self.key_buffer[rows, :, self.length - keys.shape[2] : self.length] = keys
-        self.value_buffer[rows, :, self.length - values.shape[2] : self.length] = values
+        """Place prefilled prompts [rows, heads, prompt columns, dim] in `rows`, ending right before
+        the current column (a sliding-window layer keeps only the columns it holds)."""
+        held = min(keys.shape[2], self.length - self.held_from)
+        end = self.length - self.held_from
+        self.key_buffer[rows, :, end - held : end] = keys[:, :, keys.shape[2] - held :]
+        self.value_buffer[rows, :, end - held : end] = values[:, :, values.shape[2] - held :]
         self._expose()
 
 
@@ -165,7 +194,8 @@ def build_cache(
 ) -> Cache:
     """Preallocated layers of `n_rows` rows and `columns` columns, every group's prompts written to
     their rows so that each prompt ends at column `width` (left padding before it, masked out);
-    layers with a window (see `attention_windows`) expose only the columns their window can reach.
+    layers with a window (see `attention_windows`) hold at most window + window_slack of those
+    columns and expose only the ones their window can reach.
 
     Empties the groups' layers as it goes: each prompt layer is freed once copied, so the prompts'
     keys and values and the cache are never all held at once. Samples of one prompt share its
@@ -178,11 +208,13 @@ def build_cache(
     for window in windows:
         keys, values = groups[0].layers[0]
         heads = keys.shape[1]
+        held = columns if window is None else min(columns, window + window_slack(window))
         layer = PreallocatedLayer(
-            keys.new_zeros((n_rows, heads, columns, keys.shape[-1])),
-            values.new_zeros((n_rows, heads, columns, values.shape[-1])),
+            keys.new_zeros((n_rows, heads, held, keys.shape[-1])),
+            values.new_zeros((n_rows, heads, held, values.shape[-1])),
             width,
             window,
+            held_from=0 if window is None else max(0, width - window),
         )
         for group in groups:
             keys, values = group.layers.pop(0)

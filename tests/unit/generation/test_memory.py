@@ -1,6 +1,7 @@
-"""Bounded generation memory: the KV cache holds width + steps columns (plus a small margin) and
-makes room for joining prompts by dropping leading columns no row needs, without changing any
-token or metric; write_generation streams the rows of run_generation to its files in chunks."""
+"""Bounded generation memory: the KV cache holds width + steps columns (plus a small margin), a
+sliding-window layer only its window (plus a slack), and the cache makes room for joining prompts
+by dropping leading columns no row needs, without changing any token or metric; write_generation
+streams the rows of run_generation to its files in chunks."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ import pytest
 
 from tokenscope.generation import kv_cache
 from tokenscope.generation.decode import cache_margin, generate
+from tokenscope.generation.kv_cache import window_slack
 from tokenscope.generation.run import generation_requests, run_generation, write_generation
 from tokenscope.generation.sampling import SamplingParams
 from tokenscope.scoring.tables import GENERATION_SCHEMA, TOKEN_SCHEMA
@@ -25,14 +27,15 @@ PARAMS = SamplingParams(do_sample=True, temperature=1.0, top_k=0, top_p=1.0, max
 
 @pytest.fixture
 def cache_log(monkeypatch):
-    """Every preallocated cache made (its prompt width and columns) and every compaction (shift)."""
-    made: list[tuple[int, int]] = []
+    """Every preallocated cache layer made (its prompt width, buffer columns and window) and every
+    compaction (shift)."""
+    made: list[tuple[int, int, int | None]] = []
     shifts: list[int] = []
     init, drop = kv_cache.PreallocatedLayer.__init__, kv_cache.PreallocatedLayer.drop_leading
 
-    def logged_init(self, key_buffer, value_buffer, length, window=None):
-        made.append((length, key_buffer.shape[2]))  # a new cache is filled up to its prompts' width
-        init(self, key_buffer, value_buffer, length, window)
+    def logged_init(self, key_buffer, value_buffer, length, window=None, held_from=0):
+        made.append((length, key_buffer.shape[2], window))  # a new cache is filled up to its prompts' width
+        init(self, key_buffer, value_buffer, length, window, held_from)
 
     def logged_drop(self, shift):
         shifts.append(shift)
@@ -80,20 +83,22 @@ def test_cache_never_exceeds_width_plus_steps(tiny_loaded, cache_log, batch_size
     made, shifts = cache_log
     mixed_length_run(model, tokenizer, batch_size=batch_size)
     assert made
-    for width, columns in made:
+    for width, columns, _ in made:
         assert columns == width + STEPS - 1 + cache_margin(width, STEPS)
         assert columns <= width + STEPS + (width + STEPS) // 16 < width + 2 * STEPS
     # each compaction drops more than the margin, so compactions are rare
-    assert all(shift > cache_margin(min(w for w, _ in made), STEPS) for shift in shifts)
+    assert all(shift > cache_margin(min(w for w, _, _ in made), STEPS) for shift in shifts)
 
 
-def test_sliding_window_models_decode_batched_in_the_same_cache(tiny_loaded, cache_log):
-    """Sliding-window layers share the preallocated cache, its refill and its compaction (more
-    layouts in test_sliding_window.py)."""
+def test_sliding_window_models_decode_batched_holding_only_their_window(tiny_loaded, cache_log):
+    """Sliding-window layers share the cache's refill and compaction, and each holds only its
+    window + window_slack columns, fewer than every prompt + its answer (more layouts in
+    test_sliding_window.py)."""
     model, tokenizer = tiny_loaded("qwen2-sliding")
     made, shifts = cache_log
     batched = mixed_length_run(model, tokenizer, batch_size=4)
-    assert made and shifts and all(columns == w + STEPS - 1 + cache_margin(w, STEPS) for w, columns in made)
+    assert made and shifts and {window for _, _, window in made} == {24}
+    assert all(columns == 24 + window_slack(24) < w + STEPS for w, columns, _ in made)
     single = mixed_length_run(model, tokenizer, batch_size=1)
     for b, s in zip(batched, single, strict=True):
         assert b.token_ids.tolist() == s.token_ids.tolist()

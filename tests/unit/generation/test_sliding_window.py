@@ -15,7 +15,7 @@ import torch
 from tokenscope.errors import ModelError
 from tokenscope.generation import decode, kv_cache
 from tokenscope.generation.decode import generate
-from tokenscope.generation.kv_cache import PreallocatedLayer, attention_windows
+from tokenscope.generation.kv_cache import PreallocatedLayer, attention_windows, window_slack
 from tokenscope.generation.run import generation_requests
 from tokenscope.generation.sampling import SamplingParams
 
@@ -50,10 +50,22 @@ def models():
 @pytest.fixture
 def decode_log(monkeypatch):
     """The number of requests of every prefill (a wave's first rows, then joining rows), every
-    compaction's shift, and how many waves ran and cache layers were allocated."""
+    compaction's shift, how many waves ran and cache layers were allocated, every layer's
+    (window, buffer columns), and how many times a layer's buffer slid at a step."""
     prefills: list[int] = []
     shifts: list[int] = []
     counts = {"waves": 0, "layers": 0}
+    buffers: list[tuple[int | None, int]] = []
+    slid: list[int] = [0]
+    update = kv_cache.PreallocatedLayer.update
+
+    def logged_update(self, *args, **kwargs):
+        held_from = self.held_from
+        seen = update(self, *args, **kwargs)
+        slid[0] += self.held_from > held_from
+        return seen
+
+    monkeypatch.setattr(kv_cache.PreallocatedLayer, "update", logged_update)
     prefill, drop = decode._Decoder.prefill, kv_cache.PreallocatedLayer.drop_leading
     run_wave, init = decode._Decoder.run_wave, kv_cache.PreallocatedLayer.__init__
 
@@ -68,6 +80,7 @@ def decode_log(monkeypatch):
     def logged_init(self, *args, **kwargs):
         counts["layers"] += 1
         init(self, *args, **kwargs)
+        buffers.append((self.window, self.key_buffer.shape[2]))
 
     monkeypatch.setattr(decode._Decoder, "run_wave", logged_run_wave)
     monkeypatch.setattr(kv_cache.PreallocatedLayer, "__init__", logged_init)
@@ -78,7 +91,7 @@ def decode_log(monkeypatch):
 
     monkeypatch.setattr(decode._Decoder, "prefill", logged_prefill)
     monkeypatch.setattr(kv_cache.PreallocatedLayer, "drop_leading", logged_drop)
-    return prefills, shifts, counts
+    return prefills, shifts, counts, buffers, slid
 
 
 def mixed_length_run(model, tokenizer, batch_size: int, n_prompts: int = 8):
@@ -105,11 +118,18 @@ def test_batch_16_with_joins_and_compaction_equals_batch_1_and_a_full_forward(mo
     model, tokenizer = models(arch)
     assert attention_windows(model) == WINDOWS[arch]
     window = max(w for w in WINDOWS[arch] if w is not None)
-    prefills, shifts, counts = decode_log
+    prefills, shifts, counts, buffers, slid = decode_log
     batched = mixed_length_run(model, tokenizer, batch_size=16)
     assert prefills[0] == 16 and len(prefills) > 2 + counts["waves"], prefills  # rows joined mid-generation
     assert shifts, "the run never compacted its cache"
     assert counts["layers"] == len(WINDOWS[arch]) * counts["waves"]  # joins reuse the wave's buffers
+    # sliding-window layers hold only their window (+ slack), and their buffers slid during the run
+    for layer_window, columns in buffers:
+        if layer_window is None:  # a full-attention layer holds the longest prompt and its answer
+            assert columns > 150 + STEPS
+        else:  # shorter than any prompt + its answer
+            assert columns == layer_window + window_slack(layer_window) < 41 + STEPS
+    assert slid[0] > 0
     prefills.clear()
     single = mixed_length_run(model, tokenizer, batch_size=1)
     assert set(prefills) == {1}
@@ -203,6 +223,31 @@ def test_a_sliding_layer_exposes_its_window_and_the_new_column():
     assert layer.get_mask_sizes(1) == (5, 6)  # columns 6..10: four past columns and the new one
     seen, _ = layer.update(torch.full((1, 1, 1, 1), 10.0), torch.full((1, 1, 1, 1), 10.0))
     assert seen.flatten().tolist() == [6.0, 7.0, 8.0, 9.0, 10.0]
-    assert layer.keys.shape[2] == 11  # every filled column is kept (compaction and refill need them)
     full = PreallocatedLayer(keys, keys.clone(), length=10)
     assert not full.is_sliding and full.get_mask_sizes(1) == (11, 0)
+
+
+def test_a_sliding_layer_holds_its_window_in_a_buffer_that_slides():
+    """A window of 4 in a buffer of 6 columns: over 30 steps, a prompt written before the current
+    column, and compactions, attention always sees the last four columns and the new one, by
+    their column numbers, and the buffer never grows."""
+    window, capacity = 4, 6
+    keys = torch.full((2, 1, capacity, 1), -1.0)
+    layer = PreallocatedLayer(keys, keys.clone(), length=9, window=window, held_from=5)
+    layer.write_rows(torch.tensor([0, 1]), *(torch.arange(9.0).expand(2, 1, 9).unsqueeze(-1),) * 2)  # columns 0-8
+    assert layer.keys[0, 0, :, 0].tolist() == [5.0, 6.0, 7.0, 8.0]  # only the window is held
+    offset = 0  # column numbers drop by every compaction's shift
+    for step in range(30):
+        column = layer.length
+        if step in (7, 19):
+            layer.drop_leading(3)
+            offset += 3
+            column = layer.length
+        assert layer.get_mask_sizes(1) == (window + 1, column - window)
+        value = torch.full((2, 1, 1, 1), float(column + offset))
+        seen, _ = layer.update(value, value.clone())
+        assert seen[1, 0, :, 0].tolist() == [float(c + offset) for c in range(column - window, column + 1)]
+        assert layer.key_buffer.shape[2] == capacity and layer.held_from <= column - window
+    joined = torch.tensor([1])  # a prompt of 7 columns joins row 1, ending right before the current column
+    layer.write_rows(joined, *(torch.full((1, 1, 7, 1), 100.0),) * 2)
+    assert layer.keys[1, 0, -window:, 0].tolist() == [100.0] * window
