@@ -1,6 +1,7 @@
 # Config validation, wildcard constraints and the plan: the models, prompt sets, groups, pair
 # tables and targets of this config (tokenscope.workflow.planning, torch-free), read by `rule all`
 # and by the input functions of rules/inputs.smk.
+import re
 import sys
 from pathlib import Path
 
@@ -43,6 +44,11 @@ try:
     shards = plan_shards(plan.prompt_sets, config["generation"])
 except (ConfigError, ModelError, PromptSetError) as error:
     raise WorkflowError(str(error)) from None
+
+# The model wildcard of prepare_model: this config's models only, so that a path model reading
+# another run's prepared folder (results/models/<name>/, manifest.json included) is read as a
+# checkpoint folder, not taken for a model <name> to prepare.
+CONFIGURED_MODELS = "|".join(re.escape(name) for name in plan.models)
 
 # How many pair tables the comparison plans (K(K-1)/2 model pairs per group with pairs: all).
 if plan.pair_summary():

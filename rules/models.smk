@@ -14,6 +14,8 @@ rule prepare_model:
         "logs/prepare_model/{model}.log",
     benchmark:
         "results/benchmarks/prepare_model/{model}.tsv"
+    wildcard_constraints:
+        model=CONFIGURED_MODELS,
     conda:
         "../envs/tokenscope.yaml"
     threads: 1

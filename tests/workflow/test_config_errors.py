@@ -507,6 +507,19 @@ def test_good_config_dry_runs(workdir):
     assert "generate" in snakemake(workdir, str(_write(workdir, GOOD)), "--dry-run").stdout
 
 
+def test_a_path_model_may_read_another_runs_prepared_folder(workdir):
+    """A path model pointing into results/models/<name>/ of a model this config does not define
+    (an earlier run's prepared checkpoint, manifest.json included) is a checkpoint folder like
+    any other: only the configured model is prepared, with that folder's files as its input."""
+    other = workdir / "results" / "models" / "earlier"
+    shutil.copytree(workdir / "checkpoints" / "base", other)
+    (other / "manifest.json").write_text("{}")
+    path = _write(workdir, GOOD.replace("path: checkpoints/base", "path: results/models/earlier"))
+    jobs = parse_jobs(snakemake(workdir, str(path), "--dry-run").stdout)
+    assert [w for rule, w in jobs if rule == "prepare_model"] == [{"model": "base"}]
+    assert any(rule == "generate_shard" for rule, _ in jobs)
+
+
 def test_planning_never_imports_torch(workdir, tmp_path_factory):
     """DAG time is torch-free: a dry run of a config with internals and a comparison still plans
     when importing torch (or transformers) fails."""
