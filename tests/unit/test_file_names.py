@@ -57,6 +57,8 @@ def test_pages_of_ids_differing_only_in_escaped_characters_do_not_overwrite_each
             "token": ["x", "y"] * 3,
             "token_id": np.tile([10, 11], 3),
             "entropy": 0.5,
+            "varentropy": 0.3,
+            "margin": 1.0,
             "logprob": -0.2,
             "prob": 0.8,
             "rank": 1,

@@ -2,8 +2,9 @@
 
 Researchers read generations, not only plots. Each page shows one scored sequence (a model's own
 sample, or a reference answer under teacher forcing) as its tokens, each with a background whose
-strength is the selected metric: entropy (default), surprisal −log p of the token, or the
-per-token KL against another model where a pair table scored the same tokens. Hovering a token
+strength is the selected metric: entropy (default), surprisal −log p of the token, varentropy,
+margin (log p of the top token minus the second's), or the per-token KL against another model where
+a pair table scored the same tokens. Hovering a token
 shows its probability, rank, entropy, the other metrics and the top-k alternatives; a selector
 switches the metric. The page carries its data inline and loads nothing (no network), so it works
 inside Snakemake's report, opened from disk, and offline.
@@ -40,6 +41,8 @@ TOKEN_KEYS = ["prompt_id", "sample", "position"]
 # Colours saturate at this quantile of a metric over the whole token file, so that one extreme
 # token does not wash out the rest and pages of one file share a scale.
 SCALE_QUANTILE = 0.99
+# The metrics of the token table a page can be coloured by (token_metrics): key -> SQL expression
+TOKEN_METRICS = {"entropy": "entropy", "surprisal": "-logprob", "varentropy": "varentropy", "margin": "margin"}
 # The per-token columns a page shows
 PAGE_COLUMNS = [
     "prompt_id",
@@ -49,6 +52,8 @@ PAGE_COLUMNS = [
     "token",
     "token_id",
     "entropy",
+    "varentropy",
+    "margin",
     "logprob",
     "prob",
     "rank",
@@ -65,6 +70,7 @@ class PageMetric:
     label: str
     description: str
     values: np.ndarray  # float64, aligned with the token rows; +inf allowed (KL), NaN = not scored
+    unit: str = "nats"
 
     @property
     def scale_max(self) -> float:
@@ -98,7 +104,8 @@ class PairScores:
 
 
 def token_metrics(tokens: pd.DataFrame, model: str, pair_scores: Sequence[PairScores]) -> list[PageMetric]:
-    """The metrics of a token file: entropy, surprisal, and KL(model ‖ other) per pair table."""
+    """The metrics of a token file: entropy, surprisal, varentropy, margin, and KL(model ‖ other)
+    per pair table (TOKEN_METRICS: their keys, as build_token_view computes their scales)."""
     metrics = [
         PageMetric(
             "entropy",
@@ -107,6 +114,20 @@ def token_metrics(tokens: pd.DataFrame, model: str, pair_scores: Sequence[PairSc
             tokens["entropy"].to_numpy(np.float64),
         ),
         PageMetric("surprisal", "surprisal", "−log p of the token (nats)", -tokens["logprob"].to_numpy(np.float64)),
+        PageMetric(
+            "varentropy",
+            "varentropy",
+            "variance of the surprisal under the next-token distribution (nats²): "
+            "high where a few likely tokens sit beside a long tail",
+            tokens["varentropy"].to_numpy(np.float64),
+            unit="nats²",
+        ),
+        PageMetric(
+            "margin",
+            "margin",
+            "log p of the most probable next token minus that of the second (nats): large where the model is sure",
+            tokens["margin"].to_numpy(np.float64),
+        ),
     ]
     index = pd.MultiIndex.from_frame(tokens[TOKEN_KEYS])
     for scores in pair_scores:
@@ -205,6 +226,7 @@ def page_data(
                 "label": m.label,
                 "description": m.description,
                 "scale_max": scales[m.key],
+                "unit": m.unit,
                 "values": _rounded(m.values),
             }
             for m in metrics
@@ -226,7 +248,8 @@ def page_template() -> str:
 
 
 def initial_metric_key(name: str, metrics: Sequence[PageMetric]) -> str:
-    """Config `token_view.metric` (entropy, surprisal or kl) -> the key of the metric a page opens with."""
+    """Config `token_view.metric` (entropy, surprisal, varentropy, margin or kl) -> the key of the
+    metric a page opens with."""
     if name == "kl":
         return next((m.key for m in metrics if m.key.startswith("kl:")), "entropy")
     return name
@@ -266,7 +289,7 @@ def write_token_views(
             prompt=(prompts or {}).get(prompt_id),
             finish_reason=(finish_reasons or {}).get((prompt_id, sample)),
         )
-        page_metrics = [PageMetric(m.key, m.label, m.description, m.values[start:end]) for m in metrics]
+        page_metrics = [replace(m, values=m.values[start:end]) for m in metrics]
         rows = tokens.iloc[start:end]
         return render_page(
             page_data(page_context, rows, page_metrics, alternatives.rows(start, end), page_scales, opening)
@@ -341,10 +364,7 @@ def build_token_view(
     summaries = sequence_summaries(con, token_paths)
     chosen = choose_sequences(summaries, max_pages, listed)
     keys = summaries.select(["prompt_id", "sample"]).take(pa.array(chosen, type=pa.int64()))
-    scales = {
-        "entropy": _scale_max(con, "entropy", tokens_sql),
-        "surprisal": _scale_max(con, "-logprob", tokens_sql),
-    }
+    scales = {key: _scale_max(con, expression, tokens_sql) for key, expression in TOKEN_METRICS.items()}
     pair_scores = []
     for path in pair_paths:
         pair_sql = parquet_sql(path)

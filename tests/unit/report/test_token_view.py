@@ -102,9 +102,19 @@ def test_one_page_per_sequence_with_the_tables_values(scored):
         assert data["tokens"] == rows["token"].tolist() and data["rank"] == rows["rank"].tolist()
         np.testing.assert_allclose(data["prob"], rows["prob"], rtol=1e-5)
         metrics = {m["key"]: m for m in data["metrics"]}
-        assert list(metrics) == ["entropy", "surprisal", "kl:a"] and data["initial_metric"] == "entropy"
+        assert list(metrics) == ["entropy", "surprisal", "varentropy", "margin", "kl:a"]
+        assert data["initial_metric"] == "entropy"
         np.testing.assert_allclose(metrics["entropy"]["values"], rows["entropy"], rtol=1e-5)
         np.testing.assert_allclose(metrics["surprisal"]["values"], -rows["logprob"], rtol=1e-5)
+        np.testing.assert_allclose(metrics["varentropy"]["values"], rows["varentropy"], rtol=1e-5, atol=1e-9)
+        np.testing.assert_allclose(metrics["margin"]["values"], rows["margin"], rtol=1e-5, atol=1e-9)
+        assert {k: m["unit"] for k, m in metrics.items()} == {
+            "entropy": "nats",
+            "surprisal": "nats",
+            "varentropy": "nats²",
+            "margin": "nats",
+            "kl:a": "nats",
+        }
         # The page's model is b, the pair's second model: its KL is KL(b || a).
         kl = rows.merge(pairs, on=["prompt_id", "sample", "position"])["kl_b_a"]
         np.testing.assert_allclose(metrics["kl:a"]["values"], kl, rtol=1e-5, atol=1e-9)
@@ -133,6 +143,8 @@ def synthetic_tokens(texts: list[str]) -> tuple[pd.DataFrame, pa.ListArray, pa.L
             "token": texts,
             "token_id": np.arange(n) + 1,
             "entropy": np.linspace(0.5, 2.0, n),
+            "varentropy": np.linspace(0.1, 3.0, n),
+            "margin": np.linspace(0.0, 2.0, n),
             "logprob": -np.linspace(0.1, 1.0, n),
             "prob": np.exp(-np.linspace(0.1, 1.0, n)),
             "rank": 1,
@@ -163,7 +175,8 @@ def test_token_text_cannot_break_out_of_the_page(scored, tmp_path):
     assert text.count("</script>") == 1 and "<b>" not in text
     data = page_data(path)
     assert data["tokens"] == texts and data["initial_metric"] == "kl:other"
-    assert data["metrics"][2]["values"][1] == float("inf")
+    kl = next(m for m in data["metrics"] if m["key"] == "kl:other")
+    assert kl["values"][1] == float("inf")
 
 
 @pytest.fixture(scope="module")
@@ -325,8 +338,8 @@ def test_the_metric_toggle_recolours_the_tokens(scored, browser):
     text = browser.find_element(By.ID, "text")
     data = page_data(scored["out"] / page_file_name("add", 0))
     select = Select(browser.find_element(By.ID, "metric"))
-    assert [o.text for o in select.options] == ["entropy", "surprisal", "KL(b ‖ a)"]
-    for key in ("entropy", "kl:a", "surprisal"):
+    assert [o.text for o in select.options] == ["entropy", "surprisal", "varentropy", "margin", "KL(b ‖ a)"]
+    for key in ("entropy", "kl:a", "varentropy", "margin", "surprisal"):
         select.select_by_value(key)
         assert text.get_attribute("data-metric") == key
         metric = next(m for m in data["metrics"] if m["key"] == key)
@@ -334,8 +347,8 @@ def test_the_metric_toggle_recolours_the_tokens(scored, browser):
         shown = np.array([_alpha(s) for s in spans])
         # Chromium keeps alpha in 8 bits and prints it with 2 decimals where that round-trips.
         np.testing.assert_allclose(shown, expected, atol=0.006)
-    legend = browser.find_element(By.ID, "legend-max").text
-    assert legend.endswith("nats")
+        legend = browser.find_element(By.ID, "legend-max").text
+        assert legend.endswith(metric["unit"]) and metric["unit"] in ("nats", "nats²")
 
 
 def test_the_index_sorts_ten_thousand_sequences_and_opens_a_page(scored, chosen, browser, tmp_path):
