@@ -1,5 +1,5 @@
 #!/usr/bin/env python
-"""Time and peak memory of the analysis, statistics, figure and token-view steps at research scale,
+"""Time and peak memory of the analysis, statistics, figure, token-view and outcome steps at research scale,
 and the planning time of large configs (issue 12, item 7).
 
 For each size (token rows per model) the script writes synthetic per-token tables with the
@@ -18,8 +18,10 @@ Synthetic data: prompts x 4 samples x ~250 generated tokens per model (rows / 10
 token ids drawn from a Zipf law over a 49,152-entry byte-level vocabulary of word-like pieces
 (a real tokenizer built in memory: the token view decodes with it), entropies from a gamma
 distribution, top-5 lists, and pair tables (base, checkpoint) that score the base's own
-generations with the base's keys and values. Tables are written in record batches, so writing
-10^7 rows per model holds about one batch (2^19 rows) in memory.
+generations with the base's keys and values; every prompt has an `answer` and each generation is
+graded correct with a probability that rises with the checkpoint (0.4 for the base, +0.05 per
+step: what the outcome rules read). Tables are written in record batches, so writing 10^7 rows per
+model holds about one batch (2^19 rows) in memory.
 
 How the workflow is made to take the synthetic files as given: a dry run of the default target
 lists every job with its rule, inputs, outputs and wildcards. Jobs that need a model are not run
@@ -58,6 +60,7 @@ import tempfile
 import threading
 import time
 import zipfile
+import zlib
 from collections import defaultdict
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
@@ -103,6 +106,8 @@ STEP_ORDER = (
     "compare_group",
     "plot_trends",
     "token_view",
+    "outcome_stats",
+    "plot_outcomes",
 )
 SAMPLES = 4  # samples per prompt
 TOKENS_PER_SEQUENCE = 250  # mean generated tokens per sample
@@ -364,6 +369,9 @@ def generation_batch(
         ]
     )
     finish = np.where(counts >= np.quantile(layout.lengths, 0.9), "length", "eos").astype(object)
+    answers = np.array([prompt_answer(int(p)) for p in cols["prompt_index"]], dtype=object)
+    draws = np.random.default_rng([11, zlib.crc32(model.encode()), int(seqs[0])]).random(n_seq)
+    correct = draws < model_accuracy(model)
     return pa.table(
         {
             "model": _repeat_string(model, n_seq),
@@ -378,10 +386,11 @@ def generation_batch(
             "n_tokens": pa.array(counts.astype(np.int32)),
             "inserted_start": pa.nulls(n_seq, pa.int32()),
             "inserted_end": pa.nulls(n_seq, pa.int32()),
-            # outcomes: drawn texts have no answers, no <think> and no \boxed{}
-            "answer": pa.nulls(n_seq, pa.string()),
-            "extracted_answer": pa.nulls(n_seq, pa.string()),
-            "correct": pa.nulls(n_seq, pa.bool_()),
+            # outcomes: every prompt has an answer (prompt_answer); a generation is correct with a
+            # probability that rises with the checkpoint (model_accuracy); no <think>, no \boxed{}
+            "answer": pa.array(answers, pa.string()),
+            "extracted_answer": pa.array(np.where(correct, answers, "0").astype(object), pa.string()),
+            "correct": pa.array(correct),
             **{name: pa.array(np.zeros(n_seq, dtype=bool)) for name in ("opens_think", "closes_think", "has_boxed")},
         },
         schema=GENERATION_SCHEMA,
@@ -524,6 +533,17 @@ def write_checkpoint_folder(folder: Path) -> None:
     (folder / "model.safetensors").write_bytes(b"")
 
 
+def prompt_answer(prompt_index: int) -> str:
+    """The expected answer of the synthetic prompt `prompt_index` (its `answer` field)."""
+    return str(prompt_index % 97 + 1)
+
+
+def model_accuracy(model: str) -> float:
+    """Share of correct synthetic generations: 0.4 for the base, 0.05 more per checkpoint step."""
+    step = int(model[4:]) if model.startswith("step") else 0
+    return min(0.4 + 0.05 * step, 0.9)
+
+
 def write_prompt_set(path: Path, n_prompts: int, seed: int = 0) -> list[str]:
     rng = np.random.default_rng(seed)
     words = "solve the integral of x over interval find area prove that sum series limit each step".split()
@@ -532,7 +552,11 @@ def write_prompt_set(path: Path, n_prompts: int, seed: int = 0) -> list[str]:
     with path.open("w") as handle:
         for prompt_id in ids:
             text = " ".join(rng.choice(words, int(rng.integers(8, 30)))).capitalize() + "?"
-            record = {"id": prompt_id, "messages": [{"role": "user", "content": text}]}
+            record = {
+                "id": prompt_id,
+                "messages": [{"role": "user", "content": text}],
+                "answer": prompt_answer(int(prompt_id[1:])),
+            }
             handle.write(json.dumps(record) + "\n")
     return ids
 
