@@ -24,7 +24,7 @@ except ConfigError as error:
 
 
 rule token_view:
-    """Pages of chosen sequences, tokens coloured by entropy, surprisal or KL; an index of every sequence."""
+    """Pages of chosen sequences, tokens coloured by a per-token metric or KL; an index of every sequence."""
     input:
         tokens="results/tokens/{prompt_set}/{model}/{source}.parquet",
         manifest=get_manifest,
