@@ -74,9 +74,15 @@ class PreallocatedLayer(DynamicLayer):
 
     def _move_left(self, shift: int) -> None:
         """Move the held columns after the first `shift` to the front of the buffers, in chunks no
-        wider than `shift`, so no chunk overlaps its source and no second buffer is needed."""
+        wider than `shift`, so no chunk overlaps its source and no second buffer is needed. Past
+        16 chunks (a sliding-window layer's compaction can move its columns by as little as one;
+        a full-attention layer's never moves fewer than a sixteenth, see cache_margin) the columns
+        go through one copy instead, at most a sliding window's buffer."""
         kept = self.length - self.held_from - shift
         for buffer in (self.key_buffer, self.value_buffer):
+            if kept > 16 * shift:
+                buffer[:, :, :kept] = buffer[:, :, shift : shift + kept].clone()
+                continue
             for start in range(0, kept, shift):
                 end = min(start + shift, kept)
                 buffer[:, :, start:end] = buffer[:, :, start + shift : end + shift]

@@ -251,3 +251,18 @@ def test_a_sliding_layer_holds_its_window_in_a_buffer_that_slides():
     joined = torch.tensor([1])  # a prompt of 7 columns joins row 1, ending right before the current column
     layer.write_rows(joined, *(torch.full((1, 1, 7, 1), 100.0),) * 2)
     assert layer.keys[1, 0, -window:, 0].tolist() == [100.0] * window
+
+
+@pytest.mark.parametrize(("window", "held_from", "shift"), [(4, 5, 6), (20, 10, 11), (20, 10, 4)])
+def test_a_compaction_moves_or_renumbers_a_sliding_layer_s_columns(window, held_from, shift):
+    """Dropping more leading columns than the layer had let go moves the rest to the front (one
+    column in chunks, or through one copy when that would take many chunks); fewer only renumbers."""
+    length = held_from + window + 6
+    columns = torch.arange(held_from, length, dtype=torch.float32)  # the value of a column is its number
+    keys = torch.zeros(2, 1, length - held_from + 8, 1)
+    keys[:, 0, : columns.numel(), 0] = columns
+    layer = PreallocatedLayer(keys, keys.clone(), length=length, window=window, held_from=held_from)
+    layer.drop_leading(shift)
+    assert layer.length == length - shift and layer.held_from == max(held_from, shift) - shift
+    expected = [float(c) for c in range(max(held_from, shift), length)]
+    assert layer.keys[1, 0, :, 0].tolist() == expected and layer.values[0, 0, :, 0].tolist() == expected
