@@ -115,7 +115,13 @@ def test_token_view_pages_carry_each_pair_kl(compare_run):
             assert len(pages) == len(expected), (model, source)
     # base's own generations were scored by every pair (base, other): one KL metric per other model.
     data = page_data(results / "token_view" / "tiny_a" / "base" / "base" / "add-1.html")
-    assert [m["key"] for m in data["metrics"]] == ["entropy", "surprisal", *(f"kl:{m}" for m in models[1:])]
+    assert [m["key"] for m in data["metrics"]] == [
+        "entropy",
+        "surprisal",
+        "varentropy",
+        "margin",
+        *(f"kl:{m}" for m in models[1:]),
+    ]
     pairs = pd.read_parquet(results / "pairs" / "tiny_a" / "base" / "step1" / "base.parquet")
     pairs = pairs[(pairs.prompt_id == "add") & (pairs["sample"] == 1)].sort_values("step")
     kl = next(m for m in data["metrics"] if m["key"] == "kl:step1")
