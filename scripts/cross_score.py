@@ -3,17 +3,13 @@ import sys
 sys.path.insert(0, f"{snakemake.scriptdir}/../src")
 from pathlib import Path
 
-import pandas as pd
+import pyarrow.parquet as pq
 
 from tokenscope.inputs.prompts import load_prompt_set
-from tokenscope.inputs.sequences import generation_table_sequences, reference_sequences
-from tokenscope.io import write_parquet
+from tokenscope.inputs.sequences import generation_file_sequences, reference_sequences, sequence_chunks
 from tokenscope.model.loading import load_model
-from tokenscope.scoring.cross_scoring import score_pair
+from tokenscope.scoring.cross_scoring import PAIR_CHUNK_TOKENS, write_pair
 from tokenscope.workflow.jobs import run_script, runtime_load_options
-
-# The columns of a generations table that make its sequences.
-SEQUENCE_COLUMNS = ["prompt_id", "sample", "prompt_token_ids", "token_ids"]
 
 
 def main(smk):
@@ -21,17 +17,20 @@ def main(smk):
     options = runtime_load_options(smk.params.runtime)
     model_a, tokenizer_a = load_model(Path(smk.input.manifest_a).parent, options)
     model_b, tokenizer_b = load_model(Path(smk.input.manifest_b).parent, options)
-    if smk.wildcards.source == "reference":
+    if smk.wildcards.source == "reference":  # a prompt set's reference answers
         prompts = load_prompt_set(smk.input.tokens, smk.params.insertion)
         sequences = reference_sequences(tokenizer_a, prompts, smk.params.score_span)
-    else:
-        sequences = generation_table_sequences(pd.read_parquet(smk.input.tokens, columns=SEQUENCE_COLUMNS))
-    table = score_pair(
+        n_sequences = len(sequences)
+    else:  # a model's generations, streamed from its table
+        sequences = generation_file_sequences(smk.input.tokens)
+        n_sequences = pq.ParquetFile(smk.input.tokens).metadata.num_rows
+    write_pair(
         model_a,
         tokenizer_a,
         model_b,
         tokenizer_b,
-        sequences,
+        sequence_chunks(sequences, PAIR_CHUNK_TOKENS),
+        smk.output[0],
         model_a_name=smk.wildcards.model_a,
         model_b_name=smk.wildcards.model_b,
         source=smk.wildcards.source,
@@ -39,8 +38,8 @@ def main(smk):
         n_alternatives=smk.params.n_alternatives,
         batch_size=scoring["batch_size"],
         chunk_rows=scoring["chunk_rows"],
+        n_sequences=n_sequences,
     )
-    write_parquet(table, smk.output[0])
 
 
 run_script(snakemake, main)

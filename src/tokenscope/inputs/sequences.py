@@ -7,11 +7,13 @@ cross-scoring and the internals.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
+import pyarrow.parquet as pq
 
 from tokenscope.errors import ConfigError
 from tokenscope.inputs.chat import ScoreSpan, teacher_forced_ids
@@ -73,11 +75,37 @@ def generated_sequences(
     return sequences
 
 
+# The columns of a generations table that make its sequences.
+SEQUENCE_COLUMNS = ["prompt_id", "sample", "prompt_token_ids", "token_ids"]
+
+
 def generation_table_sequences(generations: Any) -> list[ScoredSequence]:
     """The sequences of a generations table (pandas DataFrame), in its row order."""
     return generated_sequences(
         generations["prompt_id"], generations["sample"], generations["prompt_token_ids"], generations["token_ids"]
     )
+
+
+def sequence_chunks(sequences: Iterable[ScoredSequence], max_tokens: int) -> Iterator[list[ScoredSequence]]:
+    """`sequences` in order, in chunks of about `max_tokens` token ids (prompt and generated: what
+    a forward pass reads; a chunk closes at the sequence that reaches it)."""
+    chunk: list[ScoredSequence] = []
+    tokens = 0
+    for sequence in sequences:
+        chunk.append(sequence)
+        tokens += len(sequence.token_ids)
+        if tokens >= max_tokens:
+            yield chunk
+            chunk, tokens = [], 0
+    if chunk:
+        yield chunk
+
+
+def generation_file_sequences(path: str | Path) -> Iterator[ScoredSequence]:
+    """The sequences of a generations parquet file in its row order, reading only SEQUENCE_COLUMNS
+    a record batch at a time (with sequence_chunks, no more than a chunk is held)."""
+    for batch in pq.ParquetFile(path).iter_batches(batch_size=1024, columns=SEQUENCE_COLUMNS):
+        yield from generation_table_sequences(batch.to_pandas())
 
 
 def reference_sequences(

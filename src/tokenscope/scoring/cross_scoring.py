@@ -10,23 +10,32 @@ side-by-side view shows both models' on the same text), from the same chunk of l
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 
 import pyarrow as pa
+import pyarrow.parquet as pq
 import torch
 from torch import Tensor
+from tqdm.auto import tqdm
 
 from tokenscope.errors import ModelError
 from tokenscope.inputs.batching import pad_id_of
 from tokenscope.inputs.sequences import ScoredSequence, require_within_context
+from tokenscope.io import atomic_path
 from tokenscope.model.anatomy import Unembedding, backbone
 from tokenscope.model.loading import max_positions
 from tokenscope.model.tokenizers import require_same_tokenizer, tokenizer_fingerprint
 from tokenscope.model.types import CausalLM, TokenIds, Tokenizer
 from tokenscope.scoring.formulas import PairMetrics, TensorRows, divergence_from_logits, log_normalizer
-from tokenscope.scoring.tables import pair_table
+from tokenscope.scoring.tables import PAIR_ALTERNATIVES_SCHEMA, PAIR_SCHEMA, pair_table
 from tokenscope.scoring.teacher_forcing import ScoringLayout
+
+# Token ids (prompt and generated) per chunk that write_pair scores and writes at once (one row
+# group): about a thousand sequences, enough for length-sorted batches and for the row group to
+# compress as well as a whole table; the chunk's table is tens of MB.
+PAIR_CHUNK_TOKENS = 1 << 18
 
 
 def _vocab_size(model: CausalLM) -> int:
@@ -173,11 +182,100 @@ def score_pair(
 ) -> pa.Table:
     """The pair table of two models on `sequences` (tokens of `source`); refuses different tokenizers,
     and sequences longer than either model's positions. With `n_alternatives` > 0 it has both
-    models' top-k alternatives too (tables.PAIR_ALTERNATIVES_SCHEMA), else PAIR_SCHEMA."""
+    models' top-k alternatives too (tables.PAIR_ALTERNATIVES_SCHEMA), else PAIR_SCHEMA.
+    `write_pair` writes the same rows to a file, a chunk of sequences at a time."""
     require_same_tokenizer(
         {model_a_name: tokenizer_fingerprint(tokenizer_a), model_b_name: tokenizer_fingerprint(tokenizer_b)}
     )
-    for model, name in ((model_a, model_a_name), (model_b, model_b_name)):
+    return _pair_table(
+        model_a,
+        tokenizer_a,
+        model_b,
+        sequences,
+        (model_a_name, model_b_name),
+        source,
+        prompt_set,
+        n_alternatives,
+        batch_size,
+        chunk_rows,
+        show_progress,
+    )
+
+
+def write_pair(
+    model_a: CausalLM,
+    tokenizer_a: Tokenizer,
+    model_b: CausalLM,
+    tokenizer_b: Tokenizer,
+    sequence_chunks: Iterable[Sequence[ScoredSequence]],
+    path: str | Path,
+    *,
+    model_a_name: str,
+    model_b_name: str,
+    source: str,
+    prompt_set: str,
+    n_alternatives: int = 0,
+    batch_size: int = 8,
+    chunk_rows: int = 512,
+    n_sequences: int | None = None,
+    show_progress: bool = True,
+) -> int:
+    """Score chunks of sequences as score_pair does and write the pair table to `path`, one chunk
+    at a time; returns the number of token rows.
+
+    Memory is bounded by a chunk (its sequences, scores and table), not by the token count: a
+    model's generations at research scale (10^7-10^8 tokens) would not fit as one table. Rows come
+    in chunk order, each chunk in its sequences' order, as score_pair's; batches are formed (by
+    length) within a chunk, so floats may differ from one score_pair call in their last bits. The
+    file appears only when every chunk is written (a temporary file beside it, then renamed).
+    `n_sequences` (if known) sizes the progress bar.
+    """
+    names = (model_a_name, model_b_name)
+    require_same_tokenizer(
+        {model_a_name: tokenizer_fingerprint(tokenizer_a), model_b_name: tokenizer_fingerprint(tokenizer_b)}
+    )
+    schema = PAIR_ALTERNATIVES_SCHEMA if n_alternatives > 0 else PAIR_SCHEMA
+    rows = 0
+    progress = tqdm(total=n_sequences, unit="seq", desc="cross-scoring", disable=not show_progress, mininterval=2.0)
+    try:
+        with atomic_path(path) as tmp, pq.ParquetWriter(tmp, schema, compression="zstd") as writer:
+            for chunk in sequence_chunks:
+                table = _pair_table(
+                    model_a,
+                    tokenizer_a,
+                    model_b,
+                    chunk,
+                    names,
+                    source,
+                    prompt_set,
+                    n_alternatives,
+                    batch_size,
+                    chunk_rows,
+                    show_progress=False,
+                )
+                writer.write_table(table)
+                rows += table.num_rows
+                progress.update(len(chunk))
+    finally:
+        progress.close()
+    return rows
+
+
+def _pair_table(
+    model_a: CausalLM,
+    tokenizer_a: Tokenizer,
+    model_b: CausalLM,
+    sequences: Sequence[ScoredSequence],
+    names: tuple[str, str],
+    source: str,
+    prompt_set: str,
+    n_alternatives: int,
+    batch_size: int,
+    chunk_rows: int,
+    show_progress: bool,
+) -> pa.Table:
+    """score_pair's table, the tokenizers already checked."""
+    for model, name in ((model_a, names[0]), (model_b, names[1])):
         require_within_context(sequences, max_positions(model), model=name, source=source)
     metrics, alternatives = pair_scores(
         model_a,
@@ -189,11 +287,11 @@ def score_pair(
         chunk_rows=chunk_rows,
         pad_id=pad_id_of(tokenizer_a),
         show_progress=show_progress,
-        names=(model_a_name, model_b_name),
+        names=names,
     )
     return pair_table(
-        model_a=model_a_name,
-        model_b=model_b_name,
+        model_a=names[0],
+        model_b=names[1],
         source=source,
         prompt_set=prompt_set,
         sequences=sequences,

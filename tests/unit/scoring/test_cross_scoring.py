@@ -9,12 +9,17 @@ import pytest
 import torch
 
 from tokenscope.errors import ModelError, TokenizerMismatchError
-from tokenscope.inputs.sequences import ScoredSequence
+from tokenscope.inputs.sequences import (
+    ScoredSequence,
+    generation_file_sequences,
+    generation_table_sequences,
+    sequence_chunks,
+)
 from tokenscope.model.loading import LoadOptions, load_prepared
 from tokenscope.model.sources import ModelSpec, prepare_model
-from tokenscope.scoring.cross_scoring import pair_divergence, score_pair
+from tokenscope.scoring.cross_scoring import pair_divergence, score_pair, write_pair
 from tokenscope.scoring.formulas import PairMetrics
-from tokenscope.scoring.tables import PAIR_SCHEMA
+from tokenscope.scoring.tables import PAIR_ALTERNATIVES_SCHEMA, PAIR_SCHEMA
 from tokenscope.scoring.teacher_forcing import score_sequences
 
 from helpers.tiny_models import ARCHS, build_tokenizer, save_tiny_checkpoint, tiny_config
@@ -197,6 +202,89 @@ def test_pair_table_rows_and_schema(tiny_loaded, other_seed, tmp_path):
     expected = brute_force(model_a, model_b, sequences, starts)
     np.testing.assert_allclose(frame["kl_a_b"], expected["kl_a_b"], atol=1e-4, rtol=1e-4)
     np.testing.assert_allclose(frame["entropy_b"], expected["entropy_b"], atol=1e-4, rtol=1e-4)
+
+
+def scored_sequences(vocab_size: int, seed: int) -> list[ScoredSequence]:
+    sequences, starts = random_sequences(vocab_size, seed=seed)
+    return [
+        ScoredSequence(f"p{i}", i % 2, np.array(s), st, prompt_length=max(1, st - 1))
+        for i, (s, st) in enumerate(zip(sequences, starts, strict=True))
+    ]
+
+
+PAIR_NAMES = {"model_a_name": "base", "model_b_name": "rl", "source": "base", "prompt_set": "t"}
+
+
+def test_write_pair_streams_the_rows_of_score_pair_chunk_by_chunk(tiny_loaded, other_seed, tmp_path):
+    """Chunks of about 25 tokens (several sequences each, one row group each) give score_pair's
+    table: the same keys and ids in the same order, floats within fp32 noise of other batches."""
+    model_a, tokenizer = tiny_loaded("llama")
+    model_b, tokenizer_b = other_seed("llama")
+    scored = scored_sequences(len(tokenizer), seed=5) + scored_sequences(len(tokenizer), seed=6)
+    options = {**PAIR_NAMES, "n_alternatives": 3, "batch_size": 2, "chunk_rows": 5, "show_progress": False}
+    whole = score_pair(model_a, tokenizer, model_b, tokenizer_b, scored, **options)
+    chunks = list(sequence_chunks(scored, 25))
+    assert len(chunks) > 3 and [s for chunk in chunks for s in chunk] == scored
+    assert all(sum(len(s.token_ids) for s in chunk[:-1]) < 25 for chunk in chunks)
+    path = tmp_path / "pairs.parquet"
+    rows = write_pair(model_a, tokenizer, model_b, tokenizer_b, iter(chunks), path, **options)
+    written = pq.read_table(path)
+    assert rows == written.num_rows == whole.num_rows
+    assert written.schema == PAIR_ALTERNATIVES_SCHEMA and written.schema.metadata == PAIR_ALTERNATIVES_SCHEMA.metadata
+    assert pq.ParquetFile(path).metadata.num_row_groups == sum(
+        1 for chunk in chunks if sum(len(s.token_ids) - s.score_start for s in chunk)
+    )
+    got, expected = written.to_pandas(), whole.to_pandas()
+    exact = ["prompt_id", "sample", "position", "step", "segment", "token_id", "context_token_id", "topk_ids_a"]
+    for column in exact:
+        assert got[column].astype(str).tolist() == expected[column].astype(str).tolist(), column
+    for column in ["logprob_a", "logprob_b", "entropy_a", "entropy_b", "kl_a_b", "kl_b_a"]:
+        np.testing.assert_allclose(got[column], expected[column], atol=1e-5, rtol=1e-5)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["pairs.parquet"]  # no temporary file left
+
+
+def test_write_pair_leaves_no_file_when_interrupted(tiny_loaded, other_seed, tmp_path):
+    model_a, tokenizer = tiny_loaded("llama")
+    model_b, tokenizer_b = other_seed("llama")
+    scored = scored_sequences(len(tokenizer), seed=5)
+
+    def interrupted():
+        yield scored[:3]
+        raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        write_pair(model_a, tokenizer, model_b, tokenizer_b, interrupted(), tmp_path / "pairs.parquet", **PAIR_NAMES)
+    assert list(tmp_path.iterdir()) == []
+    empty = tmp_path / "empty.parquet"  # no sequences: an empty table with the schema
+    assert write_pair(model_a, tokenizer, model_b, tokenizer_b, [], empty, **PAIR_NAMES, show_progress=False) == 0
+    assert pq.read_table(empty).num_rows == 0 and pq.read_schema(empty) == PAIR_SCHEMA
+
+
+def test_generation_file_sequences_read_a_table_in_its_row_order(tiny_loaded, tmp_path):
+    """A generations file read a record batch at a time gives the sequences of the whole table."""
+    from tokenscope.generation.run import run_generation
+
+    from helpers.prompts import make_prompts
+
+    model, tokenizer = tiny_loaded("llama")
+    sampling = {"do_sample": True, "temperature": 1.0, "top_k": 0, "top_p": 1.0, "max_new_tokens": 6}
+    generations, _ = run_generation(
+        model, tokenizer, make_prompts(), model_name="m", prompt_set="t", n_samples=3, sampling=sampling,
+        batch_size=4, show_progress=False,
+    )  # fmt: skip
+    path = tmp_path / "generations.parquet"
+    pq.write_table(generations, path, row_group_size=5)
+    streamed = list(generation_file_sequences(path))
+    whole = generation_table_sequences(generations.to_pandas())
+    assert len(streamed) == len(whole) == generations.num_rows > 5
+    for a, b in zip(streamed, whole, strict=True):
+        assert (a.prompt_id, a.sample, a.score_start, a.prompt_length) == (
+            b.prompt_id,
+            b.sample,
+            b.score_start,
+            b.prompt_length,
+        )
+        assert a.token_ids.tolist() == b.token_ids.tolist()
 
 
 def test_different_tokenizers_are_refused_naming_both(tiny_loaded):
