@@ -8,7 +8,7 @@ import pyarrow.parquet as pq
 from tokenscope.inputs.prompts import load_prompt_set
 from tokenscope.inputs.sequences import generation_file_sequences, reference_sequences, sequence_chunks
 from tokenscope.model.loading import load_model
-from tokenscope.scoring.cross_scoring import PAIR_CHUNK_TOKENS, write_pair
+from tokenscope.scoring.cross_scoring import write_pair
 from tokenscope.workflow.jobs import run_script, runtime_load_options
 
 
@@ -29,7 +29,7 @@ def main(smk):
         tokenizer_a,
         model_b,
         tokenizer_b,
-        sequence_chunks(sequences, PAIR_CHUNK_TOKENS),
+        sequence_chunks(sequences),
         smk.output[0],
         model_a_name=smk.wildcards.model_a,
         model_b_name=smk.wildcards.model_b,

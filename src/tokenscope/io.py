@@ -6,7 +6,7 @@ import hashlib
 import json
 import os
 import tempfile
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -40,6 +40,21 @@ def write_atomic(path: str | Path, writer: Callable[[Path], Any]) -> None:
 
 def write_parquet(table: pa.Table, path: str | Path) -> None:
     write_atomic(path, lambda tmp: pq.write_table(table, tmp, compression="zstd"))
+
+
+def write_parquet_stream(tables: Iterable[pa.Table | pa.RecordBatch], path: str | Path, schema: pa.Schema) -> int:
+    """Write `tables` (each a row group) one after another into one parquet file of `schema`,
+    atomically; returns the rows written. Memory holds one table at a time, never the file's rows:
+    scoring at research scale produces tables too large to build whole."""
+    rows = 0
+    with atomic_path(path) as tmp, pq.ParquetWriter(tmp, schema, compression="zstd") as writer:
+        for table in tables:
+            if isinstance(table, pa.RecordBatch):
+                writer.write_batch(table)
+            else:
+                writer.write_table(table)
+            rows += table.num_rows
+    return rows
 
 
 def write_text(text: str, path: str | Path) -> None:

@@ -86,7 +86,15 @@ def generation_table_sequences(generations: Any) -> list[ScoredSequence]:
     )
 
 
-def sequence_chunks(sequences: Iterable[ScoredSequence], max_tokens: int) -> Iterator[list[ScoredSequence]]:
+# Token ids (prompt and scored) per chunk that a streaming scorer (write_pair, write_teacher_forcing)
+# scores and writes at once (one row group): about a thousand sequences, enough for length-sorted
+# batches and for the row group to compress as well as a whole table; the chunk's table is tens of MB.
+SCORING_CHUNK_TOKENS = 1 << 18
+
+
+def sequence_chunks(
+    sequences: Iterable[ScoredSequence], max_tokens: int = SCORING_CHUNK_TOKENS
+) -> Iterator[list[ScoredSequence]]:
     """`sequences` in order, in chunks of about `max_tokens` token ids (prompt and generated: what
     a forward pass reads; a chunk closes at the sequence that reaches it)."""
     chunk: list[ScoredSequence] = []

@@ -10,12 +10,11 @@ side-by-side view shows both models' on the same text), from the same chunk of l
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 import pyarrow as pa
-import pyarrow.parquet as pq
 import torch
 from torch import Tensor
 from tqdm.auto import tqdm
@@ -23,7 +22,7 @@ from tqdm.auto import tqdm
 from tokenscope.errors import ModelError
 from tokenscope.inputs.batching import pad_id_of
 from tokenscope.inputs.sequences import ScoredSequence, require_within_context
-from tokenscope.io import atomic_path
+from tokenscope.io import write_parquet_stream
 from tokenscope.model.anatomy import Unembedding, backbone
 from tokenscope.model.loading import max_positions
 from tokenscope.model.tokenizers import require_same_tokenizer, tokenizer_fingerprint
@@ -31,11 +30,6 @@ from tokenscope.model.types import CausalLM, TokenIds, Tokenizer
 from tokenscope.scoring.formulas import PairMetrics, TensorRows, divergence_from_logits, log_normalizer
 from tokenscope.scoring.tables import PAIR_ALTERNATIVES_SCHEMA, PAIR_SCHEMA, pair_table
 from tokenscope.scoring.teacher_forcing import ScoringLayout
-
-# Token ids (prompt and generated) per chunk that write_pair scores and writes at once (one row
-# group): about a thousand sequences, enough for length-sorted batches and for the row group to
-# compress as well as a whole table; the chunk's table is tens of MB.
-PAIR_CHUNK_TOKENS = 1 << 18
 
 
 def _vocab_size(model: CausalLM) -> int:
@@ -235,30 +229,29 @@ def write_pair(
         {model_a_name: tokenizer_fingerprint(tokenizer_a), model_b_name: tokenizer_fingerprint(tokenizer_b)}
     )
     schema = PAIR_ALTERNATIVES_SCHEMA if n_alternatives > 0 else PAIR_SCHEMA
-    rows = 0
     progress = tqdm(total=n_sequences, unit="seq", desc="cross-scoring", disable=not show_progress, mininterval=2.0)
+
+    def tables() -> Iterator[pa.Table]:
+        for chunk in sequence_chunks:
+            yield _pair_table(
+                model_a,
+                tokenizer_a,
+                model_b,
+                chunk,
+                names,
+                source,
+                prompt_set,
+                n_alternatives,
+                batch_size,
+                chunk_rows,
+                show_progress=False,
+            )
+            progress.update(len(chunk))
+
     try:
-        with atomic_path(path) as tmp, pq.ParquetWriter(tmp, schema, compression="zstd") as writer:
-            for chunk in sequence_chunks:
-                table = _pair_table(
-                    model_a,
-                    tokenizer_a,
-                    model_b,
-                    chunk,
-                    names,
-                    source,
-                    prompt_set,
-                    n_alternatives,
-                    batch_size,
-                    chunk_rows,
-                    show_progress=False,
-                )
-                writer.write_table(table)
-                rows += table.num_rows
-                progress.update(len(chunk))
+        return write_parquet_stream(tables(), path, schema)
     finally:
         progress.close()
-    return rows
 
 
 def _pair_table(

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -16,14 +17,21 @@ from tokenscope.errors import PromptSetError
 from tokenscope.inputs.batching import length_sorted_batches, pad, pad_id_of
 from tokenscope.inputs.chat import ScoreSpan
 from tokenscope.inputs.prompts import Prompt
-from tokenscope.inputs.sequences import ScoredSequence, reference_sequences, require_within_context
+from tokenscope.inputs.sequences import (
+    SCORING_CHUNK_TOKENS,
+    ScoredSequence,
+    reference_sequences,
+    require_within_context,
+    sequence_chunks,
+)
+from tokenscope.io import write_parquet_stream
 from tokenscope.model.anatomy import Unembedding, backbone
 from tokenscope.model.loading import max_positions
 from tokenscope.model.token_text import VocabularyStrings
 from tokenscope.model.types import CausalLM, TokenIds, Tokenizer
 from tokenscope.scoring.formulas import TokenMetrics, chunked_metrics
 from tokenscope.scoring.options import renamed_top_k
-from tokenscope.scoring.tables import token_table
+from tokenscope.scoring.tables import TOKEN_SCHEMA, token_table
 
 
 @dataclass(frozen=True)
@@ -182,6 +190,15 @@ def score_token_sequences(
     return token_table(sequences, metrics, vocab, model=model_name, source=source, prompt_set=prompt_set)
 
 
+def _scoring_options(scoring: dict[str, Any], caller: str) -> dict[str, Any]:
+    """score_token_sequences' options, the deprecated `top_k` renamed (warned about as `caller`'s)."""
+    if "top_k" in scoring:
+        scoring = dict(scoring)
+        top_k = scoring.pop("top_k")
+        scoring["n_alternatives"] = renamed_top_k(scoring.pop("n_alternatives", None), top_k, caller)
+    return scoring
+
+
 def run_teacher_forcing(
     model: CausalLM,
     tokenizer: Tokenizer,
@@ -197,10 +214,9 @@ def run_teacher_forcing(
     `scoring` are score_token_sequences' options (batch_size, n_alternatives, chunk_rows,
     show_progress). The answer span also holds the template's tokens after the answer text
     (e.g. ChatML's `<|im_end|>` and newline); the `in_answer` column tells them apart.
+    `write_teacher_forcing` writes the same rows to a file, a chunk of sequences at a time.
     """
-    if "top_k" in scoring:  # the deprecated name, warned about as this function's argument
-        top_k = scoring.pop("top_k")
-        scoring["n_alternatives"] = renamed_top_k(scoring.pop("n_alternatives", None), top_k, "run_teacher_forcing")
+    scoring = _scoring_options(scoring, "run_teacher_forcing")
     vocab = VocabularyStrings.from_tokenizer(tokenizer)
     sequences = reference_sequences(tokenizer, prompts, span, vocab=vocab)
     if not sequences:
@@ -215,3 +231,60 @@ def run_teacher_forcing(
         vocab=vocab,
         **scoring,
     )
+
+
+def write_teacher_forcing(
+    model: CausalLM,
+    tokenizer: Tokenizer,
+    prompts: Sequence[Prompt],
+    path: str | Path,
+    *,
+    model_name: str,
+    prompt_set: str,
+    span: ScoreSpan = "answer",
+    chunk_tokens: int = SCORING_CHUNK_TOKENS,
+    show_progress: bool = True,
+    **scoring: Any,
+) -> int:
+    """Score the prompts' reference answers as run_teacher_forcing does and write the per-token
+    table to `path`, about `chunk_tokens` token ids of sequences at a time; returns the token rows.
+
+    Memory is bounded by a chunk (its scores and table), not by the number of answers: a prompt
+    set's answers at research scale (10^7 tokens) would not fit as one table. Rows come in the
+    same order as run_teacher_forcing's; batches are formed (by length) within a chunk, so floats
+    may differ from it in their last bits. Every sequence is checked against the model's positions
+    before any is scored. The file appears only when every chunk is written. Prompts without a
+    reference are skipped: where none has one (a shard of a prompt set that has references
+    elsewhere), the table is empty.
+    """
+    scoring = _scoring_options(scoring, "write_teacher_forcing")
+    vocab = VocabularyStrings.from_tokenizer(tokenizer)
+    sequences = reference_sequences(tokenizer, prompts, span, vocab=vocab)
+    require_within_context(sequences, max_positions(model), model=model_name, source="reference")
+    progress = tqdm(
+        total=sum(s.n_scored for s in sequences),
+        unit="tok",
+        desc="teacher forcing",
+        disable=not show_progress,
+        mininterval=2.0,
+    )
+
+    def tables() -> Iterator[pa.Table]:
+        for chunk in sequence_chunks(sequences, chunk_tokens):
+            yield score_token_sequences(
+                model,
+                tokenizer,
+                chunk,
+                model_name=model_name,
+                source="reference",
+                prompt_set=prompt_set,
+                vocab=vocab,
+                show_progress=False,
+                **scoring,
+            )
+            progress.update(sum(s.n_scored for s in chunk))
+
+    try:
+        return write_parquet_stream(tables(), path, TOKEN_SCHEMA)
+    finally:
+        progress.close()

@@ -18,7 +18,7 @@ Torch-free; pyarrow is imported only by the gather, at job time.
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -152,20 +152,19 @@ def gather_parquet(
     """
     import pyarrow.parquet as pq
 
-    from tokenscope.io import atomic_path
+    from tokenscope.io import write_parquet_stream
 
     files = [str(path) for path in inputs]
     if not files:
         raise ValueError(f"no shard files to gather into {output}")
     schema = pq.read_schema(files[0])
-    rows = 0
-    with atomic_path(output) as tmp:
-        with pq.ParquetWriter(tmp, schema, compression="zstd") as writer:
-            for path in files:
-                source = pq.ParquetFile(path)
-                if not source.schema_arrow.equals(schema, check_metadata=True):
-                    raise ValueError(f"{path}: schema differs from {files[0]}'s; rerun its generate_shard job")
-                for batch in source.iter_batches(batch_size=batch_rows):
-                    writer.write_batch(batch if transform is None else transform(batch))
-                    rows += batch.num_rows
-    return rows
+
+    def batches() -> Iterator[Any]:
+        for path in files:
+            source = pq.ParquetFile(path)
+            if not source.schema_arrow.equals(schema, check_metadata=True):
+                raise ValueError(f"{path}: schema differs from {files[0]}'s; rerun its generate_shard job")
+            for batch in source.iter_batches(batch_size=batch_rows):
+                yield batch if transform is None else transform(batch)
+
+    return write_parquet_stream(batches(), output, schema)

@@ -4,11 +4,18 @@ round-trips to input order."""
 
 from __future__ import annotations
 
+from dataclasses import replace
+
+import numpy as np
+import pyarrow.parquet as pq
 import pytest
 
+from tokenscope.errors import ConfigError
 from tokenscope.inputs.prompts import load_prompt_set
-from tokenscope.inputs.sequences import reference_sequences
-from tokenscope.scoring.teacher_forcing import ScoringLayout, run_teacher_forcing
+from tokenscope.inputs.sequences import reference_sequences, sequence_chunks
+from tokenscope.scoring import teacher_forcing
+from tokenscope.scoring.tables import TOKEN_SCHEMA
+from tokenscope.scoring.teacher_forcing import ScoringLayout, run_teacher_forcing, write_teacher_forcing
 
 from helpers.paths import REPO
 from helpers.prompts import make_prompts
@@ -88,6 +95,64 @@ def test_embedded_teacher_forcing_matches_seed_method(embedded):
     assert_matches_reference(model, tokenizer, frame, sequences)
     answer = "".join(frame[frame["prompt_id"] == "add"].sort_values("step")["token"])
     assert answer.startswith(prompts[0].reference)
+
+
+TEACHER_FORCING = {"model_name": "m", "prompt_set": "t", "batch_size": 2, "chunk_rows": 5, "show_progress": False}
+
+
+def test_write_teacher_forcing_streams_the_rows_of_run_teacher_forcing_chunk_by_chunk(tiny_loaded, tmp_path):
+    """Chunks of about 120 token ids (one to three sequences each, one row group each) give
+    run_teacher_forcing's table: the same keys, ids and strings in the same order, floats within
+    fp32 noise of other batches, the schema and its metadata."""
+    model, tokenizer = tiny_loaded("llama")
+    prompts = make_prompts(9)
+    options = {**TEACHER_FORCING, "span": "all", "n_alternatives": 3}
+    whole = run_teacher_forcing(model, tokenizer, prompts, **options)
+    path = tmp_path / "reference.parquet"
+    rows = write_teacher_forcing(model, tokenizer, prompts, path, chunk_tokens=120, **options)
+    written = pq.read_table(path)
+    assert rows == written.num_rows == whole.num_rows
+    assert written.schema == TOKEN_SCHEMA and written.schema.metadata == TOKEN_SCHEMA.metadata
+    chunks = list(sequence_chunks(reference_sequences(tokenizer, prompts, "all"), 120))
+    assert pq.ParquetFile(path).metadata.num_row_groups == len(chunks) > 3
+    got, expected = written.to_pandas(), whole.to_pandas()
+    floats = ["entropy", "logprob", "prob", "varentropy", "margin", "topk_probs"]
+    for column in set(got.columns) - set(floats):
+        assert got[column].astype(str).tolist() == expected[column].astype(str).tolist(), column
+    for column in floats[:-1]:
+        np.testing.assert_allclose(got[column], expected[column], atol=1e-5, rtol=1e-5)
+    np.testing.assert_allclose(np.stack(got["topk_probs"]), np.stack(expected["topk_probs"]), atol=1e-5)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["reference.parquet"]  # no temporary file left
+    # prompts without a reference (a shard of a set that has them elsewhere): an empty table
+    empty = tmp_path / "empty.parquet"
+    unanswered = [replace(prompt, reference=None) for prompt in prompts]
+    assert write_teacher_forcing(model, tokenizer, unanswered, empty, **options) == 0
+    assert pq.read_table(empty).num_rows == 0 and pq.read_schema(empty) == TOKEN_SCHEMA
+
+
+def test_write_teacher_forcing_leaves_no_file_when_interrupted_or_refused(tiny_loaded, tmp_path, monkeypatch):
+    model, tokenizer = tiny_loaded("llama")
+    prompts = make_prompts(9)
+    score = teacher_forcing.score_token_sequences
+    calls = []
+
+    def interrupted_after_one_chunk(*args, **kwargs):
+        calls.append(len(args[2]))
+        if len(calls) > 1:
+            raise KeyboardInterrupt
+        return score(*args, **kwargs)
+
+    monkeypatch.setattr(teacher_forcing, "score_token_sequences", interrupted_after_one_chunk)
+    path = tmp_path / "reference.parquet"
+    with pytest.raises(KeyboardInterrupt):
+        write_teacher_forcing(model, tokenizer, prompts, path, chunk_tokens=120, **TEACHER_FORCING)
+    assert len(calls) == 2 and list(tmp_path.iterdir()) == []
+    # a sequence beyond the model's positions is refused before any chunk is scored
+    calls.clear()
+    monkeypatch.setattr(model.config, "max_position_embeddings", 30)
+    with pytest.raises(ConfigError, match="prompt 'p0' with its reference answer"):
+        write_teacher_forcing(model, tokenizer, prompts, path, chunk_tokens=120, **TEACHER_FORCING)
+    assert calls == [] and list(tmp_path.iterdir()) == []
 
 
 def test_layout_input_order_round_trips():
