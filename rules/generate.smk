@@ -81,16 +81,18 @@ rule gather_tokens:
 
 
 rule teacher_force:
-    """Score the prompt set's reference answers (teacher forcing)."""
+    """Score the reference answers of one shard of a prompt set (teacher forcing; the generation
+    shards' prompts), a chunk of answers at a time."""
     input:
         manifest=get_manifest,
-        prompts=get_prompt_file,
+        # ancient: as for generate_shard, params.shard holds the shard's own prompts' sha256.
+        prompts=ancient(get_prompt_file),
     output:
-        tokens="results/tokens/{prompt_set}/{model}/reference.parquet",
+        tokens="results/shards/{prompt_set}/{model}/{shard}/reference.parquet",
     log:
-        "logs/teacher_force/{prompt_set}/{model}.log",
+        "logs/teacher_force/{prompt_set}/{model}/{shard}.log",
     benchmark:
-        "results/benchmarks/teacher_force/{prompt_set}/{model}.tsv"
+        "results/benchmarks/teacher_force/{prompt_set}/{model}/{shard}.tsv"
     conda:
         "../envs/tokenscope.yaml"
     threads: config["runtime"]["threads"]
@@ -102,6 +104,7 @@ rule teacher_force:
     # What changes the table; scoring.batch_size and chunk_rows (speed, memory) the script reads
     # from the config.
     params:
+        shard=get_shard,
         insertion=get_prompt_insertion,
         score_span=config["scoring"]["score_span"],
         n_alternatives=config["scoring"]["n_alternatives"],
@@ -109,3 +112,23 @@ rule teacher_force:
         runtime=plan.load_options,
     script:
         "../scripts/teacher_force.py"
+
+
+rule gather_reference:
+    """A model's teacher-forced table of a prompt set's reference answers: its shards' rows,
+    streamed in shard order into one file (one record batch in memory at a time)."""
+    input:
+        tokens=get_reference_shards,
+    output:
+        tokens="results/tokens/{prompt_set}/{model}/reference.parquet",
+    log:
+        "logs/gather_reference/{prompt_set}/{model}.log",
+    conda:
+        "../envs/tokenscope.yaml"
+    threads: 1
+    resources:
+        cpus_per_task=1,
+        mem_mb=1000,
+        runtime=scaled_runtime(5, 2),
+    script:
+        "../scripts/gather_shards.py"

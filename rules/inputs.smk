@@ -113,6 +113,11 @@ def get_token_shards(wildcards):
     return shards.files(wildcards.prompt_set, wildcards.model, "tokens")
 
 
+def get_reference_shards(wildcards):
+    """The teacher-forced tables of every shard of (prompt_set, model), in shard order."""
+    return shards.files(wildcards.prompt_set, wildcards.model, "reference")
+
+
 def get_answer_params(wildcards):
     """What grading a prompt set's generations depends on: its extraction pattern (answers.patterns)
     and, where it has answers, their digest and answers.tolerance."""
