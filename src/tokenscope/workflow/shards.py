@@ -163,7 +163,9 @@ def gather_parquet(
         for path in files:
             source = pq.ParquetFile(path)
             if not source.schema_arrow.equals(schema, check_metadata=True):
-                raise ValueError(f"{path}: schema differs from {files[0]}'s; rerun its generate_shard job")
+                raise ValueError(
+                    f"{path}: schema differs from {files[0]}'s; rerun the shard job that wrote it (delete the file)"
+                )
             for batch in source.iter_batches(batch_size=batch_rows):
                 yield batch if transform is None else transform(batch)
 
