@@ -613,7 +613,7 @@ def prepare_scratch(workdir: Path, rows: int, n_models: int) -> Scratch:
         if output.startswith("results/models/") and output.endswith("manifest.json"):
             write_manifest(path, w.get("model", path.parent.name), tokenizer_dir, fingerprint)
         elif output.startswith("results/tokens/"):
-            source = w.get("source", w["model"] if job.rule != "teacher_force" else "reference")
+            source = w.get("source", w["model"] if job.rule != "gather_reference" else "reference")
             if source != w["model"]:
                 raise RuntimeError(f"{output}: the scale benchmark writes generated tokens only")
             token_files[(w["model"], "tokens")].append(path)
