@@ -99,7 +99,9 @@ rule teacher_force:
     resources:
         cpus_per_task=config["runtime"]["threads"],
         mem_mb=model_mem_mb(config["runtime"]["mem_mb"]),
-        runtime=model_runtime(config["runtime"]["runtime_min"]),
+        # a shard's work is bounded by generation.shard_size, as generate_shard's: not scaled by the
+        # whole prompt file's size (model_runtime)
+        runtime=config["runtime"]["runtime_min"],
         gpu=plan.gpu,
     # What changes the table; scoring.batch_size and chunk_rows (speed, memory) the script reads
     # from the config.

@@ -8,8 +8,9 @@ from tokenscope.workflow.shards import gather_parquet
 
 
 def main(smk):
-    """Rule gather_tokens: the shards' token tables as they are; rule gather_generation: the shards'
-    generations, graded against the prompt file's answers with the set's options."""
+    """Rules gather_tokens and gather_reference: the shards' per-token tables as they are; rule
+    gather_generation: the shards' generations, graded against the prompt file's answers with the
+    set's options."""
     if "tokens" in smk.output.keys():
         gather_parquet(smk.input.tokens, smk.output.tokens)
     if "generations" in smk.output.keys():

@@ -141,6 +141,13 @@ def test_an_answer_pattern_regrades_without_generating(finished_run):
     gathers = {(w["prompt_set"], w["model"]) for rule, w in jobs if rule == "gather_generation"}
     assert gathers == {("tiny_a", "llama"), ("tiny_a", "gpt2")}
     rules = {rule for rule, _ in jobs}
-    assert not rules & {"generate_shard", "gather_tokens", "analyze_tokens", "teacher_force", "plot_entropy_hist"}
+    assert not rules & {
+        "generate_shard",
+        "gather_tokens",
+        "analyze_tokens",
+        "teacher_force",
+        "gather_reference",
+        "plot_entropy_hist",
+    }
     assert {w["prompt_set"] for _, w in jobs if "prompt_set" in w} == {"tiny_a"}
     assert jobs_after(finished_run, setting("answers", "tolerance", value=0.1)) == []

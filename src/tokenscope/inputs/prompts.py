@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 import math
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Literal
@@ -144,6 +144,11 @@ def prompt_lines(path: str | Path) -> Iterator[tuple[int, bytes, str]]:
             ) from None
         if line.strip():
             yield line_number, raw_line, line
+
+
+def has_references(prompts: Iterable[Prompt]) -> bool:
+    """Whether any of `prompts` has a reference answer (for teacher forcing)."""
+    return any(prompt.reference is not None for prompt in prompts)
 
 
 def load_prompt_set(path: str | Path, insertion: dict[str, Any] | Insertion | None = None) -> list[Prompt]:

@@ -233,6 +233,11 @@ def run_teacher_forcing(
     )
 
 
+def write_empty_reference_table(path: str | Path) -> None:
+    """write_teacher_forcing's table for prompts none of which has a reference: no rows, its schema."""
+    write_parquet_stream([], path, TOKEN_SCHEMA)
+
+
 def write_teacher_forcing(
     model: CausalLM,
     tokenizer: Tokenizer,

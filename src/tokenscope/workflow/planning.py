@@ -17,7 +17,7 @@ from typing import Any, NamedTuple
 
 from tokenscope.errors import ConfigError
 from tokenscope.finetune.config import FinetuneConfig, checkpoint_name
-from tokenscope.inputs.prompts import load_prompt_set, resolve_prompt_sets
+from tokenscope.inputs.prompts import has_references, load_prompt_set, resolve_prompt_sets
 from tokenscope.model.sources import ModelSpec, model_input_files
 from tokenscope.outcomes.answers import answer_params, answers_sha256, check_answers_config
 from tokenscope.outcomes.options import pass_at_k_values
@@ -107,7 +107,7 @@ def load_prompt_sets(entries: Mapping[str, Any]) -> dict[str, PromptSetFacts]:
         facts[name] = PromptSetFacts(
             path,
             insertion,
-            any(p.reference is not None for p in prompts),
+            has_references(prompts),
             answers_sha256({p.id: p.answer for p in prompts}),
         )
     return facts

@@ -1,11 +1,13 @@
-"""Generation in shards: a prompt set split into contiguous runs of prompts, one generate job each.
+"""Generation and teacher forcing in shards: a prompt set split into contiguous runs of prompts,
+one generate_shard job and one teacher_force job each.
 
 Shard i of a prompt set holds its prompts [i x shard_size, (i + 1) x shard_size) in file order
 (`generation.shard_size`; every sample of a prompt is in its prompt's shard) and is named by its
 index, five digits (`00000`): names never contain prompt ids, so no prompt id can clash with a
-shard's path. Rule generate_shard writes results/shards/{prompt_set}/{model}/{shard}/ and
-rules gather_generation and gather_tokens stream a set's shards into the per-set tables every other
-rule reads (the generations table graded on the way, see tokenscope.outcomes.answers).
+shard's path. Rules generate_shard and teacher_force write results/shards/{prompt_set}/{model}/{shard}/
+(TABLES) and rules gather_generation, gather_tokens and gather_reference stream a set's shards into
+the per-set tables every other rule reads (the generations table graded on the way, see
+tokenscope.outcomes.answers).
 
 A shard's params carry its prompt range and the sha256 of its raw prompt lines, and its rule reads
 the prompt file as `ancient`, so a shard reruns when its own prompts change (Snakemake's params
@@ -29,7 +31,11 @@ from tokenscope.inputs.prompts import prompt_lines
 SHARD_DIGITS = 5
 SHARD_PATTERN = f"[0-9]{{{SHARD_DIGITS}}}"  # the `shard` wildcard: 00000 ... 99999
 MAX_SHARDS = 10**SHARD_DIGITS
-TABLES = ("generations", "tokens")
+TABLES = (
+    "generations",
+    "tokens",
+    "reference",
+)  # a shard's tables: its own generations, their tokens, its reference answers
 # Generation options that cannot change a shard's results: not in its params (docs/config.md).
 NOT_RESULTS = ("prompt_sets", "batch_size", "shard_size")
 
@@ -48,7 +54,8 @@ class Shard:
         return shard_name(self.index)
 
     def params(self) -> dict[str, Any]:
-        """What a generate_shard job's params carry of its shard: everything that changes its results."""
+        """What a shard job's params (generate_shard, teacher_force) carry of its shard: everything
+        of the shard that changes its results."""
         return {"start": self.start, "stop": self.stop, "sha256": self.sha256}
 
 
@@ -57,7 +64,7 @@ def shard_name(index: int) -> str:
 
 
 def shard_file(prompt_set: str, model: str, shard: str, table: str) -> str:
-    """A shard's `generations` or `tokens` table."""
+    """A shard's `generations`, `tokens` or `reference` table (TABLES)."""
     return f"results/shards/{prompt_set}/{model}/{shard}/{table}.parquet"
 
 

@@ -127,7 +127,8 @@ def test_write_teacher_forcing_streams_the_rows_of_run_teacher_forcing_chunk_by_
     empty = tmp_path / "empty.parquet"
     unanswered = [replace(prompt, reference=None) for prompt in prompts]
     assert write_teacher_forcing(model, tokenizer, unanswered, empty, **options) == 0
-    assert pq.read_table(empty).num_rows == 0 and pq.read_schema(empty) == TOKEN_SCHEMA
+    schema = pq.read_schema(empty)  # == ignores metadata (and the list fields' names parquet renames)
+    assert pq.read_table(empty).num_rows == 0 and schema == TOKEN_SCHEMA and schema.metadata == TOKEN_SCHEMA.metadata
 
 
 def test_write_teacher_forcing_leaves_no_file_when_interrupted_or_refused(tiny_loaded, tmp_path, monkeypatch):
@@ -171,3 +172,48 @@ def test_layout_input_order_round_trips():
     ]
     with pytest.raises(ValueError, match="score_starts"):
         ScoringLayout.build(sequences, [0, 1, 1, 1, 1, 1], batch_size=2)
+
+
+def test_rule_script_writes_a_shard_without_references_without_loading_a_model(tmp_path):
+    """scripts/teacher_force.py on a shard whose prompts have no reference: the empty table with its
+    schema, and no model loaded (the manifest it names does not exist, so loading would fail)."""
+    import json
+    import logging
+    import runpy
+    from types import SimpleNamespace
+
+    from tokenscope.workflow.shards import file_shards
+
+    from helpers.paths import REPO
+
+    prompts = tmp_path / "prompts.jsonl"
+    records = [{"id": p.id, "messages": list(p.messages)} for p in make_prompts(3)]
+    records[2]["reference"] = "answered outside the shard"
+    prompts.write_text("".join(json.dumps(r) + "\n" for r in records))
+    shard = file_shards(prompts, shard_size=2)[0]
+    out = tmp_path / "reference.parquet"
+    job = SimpleNamespace(
+        scriptdir=str(REPO / "scripts"),
+        rule="teacher_force",
+        log=[],
+        threads=1,
+        input=SimpleNamespace(manifest=str(tmp_path / "missing" / "manifest.json"), prompts=str(prompts)),
+        output=SimpleNamespace(tokens=str(out)),
+        wildcards=SimpleNamespace(model="m", prompt_set="t", shard=shard.name),
+        params=SimpleNamespace(
+            shard=shard.params(),
+            insertion=None,
+            runtime={"device": "cpu", "dtype": "float32", "device_map": None},
+            score_span="answer",
+            n_alternatives=3,
+        ),
+        config={"scoring": {"batch_size": 2, "chunk_rows": 8}},
+    )
+    handlers = logging.getLogger().handlers[:]
+    try:
+        runpy.run_path(str(REPO / "scripts" / "teacher_force.py"), init_globals={"snakemake": job})
+    finally:
+        logging.getLogger().handlers[:] = handlers
+    table = pq.read_table(out)
+    assert (shard.start, shard.stop) == (0, 2)
+    assert table.num_rows == 0 and table.schema == TOKEN_SCHEMA and table.schema.metadata == TOKEN_SCHEMA.metadata
