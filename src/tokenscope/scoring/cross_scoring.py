@@ -158,6 +158,11 @@ def _pair_scores(
     return metrics, PairAlternatives.cat(alternatives).take(order)
 
 
+def _require_pair_tokenizer(names: tuple[str, str], tokenizer_a: Tokenizer, tokenizer_b: Tokenizer) -> None:
+    """Refuse a pair of models whose tokenizers differ (TokenizerMismatchError naming both)."""
+    require_same_tokenizer({names[0]: tokenizer_fingerprint(tokenizer_a), names[1]: tokenizer_fingerprint(tokenizer_b)})
+
+
 def score_pair(
     model_a: CausalLM,
     tokenizer_a: Tokenizer,
@@ -178,9 +183,7 @@ def score_pair(
     and sequences longer than either model's positions. With `n_alternatives` > 0 it has both
     models' top-k alternatives too (tables.PAIR_ALTERNATIVES_SCHEMA), else PAIR_SCHEMA.
     `write_pair` writes the same rows to a file, a chunk of sequences at a time."""
-    require_same_tokenizer(
-        {model_a_name: tokenizer_fingerprint(tokenizer_a), model_b_name: tokenizer_fingerprint(tokenizer_b)}
-    )
+    _require_pair_tokenizer((model_a_name, model_b_name), tokenizer_a, tokenizer_b)
     return _pair_table(
         model_a,
         tokenizer_a,
@@ -225,9 +228,7 @@ def write_pair(
     `n_sequences` (if known) sizes the progress bar.
     """
     names = (model_a_name, model_b_name)
-    require_same_tokenizer(
-        {model_a_name: tokenizer_fingerprint(tokenizer_a), model_b_name: tokenizer_fingerprint(tokenizer_b)}
-    )
+    _require_pair_tokenizer(names, tokenizer_a, tokenizer_b)
     schema = PAIR_ALTERNATIVES_SCHEMA if n_alternatives > 0 else PAIR_SCHEMA
     progress = tqdm(total=n_sequences, unit="seq", desc="cross-scoring", disable=not show_progress, mininterval=2.0)
 
