@@ -342,7 +342,7 @@ class _Breakdown:
             for builder in ("create_causal_mask", "create_sliding_window_causal_mask"):
                 patch(modeling, builder, "mask", decode_only=True)
             patch(Unembedding, "forward", "unembedding")
-            for sampler in ("sample_with_entropy", "sample_tokens"):
+            for sampler in ("sample_with_metrics", "sample_tokens"):
                 patch(decode, sampler, "sampling")
             patch(decode, "metrics_from_logits", "metrics")
             patch(decode._Decoder, "step", "step")

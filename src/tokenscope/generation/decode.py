@@ -29,12 +29,13 @@ from tokenscope.generation.kv_cache import (
     model_label,
     preallocated_layers,
 )
-from tokenscope.generation.sampling import SamplingParams, sample_with_entropy
+from tokenscope.generation.sampling import SamplingParams, sample_with_metrics
 from tokenscope.inputs.batching import pad, pad_id_of, padding_bounded_groups
 from tokenscope.model.anatomy import Unembedding, backbone
 from tokenscope.model.loading import max_positions
 from tokenscope.model.types import CausalLM, Tokenizer
-from tokenscope.scoring.formulas import TokenMetrics, metrics_from_logits
+from tokenscope.scoring.catalogue import GENERATED_FIELDS
+from tokenscope.scoring.formulas import metrics_from_logits
 from tokenscope.scoring.options import renamed_top_k
 
 log = logging.getLogger(__name__)
@@ -127,20 +128,21 @@ def output_cache(out: Any) -> Any:
 
 @dataclass
 class Generation:
-    """One generated sequence and the metrics of each of its tokens (numpy, on the CPU; see
-    scoring.formulas.TokenMetrics)."""
+    """One generated sequence and the metrics of each of its tokens (numpy, on the CPU): `metrics`
+    holds the catalogue's recorded fields (scoring.catalogue.GENERATED_FIELDS), also readable as
+    attributes (`generation.entropy`)."""
 
     request: GenerationRequest
     token_ids: np.ndarray  # [n] int64, eos included when generated
     finish_reason: str  # "eos" or "length"
-    entropy: np.ndarray
-    logprob: np.ndarray
-    rank: np.ndarray
-    topk_ids: np.ndarray  # [n, k]
-    topk_logprobs: np.ndarray  # [n, k]
-    varentropy: np.ndarray
-    margin: np.ndarray
-    sampling_entropy: np.ndarray  # of the distribution sampled from (after temperature, top-k, top-p)
+    metrics: dict[str, np.ndarray]  # field -> [n] or [n, k]
+
+    def __getattr__(self, name: str) -> np.ndarray:
+        # Only reached for names that are not attributes; __dict__ may lack metrics while unpickling.
+        try:
+            return self.__dict__["metrics"][name]
+        except KeyError:
+            raise AttributeError(f"{type(self).__name__} has no attribute or metric {name!r}") from None
 
 
 def eos_token_ids(model: CausalLM, tokenizer: Tokenizer) -> list[int]:
@@ -171,26 +173,23 @@ class _Results:
 
     def __init__(self, slots: int, steps: int, k: int) -> None:
         self.tokens = np.zeros((slots, steps), dtype=np.int64)
-        self.entropy = np.zeros((slots, steps), dtype=np.float32)
-        self.logprob = np.zeros((slots, steps), dtype=np.float32)
-        self.rank = np.zeros((slots, steps), dtype=np.int32)
-        self.topk_ids = np.zeros((slots, steps, k), dtype=np.int32)
-        self.topk_logprobs = np.zeros((slots, steps, k), dtype=np.float32)
-        self.varentropy = np.zeros((slots, steps), dtype=np.float32)
-        self.margin = np.zeros((slots, steps), dtype=np.float32)
-        self.sampling_entropy = np.zeros((slots, steps), dtype=np.float32)
+        self.metrics = {
+            f.name: np.zeros((slots, steps, k) if f.per_alternative else (slots, steps), f.value_type.to_pandas_dtype())
+            for f in GENERATED_FIELDS
+        }
 
     def write(self, slots: np.ndarray, steps: np.ndarray, packed: np.ndarray, k: int) -> np.ndarray:
-        """Store one step of `slots` (packed by `_Decoder.step`); returns which rows chose an end token."""
+        """Store one step of `slots` (packed by `_Decoder.step`: the token, then each recorded
+        field, one column or k); returns which rows chose an end token."""
         self.tokens[slots, steps] = packed[:, 0]
-        self.entropy[slots, steps] = packed[:, 1]
-        self.logprob[slots, steps] = packed[:, 2]
-        self.rank[slots, steps] = packed[:, 3]
-        self.varentropy[slots, steps] = packed[:, 4]
-        self.margin[slots, steps] = packed[:, 5]
-        self.sampling_entropy[slots, steps] = packed[:, 6]
-        self.topk_ids[slots, steps] = packed[:, 7 : 7 + k]
-        self.topk_logprobs[slots, steps] = packed[:, 7 + k : 7 + 2 * k]
+        column = 1
+        for buffer in self.metrics.values():
+            if buffer.ndim == 3:
+                buffer[slots, steps] = packed[:, column : column + k]
+                column += k
+            else:
+                buffer[slots, steps] = packed[:, column]
+                column += 1
         return packed[:, -1] != 0
 
     def generation(self, request: GenerationRequest, slot: int, length: int, eos: bool) -> Generation:
@@ -198,14 +197,7 @@ class _Results:
             request,
             self.tokens[slot, :length].copy(),
             "eos" if eos else "length",
-            self.entropy[slot, :length].copy(),
-            self.logprob[slot, :length].copy(),
-            self.rank[slot, :length].copy(),
-            self.topk_ids[slot, :length].copy(),
-            self.topk_logprobs[slot, :length].copy(),
-            self.varentropy[slot, :length].copy(),
-            self.margin[slot, :length].copy(),
-            self.sampling_entropy[slot, :length].copy(),
+            {name: buffer[slot, :length].copy() for name, buffer in self.metrics.items()},
         )
 
 
@@ -264,26 +256,20 @@ class _Decoder:
 
     def step(self, hidden: Tensor, seeds: Tensor, row_step: Tensor) -> tuple[Tensor, np.ndarray]:
         """Sample the next token of each row; returns (tokens on the device, the step's results on
-        the host: token, entropy, logprob, rank, varentropy, margin, sampling entropy, top-k ids,
-        top-k logprobs, chose an end token).
+        the host: token, each recorded field of GENERATED_FIELDS (k columns for the alternatives),
+        chose an end token).
 
         The results come over in one float64 array (exact for float32 values and for ids and
         ranks below 2^53): the one wait for the device per step.
         """
         logits = self.unembed(hidden)
-        chosen, sampling_entropy = sample_with_entropy(logits, self.params, seeds, row_step)
-        m: TokenMetrics = metrics_from_logits(logits, chosen, self.k)
+        chosen, sampled = sample_with_metrics(logits, self.params, seeds, row_step)
+        metrics = replace(metrics_from_logits(logits, chosen, self.k), **sampled)
+        recorded = [getattr(metrics, f.name).double() for f in GENERATED_FIELDS]
         packed = torch.cat(
             [
                 chosen.double().unsqueeze(1),
-                m.entropy.double().unsqueeze(1),
-                m.logprob.double().unsqueeze(1),
-                m.rank.double().unsqueeze(1),
-                m.varentropy.double().unsqueeze(1),
-                m.margin.double().unsqueeze(1),
-                sampling_entropy.double().unsqueeze(1),
-                m.topk_ids.double(),
-                m.topk_logprobs.double(),
+                *(values if values.dim() == 2 else values.unsqueeze(1) for values in recorded),
                 torch.isin(chosen, self.eos).double().unsqueeze(1),
             ],
             dim=1,

@@ -27,6 +27,7 @@ from tokenscope.io import atomic_path
 from tokenscope.model.loading import max_positions
 from tokenscope.model.token_text import VocabularyStrings
 from tokenscope.model.types import CausalLM, Tokenizer
+from tokenscope.scoring.catalogue import GENERATED_FIELDS
 from tokenscope.scoring.formulas import TokenMetrics
 from tokenscope.scoring.options import renamed_top_k
 from tokenscope.scoring.tables import GENERATION_SCHEMA, TOKEN_SCHEMA, generation_table, token_table
@@ -70,19 +71,6 @@ def _prepared_requests(
     return requests, params
 
 
-# The TokenMetrics fields a Generation carries, one value (or k) per generated token.
-GENERATED_METRICS = (
-    "entropy",
-    "logprob",
-    "rank",
-    "topk_ids",
-    "topk_logprobs",
-    "varentropy",
-    "margin",
-    "sampling_entropy",
-)
-
-
 def generation_tables(
     generations: Sequence[Generation],
     tokenizer: Tokenizer,
@@ -112,8 +100,8 @@ def generation_tables(
     )
     metrics = TokenMetrics(
         **{
-            field: torch.from_numpy(np.concatenate([getattr(g, field) for g in generations]))
-            for field in GENERATED_METRICS
+            field.name: torch.from_numpy(np.concatenate([g.metrics[field.name] for g in generations]))
+            for field in GENERATED_FIELDS
         }
     )
     return gen_table, token_table(sequences, metrics, vocab, model=model_name, source=model_name, prompt_set=prompt_set)

@@ -182,6 +182,15 @@ def sample_with_entropy(
     return chosen, entropy
 
 
+def sample_with_metrics(
+    logits: Tensor, params: SamplingParams, seeds: Tensor, step: int | Tensor
+) -> tuple[Tensor, dict[str, Tensor]]:
+    """(next tokens [B], the sampler's own per-token metrics by TokenMetrics field name): the
+    metrics of the distribution each token was drawn from, which only the sampler sees."""
+    chosen, entropy = sample_with_entropy(logits, params, seeds, step)
+    return chosen, {"sampling_entropy": entropy}
+
+
 def sampled_support(logits: Tensor, params: SamplingParams) -> Tensor:
     """Boolean [B, V]: the tokens `sample_tokens` can draw from fp32 raw logits [B, V] (with
     sampling: those temperature, top-k and top-p leave, the ones transformers' warpers leave finite;

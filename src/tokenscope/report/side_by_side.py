@@ -38,6 +38,7 @@ from tokenscope.report import pages as shared
 from tokenscope.report.pages import PAGE_KEYS, relative_dir, render_sequence_page, sequence_page_template, sequences
 from tokenscope.report.selection import choose_sequences, summaries_by_sequence
 from tokenscope.report.token_view import Alternatives, _chosen_rows, _rounded, _scale_max
+from tokenscope.scoring.catalogue import page_metrics
 
 # The pair table's columns a page shows; the alternatives' where the table has them.
 PAGE_COLUMNS = [
@@ -57,7 +58,8 @@ PAGE_COLUMNS = [
 ALTERNATIVE_COLUMNS = ["topk_ids_a", "topk_probs_a", "topk_ids_b", "topk_probs_b"]
 # Generations table columns shown beside the text where present (the answer facts of issue 15).
 GENERATION_FACTS = ["finish_reason", "n_tokens", "extracted_answer", "correct"]
-METRIC_KEYS = ("logprob_diff", "kl_a_b", "kl_b_a")
+METRIC_KEYS = tuple(scale.key for _, scale in page_metrics("pair"))
+DIVERGING_KEYS = {scale.key for _, scale in page_metrics("pair") if scale.diverging}
 
 
 @dataclass(frozen=True)
@@ -78,19 +80,8 @@ def metric_labels(context: PairContext) -> dict[str, tuple[str, str]]:
     """Metric key -> (label, description) as a page shows them."""
     a, b = context.model_a, context.model_b
     return {
-        "logprob_diff": (
-            f"log p({b}) − log p({a})",
-            f"log-probability of the token under {b} minus under {a} (nats): blue where {b} gives it more "
-            f"probability, red where less",
-        ),
-        "kl_a_b": (
-            f"KL({a} ‖ {b})",
-            f"KL divergence (nats) from {a}'s next-token distribution to {b}'s, full vocabulary",
-        ),
-        "kl_b_a": (
-            f"KL({b} ‖ {a})",
-            f"KL divergence (nats) from {b}'s next-token distribution to {a}'s, full vocabulary",
-        ),
+        scale.key: (scale.label.format(a=a, b=b), scale.description.format(a=a, b=b))
+        for _, scale in page_metrics("pair")
     }
 
 
@@ -157,7 +148,7 @@ def page_data(
                 "key": key,
                 "label": labels[key][0],
                 "description": labels[key][1],
-                "diverging": key == "logprob_diff",
+                "diverging": key in DIVERGING_KEYS,
                 "scale_max": scales[key],
                 "values": _rounded(rows[key].to_numpy()),
             }

@@ -36,13 +36,14 @@ from tokenscope.report.pages import page_file_name as page_file_name  # re-expor
 from tokenscope.report.pages import relative_dir, render_sequence_page, sequence_page_template, sequences, write_pages
 from tokenscope.report.pages import render_index as render_index_page
 from tokenscope.report.selection import choose_sequences, sequence_summaries
+from tokenscope.scoring.catalogue import PageScale, page_expression, page_metrics
 
 TOKEN_KEYS = ["prompt_id", "sample", "position"]
 # Colours saturate at this quantile of a metric over the whole token file, so that one extreme
 # token does not wash out the rest and pages of one file share a scale.
 SCALE_QUANTILE = 0.99
 # The metrics of the token table a page can be coloured by (token_metrics): key -> SQL expression
-TOKEN_METRICS = {"entropy": "entropy", "surprisal": "-logprob", "varentropy": "varentropy", "margin": "margin"}
+TOKEN_METRICS = {scale.key: page_expression(metric, scale) for metric, scale in page_metrics("generated")}
 # The per-token columns a page shows
 PAGE_COLUMNS = [
     "prompt_id",
@@ -103,31 +104,22 @@ class PairScores:
         return self.pairs.set_index(TOKEN_KEYS)[column]
 
 
+def _page_values(values: np.ndarray, scale: PageScale) -> np.ndarray:
+    return -values if scale.negate else values
+
+
 def token_metrics(tokens: pd.DataFrame, model: str, pair_scores: Sequence[PairScores]) -> list[PageMetric]:
     """The metrics of a token file: entropy, surprisal, varentropy, margin, and KL(model ‖ other)
     per pair table (TOKEN_METRICS: their keys, as build_token_view computes their scales)."""
     metrics = [
         PageMetric(
-            "entropy",
-            "entropy",
-            "entropy (nats) of the next-token distribution, full vocabulary, raw logits",
-            tokens["entropy"].to_numpy(np.float64),
-        ),
-        PageMetric("surprisal", "surprisal", "−log p of the token (nats)", -tokens["logprob"].to_numpy(np.float64)),
-        PageMetric(
-            "varentropy",
-            "varentropy",
-            "variance of the surprisal under the next-token distribution (nats²): "
-            "high where a few likely tokens sit beside a long tail",
-            tokens["varentropy"].to_numpy(np.float64),
-            unit="nats²",
-        ),
-        PageMetric(
-            "margin",
-            "margin",
-            "log p of the most probable next token minus that of the second (nats): large where the model is sure",
-            tokens["margin"].to_numpy(np.float64),
-        ),
+            scale.key,
+            scale.label,
+            scale.description,
+            _page_values(tokens[metric.name].to_numpy(np.float64), scale),
+            unit=metric.unit,
+        )
+        for metric, scale in page_metrics("generated")
     ]
     index = pd.MultiIndex.from_frame(tokens[TOKEN_KEYS])
     for scores in pair_scores:

@@ -15,6 +15,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, fields
 from typing import TypeVar
 
+import numpy as np
 import torch
 from torch import Tensor
 
@@ -82,6 +83,12 @@ def kl_from_log_probs(logp_a: Tensor, logp_b: Tensor) -> tuple[Tensor, Tensor]:
     )
 
 
+def host_exp(logprobs: Tensor) -> Tensor:
+    """exp() of host log-probabilities in numpy, as the tables' alternatives have always been
+    written (torch's and numpy's float32 exp differ in the last bit of many values)."""
+    return torch.from_numpy(np.exp(logprobs.numpy()))
+
+
 _Rows = TypeVar("_Rows", bound="TensorRows")
 
 
@@ -139,6 +146,10 @@ class TokenMetrics(TensorRows):
     def prob(self) -> Tensor:
         return self.logprob.exp()
 
+    @property
+    def topk_probs(self) -> Tensor:
+        return host_exp(self.topk_logprobs)
+
     @staticmethod
     def empty(top_k: int) -> TokenMetrics:
         nothing = torch.zeros(0, dtype=torch.float32)
@@ -159,7 +170,7 @@ def metrics_from_logits(logits: Tensor, targets: Tensor, top_k: int) -> TokenMet
     One pass of vectorized operations over the rows: the log-normalizer, the log-probabilities and
     their exponentials serve entropy and varentropy (in three [N, V] buffers); one top-k
     of max(top_k, 2) serves the alternatives and the margin (a difference of logits, free of the
-    log-normalizer's rounding). sampling_entropy is the sampler's (`sampling.sample_with_entropy`).
+    log-normalizer's rounding). sampling_entropy is the sampler's (`sampling.sample_with_metrics`).
     """
     logits = logits.float()
     log_norm = log_normalizer(logits)

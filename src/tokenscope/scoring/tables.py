@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -15,7 +15,8 @@ from tokenscope.model.token_text import VocabularyStrings
 from tokenscope.model.types import TokenIds
 from tokenscope.outcomes.answers import AnswerOptions, grade_all
 from tokenscope.schema_version import SCHEMA_VERSION
-from tokenscope.scoring.formulas import PairMetrics, TokenMetrics
+from tokenscope.scoring.catalogue import PAIR_METRICS, TOKEN_METRICS, Metric, metrics_of
+from tokenscope.scoring.formulas import PairMetrics, TokenMetrics, host_exp
 
 # Where a scored token is (ScoredPositions.key_columns): shared by the token and pair tables.
 SCORED_TOKEN_KEYS = [
@@ -29,6 +30,11 @@ SCORED_TOKEN_KEYS = [
     ("context_token_id", pa.int32()),
 ]
 
+
+def _metric_fields(metrics: Sequence[Metric]) -> list[tuple[str, pa.DataType]]:
+    return [(m.name, m.arrow_type) for m in metrics]
+
+
 TOKEN_SCHEMA = pa.schema(
     [
         ("model", pa.string()),
@@ -38,16 +44,7 @@ TOKEN_SCHEMA = pa.schema(
         ("token_id", pa.int32()),
         ("token", pa.string()),
         ("token_piece", pa.string()),
-        ("entropy", pa.float32()),
-        ("logprob", pa.float32()),
-        ("prob", pa.float32()),
-        ("rank", pa.int32()),
-        ("varentropy", pa.float32()),
-        ("margin", pa.float32()),
-        ("sampling_entropy", pa.float32()),  # null for teacher-forced tokens
-        ("topk_ids", pa.list_(pa.int32())),
-        ("topk_pieces", pa.list_(pa.string())),
-        ("topk_probs", pa.list_(pa.float32())),
+        *_metric_fields(TOKEN_METRICS),
         ("in_answer", pa.bool_()),
     ],
     metadata={"tokenscope_schema": SCHEMA_VERSION, "tokenscope_table": "tokens"},
@@ -86,13 +83,7 @@ PAIR_SCHEMA = pa.schema(
         ("model_b", pa.string()),
         *SCORED_TOKEN_KEYS,
         ("token_id", pa.int32()),
-        ("logprob_a", pa.float32()),
-        ("logprob_b", pa.float32()),
-        ("logprob_diff", pa.float32()),
-        ("entropy_a", pa.float32()),
-        ("entropy_b", pa.float32()),
-        ("kl_a_b", pa.float32()),
-        ("kl_b_a", pa.float32()),
+        *_metric_fields(metrics_of("pair", with_alternatives=False)),
     ],
     metadata={"tokenscope_schema": SCHEMA_VERSION, "tokenscope_table": "pairs"},
 )
@@ -100,21 +91,39 @@ PAIR_SCHEMA = pa.schema(
 # Both models' top-k alternatives at each position of a pair table (pair_table's `topk`): the
 # workflow's pair tables have them when scoring.n_alternatives > 0.
 PAIR_ALTERNATIVES_SCHEMA = pa.schema(
-    [
-        *PAIR_SCHEMA,
-        ("topk_ids_a", pa.list_(pa.int32())),
-        ("topk_probs_a", pa.list_(pa.float32())),
-        ("topk_ids_b", pa.list_(pa.int32())),
-        ("topk_probs_b", pa.list_(pa.float32())),
-    ],
+    [*PAIR_SCHEMA, *_metric_fields([m for m in PAIR_METRICS if m.with_alternatives])],
     metadata=PAIR_SCHEMA.metadata,
 )
 
 
-def _list_array(flat: np.ndarray, width: int, value_type: pa.DataType) -> pa.ListArray:
-    rows = flat.shape[0]
-    offsets = pa.array(np.arange(rows + 1, dtype=np.int32) * width)
-    return pa.ListArray.from_arrays(offsets, pa.array(flat.reshape(-1), type=value_type))
+def metric_columns(
+    values: Mapping[str, Tensor | None], metrics: Sequence[Metric], n: int, vocab: VocabularyStrings | None = None
+) -> dict[str, pa.Array]:
+    """The columns of catalogue `metrics` for `n` rows, each from `values[metric.field]` ([n] or
+    [n, k] on the host): null where a field is None (a metric these rows do not have), the raw
+    vocabulary pieces of ids for a string column."""
+    columns = {}
+    for metric in metrics:
+        tensor = values[metric.field]
+        if tensor is None:
+            columns[metric.name] = pa.nulls(n, metric.arrow_type)
+            continue
+        array = tensor.numpy()
+        if pa.types.is_string(metric.value_type):
+            flat = vocab_of(vocab, metric).piece_array(array.astype(np.int32).reshape(-1))
+        else:
+            flat = pa.array(array.astype(metric.value_type.to_pandas_dtype()).reshape(-1))
+        if metric.per_alternative:
+            k = array.shape[1]
+            flat = pa.ListArray.from_arrays(pa.array(np.arange(n + 1, dtype=np.int32) * k), flat)
+        columns[metric.name] = flat
+    return columns
+
+
+def vocab_of(vocab: VocabularyStrings | None, metric: Metric) -> VocabularyStrings:
+    if vocab is None:
+        raise ValueError(f"column {metric.name} needs the vocabulary's strings")
+    return vocab
 
 
 @dataclass(frozen=True)
@@ -167,10 +176,6 @@ class ScoredPositions:
         return (self.position >= start) & (self.position < end)
 
 
-def _float32_column(values: Tensor) -> pa.Array:
-    return pa.array(values.numpy().astype(np.float32))
-
-
 def constant_column(value: str, n: int) -> pa.Array:
     return pa.array(np.full(n, value, dtype=object), type=pa.string())
 
@@ -195,8 +200,6 @@ def token_table(
     readable = vocab.readable(where.all_ids, where.seq_offsets)
     token_ids = where.all_ids[where.flat_index]
     context_ids = where.all_ids[where.flat_index - 1]
-    k = metrics.topk_ids.shape[1]
-    topk_ids = metrics.topk_ids.numpy().astype(np.int32)
     columns = {
         "model": constant_column(model, n),
         "source": constant_column(source, n),
@@ -208,20 +211,7 @@ def token_table(
         "token_id": pa.array(token_ids.astype(np.int32)),
         "token": pc.take(readable, pa.array(where.flat_index)),
         "token_piece": vocab.piece_array(token_ids),
-        "entropy": _float32_column(metrics.entropy),
-        "logprob": _float32_column(metrics.logprob),
-        "prob": _float32_column(metrics.prob),
-        "rank": pa.array(metrics.rank.numpy().astype(np.int32)),
-        "varentropy": _float32_column(metrics.varentropy),
-        "margin": _float32_column(metrics.margin),
-        "sampling_entropy": (
-            pa.nulls(n, pa.float32()) if metrics.sampling_entropy is None else _float32_column(metrics.sampling_entropy)
-        ),
-        "topk_ids": _list_array(topk_ids, k, pa.int32()),
-        "topk_pieces": pa.ListArray.from_arrays(
-            pa.array(np.arange(n + 1, dtype=np.int32) * k), vocab.piece_array(topk_ids.reshape(-1))
-        ),
-        "topk_probs": _list_array(np.exp(metrics.topk_logprobs.numpy()).astype(np.float32), k, pa.float32()),
+        **metric_columns({m.field: getattr(metrics, m.field) for m in TOKEN_METRICS}, TOKEN_METRICS, n, vocab),
         "in_answer": pa.array(where.in_answer(sequences), type=pa.bool_()),
     }
     return pa.table(columns, schema=TOKEN_SCHEMA)
@@ -285,6 +275,7 @@ def pair_table(
     """
     where = ScoredPositions.of(sequences)
     n = where.n
+    plain = metrics_of("pair", with_alternatives=False)
     if metrics.kl_a_b.shape[0] != n:
         raise ValueError(f"{metrics.kl_a_b.shape[0]} metric rows for {n} scored tokens")
     columns = {
@@ -295,18 +286,16 @@ def pair_table(
         **where.key_columns(sequences),
         "context_token_id": pa.array(where.all_ids[where.flat_index - 1].astype(np.int32)),
         "token_id": pa.array(where.all_ids[where.flat_index].astype(np.int32)),
-        "logprob_a": _float32_column(metrics.logprob_a),
-        "logprob_b": _float32_column(metrics.logprob_b),
-        "logprob_diff": _float32_column(metrics.logprob_diff),
-        "entropy_a": _float32_column(metrics.entropy_a),
-        "entropy_b": _float32_column(metrics.entropy_b),
-        "kl_a_b": _float32_column(metrics.kl_a_b),
-        "kl_b_a": _float32_column(metrics.kl_b_a),
+        **metric_columns({m.field: getattr(metrics, m.field) for m in plain}, plain, n),
     }
     if topk is None:
         return pa.table(columns, schema=PAIR_SCHEMA)
-    for side, ids, logprobs in (("a", topk[0], topk[1]), ("b", topk[2], topk[3])):
-        k = ids.shape[1]
-        columns[f"topk_ids_{side}"] = _list_array(ids.numpy().astype(np.int32), k, pa.int32())
-        columns[f"topk_probs_{side}"] = _list_array(np.exp(logprobs.numpy()).astype(np.float32), k, pa.float32())
+    ids_a, logprobs_a, ids_b, logprobs_b = topk
+    alternatives = {
+        "topk_ids_a": ids_a,
+        "topk_probs_a": host_exp(logprobs_a),
+        "topk_ids_b": ids_b,
+        "topk_probs_b": host_exp(logprobs_b),
+    }
+    columns.update(metric_columns(alternatives, [m for m in PAIR_METRICS if m.with_alternatives], n))
     return pa.table(columns, schema=PAIR_ALTERNATIVES_SCHEMA)

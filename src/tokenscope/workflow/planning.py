@@ -21,6 +21,7 @@ from tokenscope.inputs.prompts import has_references, load_prompt_set, resolve_p
 from tokenscope.model.sources import ModelSpec, model_input_files
 from tokenscope.outcomes.answers import answer_params, answers_sha256, check_answers_config
 from tokenscope.outcomes.options import pass_at_k_values
+from tokenscope.scoring.catalogue import check_config_metrics
 from tokenscope.scoring.options import normalize_scoring_config
 from tokenscope.workflow.devices import gpu_count
 
@@ -478,5 +479,6 @@ def plan_workflow(config: dict[str, Any]) -> Plan:
     the finetune section, the models, the prompt set files, then the names the sections use.
     """
     normalize_scoring_config(config["scoring"])  # the deprecated scoring.top_k, mapped once here
+    check_config_metrics(config)
     files = model_files(config)
     return Plan(config, load_prompt_sets(config["prompt_sets"]), files)
