@@ -57,6 +57,38 @@ def write_parquet_stream(tables: Iterable[pa.Table | pa.RecordBatch], path: str 
     return rows
 
 
+def gather_parquet(
+    inputs: Iterable[str | Path],
+    output: str | Path,
+    batch_rows: int = 65_536,
+    transform: Callable[[pa.RecordBatch], pa.RecordBatch] | None = None,
+) -> int:
+    """Concatenate parquet files of one schema (metadata included) into `output`, atomically.
+
+    Streams record batches of at most `batch_rows` rows from each input in turn into one writer
+    (each batch becomes a row group of the output), so memory holds one batch, never a table;
+    `transform` (a RecordBatch -> RecordBatch of the same schema) rewrites each batch on the way.
+    A file whose schema differs from the first's is a ValueError naming both files. Returns the
+    rows written.
+    """
+    files = [str(path) for path in inputs]
+    if not files:
+        raise ValueError(f"no shard files to gather into {output}")
+    schema = pq.read_schema(files[0])
+
+    def batches() -> Iterator[pa.RecordBatch]:
+        for path in files:
+            source = pq.ParquetFile(path)
+            if not source.schema_arrow.equals(schema, check_metadata=True):
+                raise ValueError(
+                    f"{path}: schema differs from {files[0]}'s; rerun the shard job that wrote it (delete the file)"
+                )
+            for batch in source.iter_batches(batch_size=batch_rows):
+                yield batch if transform is None else transform(batch)
+
+    return write_parquet_stream(batches(), output, schema)
+
+
 def write_text(text: str, path: str | Path) -> None:
     write_atomic(path, lambda tmp: tmp.write_text(text, encoding="utf-8"))
 

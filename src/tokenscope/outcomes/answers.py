@@ -346,13 +346,13 @@ def gather_graded(
     with OUTCOME_COLUMNS graded afresh: `expected` maps prompt id -> expected answer (None: none).
 
     A batch of at most `batch_rows` generations in memory at a time; each shard's schema must be the
-    first's (a ValueError naming both files, as tokenscope.workflow.shards.gather_parquet). Returns
-    the rows written.
+    first's (a ValueError naming both files, as tokenscope.io.gather_parquet). Returns the rows
+    written.
     """
     import pyarrow as pa
     import pyarrow.parquet as pq
 
-    from tokenscope.workflow.shards import gather_parquet
+    from tokenscope.io import gather_parquet
 
     files = [str(path) for path in inputs]
     if not files:

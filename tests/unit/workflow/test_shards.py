@@ -15,6 +15,7 @@ import pytest
 
 from tokenscope.errors import ConfigError, PromptSetError
 from tokenscope.inputs.prompts import load_prompt_set
+from tokenscope.io import gather_parquet
 from tokenscope.workflow.planning import PromptSetFacts
 from tokenscope.workflow.shards import (
     MAX_SHARDS,
@@ -22,7 +23,6 @@ from tokenscope.workflow.shards import (
     ShardPlan,
     check_shard,
     file_shards,
-    gather_parquet,
     generation_params,
     plan_shards,
     shard_file,
