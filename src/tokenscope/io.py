@@ -14,6 +14,8 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from tokenscope.errors import ResultFileError
+
 
 @contextmanager
 def atomic_path(path: str | Path) -> Iterator[Path]:
@@ -68,8 +70,8 @@ def gather_parquet(
     Streams record batches of at most `batch_rows` rows from each input in turn into one writer
     (each batch becomes a row group of the output), so memory holds one batch, never a table;
     `transform` (a RecordBatch -> RecordBatch of the same schema) rewrites each batch on the way.
-    A file whose schema differs from the first's is a ValueError naming both files. Returns the
-    rows written.
+    A file whose schema differs from the first's (written by an older version) is a ResultFileError
+    naming both files. Returns the rows written.
     """
     files = [str(path) for path in inputs]
     if not files:
@@ -80,7 +82,7 @@ def gather_parquet(
         for path in files:
             source = pq.ParquetFile(path)
             if not source.schema_arrow.equals(schema, check_metadata=True):
-                raise ValueError(
+                raise ResultFileError(
                     f"{path}: schema differs from {files[0]}'s; rerun the shard job that wrote it (delete the file)"
                 )
             for batch in source.iter_batches(batch_size=batch_rows):

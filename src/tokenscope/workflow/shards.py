@@ -113,6 +113,7 @@ class ShardPlan:
 
     def __init__(self, prompt_files: Mapping[str, str], shard_size: int) -> None:
         self.shard_size = shard_size
+        self.prompt_files = dict(prompt_files)
         by_file: dict[str, list[Shard]] = {}
         self.shards: dict[str, list[Shard]] = {}
         self._by_name: dict[str, dict[str, Shard]] = {}
@@ -123,9 +124,13 @@ class ShardPlan:
             self._by_name[prompt_set] = {shard.name: shard for shard in by_file[path]}
 
     def shard(self, prompt_set: str, name: str) -> Shard:
+        """A shard by name; a name past the set's last shard (a target asked for by path) is a ConfigError."""
         shards = self._by_name[prompt_set]
         if name not in shards:
-            raise ValueError(f"prompt set {prompt_set!r} has shards 00000 to {shard_name(len(shards) - 1)}, not {name}")
+            raise ConfigError(
+                f"prompt set {prompt_set!r} ({self.prompt_files[prompt_set]}) has shards 00000 to "
+                f"{shard_name(len(shards) - 1)}, not {name} (generation.shard_size: {self.shard_size})"
+            )
         return shards[name]
 
     def files(self, prompt_set: str, model: str, table: str) -> list[str]:
