@@ -1,6 +1,6 @@
 #!/usr/bin/env python
 """Time and peak memory of the analysis, statistics, figure, token-view and outcome steps at research scale,
-and the planning time of large configs (issue 12, item 7).
+and the planning time (`snakemake -n`) of configs with 10 to 50 models.
 
 For each size (token rows per model) the script writes synthetic per-token tables with the
 project's own Arrow schemas (tokenscope.scoring.tables) for a group of models, a base and its

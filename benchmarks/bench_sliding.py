@@ -10,7 +10,7 @@ requests (prompts x samples, sampled at temperature 1), so the tokens are the sa
 are generated tokens per second of `generate` and the KV cache bytes per row its waves allocated
 (sliding-window layers hold only window + window_slack columns; the figure if every layer held all
 of the wave's columns next to it), then the peak RSS, and last the ratio of batch 16 to batch 1
-(issue 14 asks >= 5x on such a tiny model).
+(the target is >= 5x on such a tiny model).
 
     python benchmarks/bench_sliding.py                    # 32 requests, 64 new tokens
     python benchmarks/bench_sliding.py --requests 64 --max-new-tokens 128 --threads 2

@@ -2,9 +2,9 @@ import sys
 
 sys.path.insert(0, f"{snakemake.scriptdir}/../src")
 from tokenscope.inputs.prompts import load_prompt_set
+from tokenscope.io import gather_parquet
 from tokenscope.outcomes.answers import AnswerOptions, gather_graded
 from tokenscope.workflow.jobs import run_script
-from tokenscope.workflow.shards import gather_parquet
 
 
 def main(smk):

@@ -25,3 +25,8 @@ class ModelError(TokenscopeError):
 
 class TokenizerMismatchError(TokenscopeError):
     """Models compared token by token have different tokenizers; the message names both."""
+
+
+class ResultFileError(TokenscopeError):
+    """A results file an earlier run wrote no longer fits (another schema, missing columns); the
+    message names the file and the job that rewrites it."""

@@ -14,6 +14,8 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from tokenscope.errors import ResultFileError
+
 
 @contextmanager
 def atomic_path(path: str | Path) -> Iterator[Path]:
@@ -55,6 +57,38 @@ def write_parquet_stream(tables: Iterable[pa.Table | pa.RecordBatch], path: str 
                 writer.write_table(table)
             rows += table.num_rows
     return rows
+
+
+def gather_parquet(
+    inputs: Iterable[str | Path],
+    output: str | Path,
+    batch_rows: int = 65_536,
+    transform: Callable[[pa.RecordBatch], pa.RecordBatch] | None = None,
+) -> int:
+    """Concatenate parquet files of one schema (metadata included) into `output`, atomically.
+
+    Streams record batches of at most `batch_rows` rows from each input in turn into one writer
+    (each batch becomes a row group of the output), so memory holds one batch, never a table;
+    `transform` (a RecordBatch -> RecordBatch of the same schema) rewrites each batch on the way.
+    A file whose schema differs from the first's (written by an older version) is a ResultFileError
+    naming both files. Returns the rows written.
+    """
+    files = [str(path) for path in inputs]
+    if not files:
+        raise ValueError(f"no shard files to gather into {output}")
+    schema = pq.read_schema(files[0])
+
+    def batches() -> Iterator[pa.RecordBatch]:
+        for path in files:
+            source = pq.ParquetFile(path)
+            if not source.schema_arrow.equals(schema, check_metadata=True):
+                raise ResultFileError(
+                    f"{path}: schema differs from {files[0]}'s; rerun the shard job that wrote it (delete the file)"
+                )
+            for batch in source.iter_batches(batch_size=batch_rows):
+                yield batch if transform is None else transform(batch)
+
+    return write_parquet_stream(batches(), output, schema)
 
 
 def write_text(text: str, path: str | Path) -> None:

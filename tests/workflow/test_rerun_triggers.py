@@ -1,4 +1,4 @@
-"""Which jobs a config change reruns (issue 12, item 6): a knob that cannot change a job's outputs
+"""Which jobs a config change reruns: a knob that cannot change a job's outputs
 (memory, speed, threads, a plotting setting, the list of prompt sets) reruns nothing that does not
 depend on it.
 

@@ -27,6 +27,7 @@ from tokenscope.io import atomic_path
 from tokenscope.model.loading import max_positions
 from tokenscope.model.token_text import VocabularyStrings
 from tokenscope.model.types import CausalLM, Tokenizer
+from tokenscope.outcomes.answers import grade_all
 from tokenscope.scoring.catalogue import GENERATED_FIELDS
 from tokenscope.scoring.formulas import TokenMetrics
 from tokenscope.scoring.options import renamed_top_k
@@ -80,6 +81,7 @@ def generation_tables(
     prompt_set: str,
 ) -> tuple[pa.Table, pa.Table]:
     """(generations table, per-token table) of `generations`, in their order."""
+    texts = tokenizer.batch_decode([g.token_ids.tolist() for g in generations], skip_special_tokens=True)
     gen_table = generation_table(
         model=model_name,
         prompt_set=prompt_set,
@@ -88,9 +90,11 @@ def generation_tables(
         seeds=[g.request.seed for g in generations],
         prompt_token_ids=[g.request.prompt_ids for g in generations],
         token_ids=[g.token_ids for g in generations],
-        texts=tokenizer.batch_decode([g.token_ids.tolist() for g in generations], skip_special_tokens=True),
+        texts=texts,
         finish_reasons=[g.finish_reason for g in generations],
         inserted=[g.request.inserted for g in generations],
+        # Format facts and extracted answers; the gather grades them against the prompts' answers.
+        outcomes=grade_all(texts, [None] * len(texts)),
     )
     sequences = generated_sequences(
         [g.request.prompt_id for g in generations],

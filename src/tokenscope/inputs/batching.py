@@ -9,6 +9,8 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from tokenscope.errors import ModelError
+
 if TYPE_CHECKING:
     from tokenscope.model.types import TokenIds, Tokenizer
 
@@ -60,9 +62,14 @@ def pad_id_of(tokenizer: Tokenizer) -> int:
     """The id that pads batches: the tokenizer's pad token, else its end-of-sequence token.
 
     Padding never changes a metric (padded positions are masked or come after the scored ones).
-    Prepared tokenizers always have a pad token (load_prepared_tokenizer sets one).
+    load_prepared_tokenizer sets the pad token to the end-of-sequence token when it has none; a
+    tokenizer with neither is a ModelError naming it.
     """
     for candidate in (tokenizer.pad_token_id, tokenizer.eos_token_id):
         if candidate is not None:
             return int(candidate)
-    raise ValueError(f"{type(tokenizer).__name__} has neither a pad nor an end-of-sequence token")
+    name = tokenizer.name_or_path or type(tokenizer).__name__
+    raise ModelError(
+        f"tokenizer {name} has neither a pad nor an end-of-sequence token to pad batches with; "
+        "set pad_token in its tokenizer_config.json"
+    )

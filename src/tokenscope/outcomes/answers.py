@@ -25,7 +25,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from tokenscope.errors import ConfigError
+from tokenscope.errors import ConfigError, ResultFileError
 
 DEFAULT_TOLERANCE = 1e-6
 BOXED = "\\boxed"
@@ -346,13 +346,13 @@ def gather_graded(
     with OUTCOME_COLUMNS graded afresh: `expected` maps prompt id -> expected answer (None: none).
 
     A batch of at most `batch_rows` generations in memory at a time; each shard's schema must be the
-    first's (a ValueError naming both files, as tokenscope.workflow.shards.gather_parquet). Returns
-    the rows written.
+    first's (a ResultFileError naming both files, as tokenscope.io.gather_parquet), and a shard
+    without the outcome columns is a ResultFileError naming it. Returns the rows written.
     """
     import pyarrow as pa
     import pyarrow.parquet as pq
 
-    from tokenscope.workflow.shards import gather_parquet
+    from tokenscope.io import gather_parquet
 
     files = [str(path) for path in inputs]
     if not files:
@@ -360,7 +360,7 @@ def gather_graded(
     schema = pq.read_schema(files[0])
     missing = [name for name in OUTCOME_COLUMNS if name not in schema.names]
     if missing:
-        raise ValueError(f"{files[0]}: no column(s) {missing}; rerun its generate_shard job")
+        raise ResultFileError(f"{files[0]}: no column(s) {missing}; rerun its generate_shard job (delete the file)")
     grading = options or AnswerOptions()
 
     def graded(batch: pa.RecordBatch) -> pa.RecordBatch:

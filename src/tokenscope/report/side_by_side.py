@@ -56,7 +56,7 @@ PAGE_COLUMNS = [
     "kl_b_a",
 ]
 ALTERNATIVE_COLUMNS = ["topk_ids_a", "topk_probs_a", "topk_ids_b", "topk_probs_b"]
-# Generations table columns shown beside the text where present (the answer facts of issue 15).
+# Generations table columns shown beside the text where present (the answer facts of schema version 3).
 GENERATION_FACTS = ["finish_reason", "n_tokens", "extracted_answer", "correct"]
 METRIC_KEYS = tuple(scale.key for _, scale in page_metrics("pair"))
 DIVERGING_KEYS = {scale.key for _, scale in page_metrics("pair") if scale.diverging}

@@ -13,7 +13,6 @@ from torch import Tensor
 from tokenscope.inputs.sequences import ScoredSequence
 from tokenscope.model.token_text import VocabularyStrings
 from tokenscope.model.types import TokenIds
-from tokenscope.outcomes.answers import AnswerOptions, grade_all
 from tokenscope.schema_version import SCHEMA_VERSION
 from tokenscope.scoring.catalogue import PAIR_METRICS, TOKEN_METRICS, Metric, metrics_of
 from tokenscope.scoring.formulas import PairMetrics, TokenMetrics, host_exp
@@ -229,17 +228,18 @@ def generation_table(
     texts: Sequence[str],
     finish_reasons: Sequence[str],
     inserted: Sequence[tuple[int, int] | None] | None = None,
-    answers: Sequence[str | None] | None = None,
-    answer_options: AnswerOptions | None = None,
+    outcomes: Mapping[str, Sequence[object]] | None = None,
 ) -> pa.Table:
-    """One row per generation. The outcome columns grade each text against `answers` (the prompts'
-    expected answers; None: none, so `answer` and `correct` are null) with `answer_options`
-    (default: the last \\boxed{}); the workflow grades again at the gather with the config's options."""
+    """One row per generation. `outcomes`: the outcome columns, graded by the caller
+    (tokenscope.outcomes.answers.grade_all, column name -> one value per generation); None leaves
+    them null."""
     n = len(prompt_ids)
     spans = list(inserted) if inserted is not None else [None] * n
-    outcomes = grade_all(texts, list(answers) if answers is not None else [None] * n, answer_options)
+    nulls: dict[str, Sequence[object]] = {name: [None] * n for name in GENERATION_SCHEMA.names}
     return pa.table(
         {
+            **nulls,  # what is not given below: the outcome columns unless `outcomes` has them
+            **(outcomes or {}),
             "model": [model] * n,
             "prompt_set": [prompt_set] * n,
             "prompt_id": list(prompt_ids),
@@ -252,7 +252,6 @@ def generation_table(
             "n_tokens": [len(t) for t in token_ids],
             "inserted_start": [None if s is None else s[0] for s in spans],
             "inserted_end": [None if s is None else s[1] for s in spans],
-            **outcomes,
         },
         schema=GENERATION_SCHEMA,
     )

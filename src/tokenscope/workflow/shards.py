@@ -6,21 +6,21 @@ Shard i of a prompt set holds its prompts [i x shard_size, (i + 1) x shard_size)
 index, five digits (`00000`): names never contain prompt ids, so no prompt id can clash with a
 shard's path. Rules generate_shard and teacher_force write results/shards/{prompt_set}/{model}/{shard}/
 (TABLES) and rules gather_generation, gather_tokens and gather_reference stream a set's shards into
-the per-set tables every other rule reads (the generations table graded on the way, see
-tokenscope.outcomes.answers).
+the per-set tables every other rule reads (tokenscope.io.gather_parquet; the generations table
+graded on the way, see tokenscope.outcomes.answers).
 
 A shard's params carry its prompt range and the sha256 of its raw prompt lines, and its rule reads
 the prompt file as `ancient`, so a shard reruns when its own prompts change (Snakemake's params
 trigger), not when prompts are appended after it. Planning reads each prompt file once (a derived
 set shares its source's file) and parses no JSON: the lines are load_prompt_set's own
 (tokenscope.inputs.prompts.prompt_lines), which planning has already checked, unique ids included.
-Torch-free; pyarrow is imported only by the gather, at job time.
+Torch- and pyarrow-free.
 """
 
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -113,6 +113,7 @@ class ShardPlan:
 
     def __init__(self, prompt_files: Mapping[str, str], shard_size: int) -> None:
         self.shard_size = shard_size
+        self.prompt_files = dict(prompt_files)
         by_file: dict[str, list[Shard]] = {}
         self.shards: dict[str, list[Shard]] = {}
         self._by_name: dict[str, dict[str, Shard]] = {}
@@ -123,9 +124,13 @@ class ShardPlan:
             self._by_name[prompt_set] = {shard.name: shard for shard in by_file[path]}
 
     def shard(self, prompt_set: str, name: str) -> Shard:
+        """A shard by name; a name past the set's last shard (a target asked for by path) is a ConfigError."""
         shards = self._by_name[prompt_set]
         if name not in shards:
-            raise ValueError(f"prompt set {prompt_set!r} has shards 00000 to {shard_name(len(shards) - 1)}, not {name}")
+            raise ConfigError(
+                f"prompt set {prompt_set!r} ({self.prompt_files[prompt_set]}) has shards 00000 to "
+                f"{shard_name(len(shards) - 1)}, not {name} (generation.shard_size: {self.shard_size})"
+            )
         return shards[name]
 
     def files(self, prompt_set: str, model: str, table: str) -> list[str]:
@@ -141,39 +146,3 @@ def plan_shards(prompt_sets: Mapping[str, Any], generation: Mapping[str, Any]) -
 def generation_params(generation: Mapping[str, Any]) -> dict[str, Any]:
     """The config's generation options that change a shard's results (all but NOT_RESULTS)."""
     return {key: value for key, value in generation.items() if key not in NOT_RESULTS}
-
-
-def gather_parquet(
-    inputs: Iterable[str | Path],
-    output: str | Path,
-    batch_rows: int = 65_536,
-    transform: Callable[[Any], Any] | None = None,
-) -> int:
-    """Concatenate parquet files of one schema (metadata included) into `output`, atomically.
-
-    Streams record batches of at most `batch_rows` rows from each input in turn into one writer
-    (each batch becomes a row group of the output), so memory holds one batch, never a table;
-    `transform` (a pyarrow RecordBatch -> RecordBatch of the same schema) rewrites each batch on
-    the way. A file whose schema differs from the first's is a ValueError naming both files.
-    Returns the rows written.
-    """
-    import pyarrow.parquet as pq
-
-    from tokenscope.io import write_parquet_stream
-
-    files = [str(path) for path in inputs]
-    if not files:
-        raise ValueError(f"no shard files to gather into {output}")
-    schema = pq.read_schema(files[0])
-
-    def batches() -> Iterator[Any]:
-        for path in files:
-            source = pq.ParquetFile(path)
-            if not source.schema_arrow.equals(schema, check_metadata=True):
-                raise ValueError(
-                    f"{path}: schema differs from {files[0]}'s; rerun the shard job that wrote it (delete the file)"
-                )
-            for batch in source.iter_batches(batch_size=batch_rows):
-                yield batch if transform is None else transform(batch)
-
-    return write_parquet_stream(batches(), output, schema)

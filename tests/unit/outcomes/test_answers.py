@@ -5,8 +5,9 @@ from __future__ import annotations
 
 import pytest
 
-from tokenscope.errors import ConfigError
+from tokenscope.errors import ConfigError, ResultFileError
 from tokenscope.outcomes.answers import (
+    OUTCOME_COLUMNS,
     AnswerOptions,
     answer_params,
     answers_match,
@@ -230,3 +231,47 @@ def test_gather_grades_the_shards_into_one_table(tmp_path):
     rows = pq.read_table(out).to_pydict()
     assert rows["extracted_answer"] == [None, "8", None, None]
     assert rows["correct"] == [None, True, None, None] and rows["answer"] == [None, "8", None, None]
+
+
+def two_generations(texts: list[str]) -> dict:
+    """generation_table's arguments for two generations of `texts`, outcomes left out."""
+    return {
+        "model": "m",
+        "prompt_set": "s",
+        "prompt_ids": ["p1", "p2"],
+        "samples": [0, 0],
+        "seeds": [1, 2],
+        "prompt_token_ids": [[1], [2]],
+        "token_ids": [[3], [4, 5]],
+        "texts": texts,
+        "finish_reasons": ["eos", "length"],
+    }
+
+
+def test_generation_table_takes_the_outcome_columns_its_caller_graded():
+    """scoring.tables.generation_table does not grade: the outcome columns are the ones given, else null."""
+    from tokenscope.scoring.tables import generation_table
+
+    texts = ["<think>x</think> \\boxed{7}", "no answer"]
+    graded = grade_all(texts, ["7", None])
+    table = generation_table(**two_generations(texts), outcomes=graded)
+    assert {name: table.column(name).to_pylist() for name in OUTCOME_COLUMNS} == graded
+    ungraded = generation_table(**two_generations(texts))
+    assert all(ungraded.column(name).null_count == 2 for name in OUTCOME_COLUMNS)
+    assert ungraded.drop_columns(list(OUTCOME_COLUMNS)).equals(table.drop_columns(list(OUTCOME_COLUMNS)))
+
+
+def test_gather_refuses_a_shard_without_the_outcome_columns_in_one_line_naming_it(tmp_path):
+    """A shard written before the outcome columns existed: a ResultFileError naming the file, not a traceback."""
+    import pyarrow.parquet as pq
+
+    from tokenscope.outcomes.answers import gather_graded
+    from tokenscope.scoring.tables import generation_table
+
+    old = tmp_path / "00000.parquet"
+    pq.write_table(generation_table(**two_generations(["a", "b"])).drop_columns(list(OUTCOME_COLUMNS)), old)
+    with pytest.raises(ResultFileError) as caught:
+        gather_graded([old], tmp_path / "out.parquet", {})
+    message = str(caught.value)
+    assert message.startswith(f"{old}: no column(s) {list(OUTCOME_COLUMNS)}; rerun its generate_shard job")
+    assert "\n" not in message and not (tmp_path / "out.parquet").exists()

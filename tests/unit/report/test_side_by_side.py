@@ -55,7 +55,7 @@ def generations_table(model: str, texts: dict[tuple[str, int], str], facts: bool
         "finish_reason": ["eos"] * len(keys),
         "n_tokens": pa.array([len(texts[k]) for k in keys], pa.int32()),
     }
-    if facts:  # the answer columns of the generations table (issue 15), where present
+    if facts:  # the answer columns of the generations table (schema version 3), where present
         columns["extracted_answer"] = ["42" if k[0] == "add" else None for k in keys]
         columns["correct"] = [True if k[0] == "add" else None for k in keys]
     return pa.table(columns)

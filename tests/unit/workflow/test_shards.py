@@ -13,8 +13,9 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from tokenscope.errors import ConfigError, PromptSetError
+from tokenscope.errors import ConfigError, PromptSetError, ResultFileError
 from tokenscope.inputs.prompts import load_prompt_set
+from tokenscope.io import gather_parquet
 from tokenscope.workflow.planning import PromptSetFacts
 from tokenscope.workflow.shards import (
     MAX_SHARDS,
@@ -22,7 +23,6 @@ from tokenscope.workflow.shards import (
     ShardPlan,
     check_shard,
     file_shards,
-    gather_parquet,
     generation_params,
     plan_shards,
     shard_file,
@@ -142,8 +142,10 @@ def test_plan_reads_a_file_once_for_the_sets_that_share_it(tmp_path, monkeypatch
         "stop": 3,
         "sha256": hashlib.sha256(line("c") + b"\n").hexdigest(),
     }
-    with pytest.raises(ValueError, match="has shards 00000 to 00001, not 00002"):
+    with pytest.raises(ConfigError) as caught:
         plan.shard("plain", "00002")
+    message = str(caught.value)
+    assert message == f"prompt set 'plain' ({path}) has shards 00000 to 00001, not 00002 (generation.shard_size: 2)"
 
 
 def test_generation_params_leave_out_what_cannot_change_results():
@@ -226,8 +228,10 @@ def test_gather_refuses_a_shard_of_another_schema(tmp_path):
     pq.write_table(shard_table(0, 3), good)
     pq.write_table(shard_table(3, 3).replace_schema_metadata({"tokenscope_schema": "1"}), other)
     out = tmp_path / "out.parquet"
-    with pytest.raises(ValueError, match="00001.parquet: schema differs from"):
+    with pytest.raises(ResultFileError) as caught:
         gather_parquet([good, other], out)
+    message = str(caught.value)
+    assert message.startswith(f"{other}: schema differs from {good}'s") and "\n" not in message
     assert not out.exists() and list(tmp_path.glob(".out.parquet*")) == []
     with pytest.raises(ValueError, match="no shard files"):
         gather_parquet([], out)
