@@ -11,7 +11,7 @@ from tokenscope.analysis.comparison import (
     identical_weights_note,
     write_comparison_tables,
 )
-from tokenscope.dataset import connect, duckdb_memory_mb
+from tokenscope.duckdb_tables import connect, duckdb_memory_mb
 from tokenscope.workflow.jobs import run_script
 
 

@@ -36,7 +36,7 @@ from tokenscope.analysis.stats import (
     token_changes,
 )
 from tokenscope.analysis.tokens import to_markdown, write_table
-from tokenscope.dataset import connect, sql_literal
+from tokenscope.duckdb_tables import connect, sql_literal
 from tokenscope.errors import TokenscopeError
 from tokenscope.io import write_atomic, write_text
 from tokenscope.model.sources import identical_weight_groups

@@ -13,7 +13,7 @@ intervals far too narrow and tests far too eager. So:
   do not depend on which other groups or models are in the same call. Units are numbered in the
   sorted order of their key, so the numbers do not depend on the order of the rows either.
 
-Tables are read through DuckDB (tokenscope.dataset): each statistic first aggregates the tokens
+Tables are read through DuckDB (tokenscope.duckdb_tables): each statistic first aggregates the tokens
 to per-unit summaries (`UnitSummary`: token count and sum per unit, and for quantiles a per-unit
 histogram), and the bootstrap works on those only, so its cost does not depend on the number of
 tokens. A resample is a vector of draw counts per unit; its pooled mean is exact (sum of drawn
@@ -49,7 +49,7 @@ import pandas as pd
 from scipy import stats as scipy_stats
 
 from tokenscope.analysis.tokens import GROUP_KEYS, token_relation
-from tokenscope.dataset import connect, sql_identifier, sql_literal, sql_number
+from tokenscope.duckdb_tables import connect, sql_identifier, sql_literal, sql_number
 from tokenscope.errors import ConfigError, TokenscopeError
 
 DEFAULT_STATISTICS: tuple[str, ...] = ("mean", "median", "p90", "p99")

@@ -31,7 +31,7 @@ import numpy as np
 import pandas as pd
 from scipy.special import gammaln
 
-from tokenscope.dataset import connect, parquet_sql, sql_literal, sql_number
+from tokenscope.duckdb_tables import connect, parquet_sql, sql_literal, sql_number
 from tokenscope.errors import TokenscopeError
 from tokenscope.outcomes.fit import fit_entropy_performance, fit_table, percentile_interval, resampled_fits
 from tokenscope.outcomes.options import OutcomeOptions, pass_at_k_values

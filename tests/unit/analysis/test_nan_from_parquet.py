@@ -1,7 +1,7 @@
 """NaN values read from parquet are left out of every statistic, as in pandas.
 
 DuckDB 2.0 answers isnan() from parquet min/max statistics (which leave NaN out), so a filter
-`NOT isnan(x)` on a parquet scan keeps NaN rows; tokenscope.dataset.sql_number turns NaN into NULL.
+`NOT isnan(x)` on a parquet scan keeps NaN rows; tokenscope.duckdb_tables.sql_number turns NaN into NULL.
 """
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ import pandas.testing as pdt
 
 from tokenscope.analysis.stats import bootstrap_summary
 from tokenscope.analysis.tokens import describe_metric
-from tokenscope.dataset import connect, parquet_sql, sql_number
+from tokenscope.duckdb_tables import connect, parquet_sql, sql_number
 
 
 def _tokens() -> pd.DataFrame:
