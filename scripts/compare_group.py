@@ -11,22 +11,21 @@ from tokenscope.analysis.comparison import (
     identical_weights_note,
     write_comparison_tables,
 )
-from tokenscope.dataset import connect, duckdb_memory_mb
+from tokenscope.analysis.stats import BootstrapOptions, TokenChangeOptions
+from tokenscope.duckdb_tables import connect, duckdb_memory_mb
 from tokenscope.workflow.jobs import run_script
 
 
 def main(smk):
     settings, analysis = smk.params.comparison, smk.params.analysis
     options = StatsOptions(
-        n_boot=settings["n_boot"],
+        boot=BootstrapOptions(
+            n_boot=settings["n_boot"], ci=settings["ci"], seed=settings["seed"], bins=settings["quantile_bins"]
+        ),
         n_perm=settings["n_perm"],
-        ci=settings["ci"],
         alpha=settings["alpha"],
         correction=settings["correction"],
-        seed=settings["seed"],
-        min_count=analysis["min_count"],
-        top_n=analysis["top_n"],
-        quantile_bins=settings["quantile_bins"],
+        changes=TokenChangeOptions(min_count=analysis["min_count"], top_n=analysis["top_n"]),
     )
     manifests = {}
     for path in smk.input.manifests:

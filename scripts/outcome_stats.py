@@ -6,7 +6,7 @@ from pathlib import Path
 import pyarrow as pa
 
 from tokenscope.analysis.tokens import write_table
-from tokenscope.dataset import connect, duckdb_memory_mb
+from tokenscope.duckdb_tables import connect, duckdb_memory_mb
 from tokenscope.io import write_parquet
 from tokenscope.outcomes.stats import OutcomeOptions, outcome_statistics
 from tokenscope.workflow.jobs import run_script

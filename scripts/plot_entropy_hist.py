@@ -1,7 +1,7 @@
 import sys
 
 sys.path.insert(0, f"{snakemake.scriptdir}/../src")
-from tokenscope.dataset import connect, duckdb_memory_mb, parquet_sql
+from tokenscope.duckdb_tables import connect, duckdb_memory_mb, parquet_sql
 from tokenscope.figures.entropy import entropy_histograms_of_files, files_by_model, plot_entropy_histograms
 from tokenscope.figures.style import save_figure
 from tokenscope.workflow.jobs import run_script

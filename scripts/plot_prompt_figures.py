@@ -3,7 +3,7 @@ import sys
 sys.path.insert(0, f"{snakemake.scriptdir}/../src")
 from pathlib import Path
 
-from tokenscope.dataset import connect, duckdb_memory_mb
+from tokenscope.duckdb_tables import connect, duckdb_memory_mb
 from tokenscope.figures.entropy import files_by_model, plot_entropy_hist, plot_entropy_per_step
 from tokenscope.figures.style import save_figure
 from tokenscope.io import safe_file_name

@@ -2,7 +2,7 @@ import sys
 
 sys.path.insert(0, f"{snakemake.scriptdir}/../src")
 from tokenscope.analysis.tokens import describe_metric, write_table
-from tokenscope.dataset import connect, duckdb_memory_mb
+from tokenscope.duckdb_tables import connect, duckdb_memory_mb
 from tokenscope.io import write_atomic
 from tokenscope.workflow.jobs import run_script
 

@@ -23,12 +23,13 @@ import numpy as np
 import pandas as pd
 
 from tokenscope.analysis.stats import (
-    DEFAULT_QUANTILE_BINS,
     UNIT,
     BootstrapOptions,
     Correction,
+    TokenChangeOptions,
     TokenData,
     Tokens,
+    TrendMeasures,
     bootstrap_summary,
     checkpoint_trends,
     paired_tests,
@@ -36,7 +37,7 @@ from tokenscope.analysis.stats import (
     token_changes,
 )
 from tokenscope.analysis.tokens import to_markdown, write_table
-from tokenscope.dataset import connect, sql_literal
+from tokenscope.duckdb_tables import connect, sql_literal
 from tokenscope.errors import TokenscopeError
 from tokenscope.io import write_atomic, write_text
 from tokenscope.model.sources import identical_weight_groups
@@ -47,15 +48,14 @@ CHANGE_VALUES: tuple[str, ...] = ("entropy_diff", "logprob_diff", "kl_a_b")
 
 @dataclass(frozen=True)
 class StatsOptions:
-    n_boot: int = 2000
+    """Settings of a group's comparison: the bootstrap of every CI, the paired tests (n_perm sign
+    patterns, alpha after `correction`) and which changed tokens are listed."""
+
+    boot: BootstrapOptions = BootstrapOptions()
     n_perm: int = 10_000
-    ci: float = 0.95
     alpha: float = 0.05
     correction: Correction = "holm"
-    seed: int = 0
-    min_count: int = 5
-    top_n: int = 20
-    quantile_bins: int = DEFAULT_QUANTILE_BINS
+    changes: TokenChangeOptions = TokenChangeOptions()
 
 
 def base_text_tokens(pairs: Tokens, models: Sequence[str]) -> Tokens:
@@ -99,14 +99,11 @@ def changed_token_tables(pairs: Tokens, base: str, model: str, options: StatsOpt
         f"SELECT *, entropy_b - entropy_a AS entropy_diff FROM {pairs.view} "
         f"WHERE model_a = {sql_literal(base)} AND model_b = {sql_literal(model)}"
     )
-    boot: BootstrapOptions = {"n_boot": options.n_boot, "ci": options.ci, "seed": options.seed}
     tables = {}
     for by, name in ((["token_id"], "by_token"), (["context_token_id", "token_id"], "by_context_token")):
         tables[name] = pd.concat(
             [
-                token_changes(
-                    rows, value, by=by, unit_columns=UNIT, min_count=options.min_count, top_n=options.top_n, **boot
-                )
+                token_changes(rows, value, by=by, unit_columns=UNIT, listing=options.changes, boot=options.boot)
                 .rename(columns={f"mean_{value}": "mean_change"})
                 .assign(metric=value)
                 for value in CHANGE_VALUES
@@ -183,13 +180,10 @@ def compare_group(
     con = connect() if con is None else con
     own = Tokens.of(own_tokens, UNIT, con)
     pair_table = Tokens.of(pairs, UNIT, con)
-    boot: BootstrapOptions = {"n_boot": options.n_boot, "ci": options.ci, "seed": options.seed}
-    bins = options.quantile_bins
-    summary = bootstrap_summary(own, ["entropy", "prob"], group_columns=["model"], bins=bins, **boot)
+    boot = options.boot
+    summary = bootstrap_summary(own, ["entropy", "prob"], group_columns=["model"], boot=boot)
     summary.insert(0, "tokens", "own generations")
-    kl = bootstrap_summary(
-        pair_table, ["kl_a_b", "kl_b_a", "logprob_diff"], group_columns=["model_b"], bins=bins, **boot
-    )
+    kl = bootstrap_summary(pair_table, ["kl_a_b", "kl_b_a", "logprob_diff"], group_columns=["model_b"], boot=boot)
     kl = kl.rename(columns={"model_b": "model"})
     kl.insert(0, "tokens", "base's generations")
     on_base_text = base_text_tokens(pair_table, models)
@@ -202,16 +196,16 @@ def compare_group(
             n_perm=options.n_perm,
             alpha=options.alpha,
             correction=options.correction,
-            **boot,
+            boot=boot,
         )
         tests.append(table.assign(metric="mean entropy per prompt", tokens=label))
     trends = pd.concat(
         [
-            checkpoint_trends(own, list(models), overlap=False, unit_columns=UNIT, bins=bins, **boot).assign(
-                tokens="own generations"
-            ),
             checkpoint_trends(
-                on_base_text, list(models), pairs=pair_table, overlap=True, unit_columns=UNIT, bins=bins, **boot
+                own, list(models), unit_columns=UNIT, measures=TrendMeasures(overlap=False), boot=boot
+            ).assign(tokens="own generations"),
+            checkpoint_trends(
+                on_base_text, list(models), pairs=pair_table, unit_columns=UNIT, measures=TrendMeasures(), boot=boot
             ).assign(tokens="base's generations"),
         ],
         ignore_index=True,

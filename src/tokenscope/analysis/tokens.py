@@ -2,7 +2,7 @@
 
 `describe()` statistics of a metric, quantile bins of a metric with tokens sampled from some bins,
 and mean metrics grouped by context token or by scored token. Each function takes the table as
-parquet path(s) (read through tokenscope.dataset: only the columns it uses), a DuckDB relation, or
+parquet path(s) (read through tokenscope.duckdb_tables: only the columns it uses), a DuckDB relation, or
 a pandas DataFrame (a notebook convenience, registered in DuckDB), aggregates in DuckDB and
 returns only aggregated rows as a pandas DataFrame: no Python object per token row.
 
@@ -21,7 +21,7 @@ import numpy as np
 import pandas as pd
 from tabulate import tabulate
 
-from tokenscope.dataset import connect, parquet_sql, scan, sql_identifier, sql_literal, sql_number
+from tokenscope.duckdb_tables import connect, parquet_sql, scan, sql_identifier, sql_literal, sql_number
 from tokenscope.errors import ConfigError
 from tokenscope.io import write_atomic
 
@@ -52,7 +52,7 @@ def token_relation(
 ) -> duckdb.DuckDBPyRelation:
     """A lazy DuckDB relation over `tokens`, with those of `columns` it has (all when None).
 
-    Parquet paths are scanned on `con` (tokenscope.dataset.scan; a new connection when None), so
+    Parquet paths are scanned on `con` (tokenscope.duckdb_tables.scan; a new connection when None), so
     only those columns are read, and only when a query runs. A DataFrame is registered on `con`;
     a relation is used as it is, on its own connection.
     """

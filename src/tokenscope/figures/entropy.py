@@ -12,7 +12,7 @@ import pandas as pd
 import seaborn as sns
 from matplotlib.figure import Figure
 
-from tokenscope.dataset import parquet_sql
+from tokenscope.duckdb_tables import parquet_sql
 from tokenscope.figures.style import ENTROPY_LABEL, figure_style, literal
 
 STEP_LABEL = "Generation step (token index)"

@@ -17,6 +17,8 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
+from tokenscope.analysis.stats.resampling import percentile_interval
+
 # Fits over fewer checkpoints than this are labelled descriptive.
 DESCRIPTIVE_BELOW = 5
 # Points of the fitted curve in the entropy_fit_curve table, over the observed entropies +- 10 %.
@@ -40,17 +42,6 @@ class EntropyFit:
     @property
     def descriptive(self) -> bool:
         return self.n_points < DESCRIPTIVE_BELOW
-
-
-def percentile_interval(values: np.ndarray, ci: float) -> tuple[float, float]:
-    """The percentile interval of the finite values (NaN, NaN when there are none)."""
-    finite = np.asarray(values, dtype=np.float64)
-    finite = finite[np.isfinite(finite)]
-    if finite.size == 0:
-        return (np.nan, np.nan)
-    tail = (1 - ci) / 2
-    low, high = np.quantile(finite, [tail, 1 - tail])
-    return float(low), float(high)
 
 
 def _least_squares(x: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

@@ -9,6 +9,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+from tokenscope.analysis.bootstrap_options import DEFAULT_CI, DEFAULT_N_BOOT
 from tokenscope.errors import ConfigError
 
 
@@ -18,8 +19,8 @@ class OutcomeOptions:
 
     pass_at_k: tuple[int, ...] = (1,)
     high_entropy_quantile: float = 0.8
-    n_boot: int = 2000
-    ci: float = 0.95
+    n_boot: int = DEFAULT_N_BOOT
+    ci: float = DEFAULT_CI
     seed: int = 0
 
     def __post_init__(self) -> None:

@@ -4,7 +4,8 @@ statistics against correctness (AUROC), per model and across the checkpoints of 
 Generations of one prompt are not independent draws (a hard prompt fails every sample), so every
 confidence interval here is a percentile bootstrap that resamples prompts: a resample is a vector
 of draw counts per prompt, shared by every statistic and every model of a group, so comparisons
-between checkpoints (differences of AUROC, of accuracy) are paired on the same drawn prompts.
+between checkpoints (differences of AUROC, of accuracy) are paired on the same drawn prompts. The
+draws and the percentile interval are those of tokenscope.analysis.stats.resampling.
 
 - pass@k of a prompt with n samples of which c are correct is the unbiased estimator
   1 - C(n - c, k) / C(n, k) (Chen et al. 2021, arXiv 2107.03374); a model's pass@k is its mean over
@@ -22,7 +23,7 @@ Only generations whose `correct` is not null (their prompt has an answer) take p
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -31,9 +32,10 @@ import numpy as np
 import pandas as pd
 from scipy.special import gammaln
 
-from tokenscope.dataset import connect, parquet_sql, sql_literal, sql_number
+from tokenscope.analysis.stats.resampling import draw_blocks, percentile_interval
+from tokenscope.duckdb_tables import connect, parquet_sql, sql_literal, sql_number
 from tokenscope.errors import TokenscopeError
-from tokenscope.outcomes.fit import fit_entropy_performance, fit_table, percentile_interval, resampled_fits
+from tokenscope.outcomes.fit import fit_entropy_performance, fit_table, resampled_fits
 from tokenscope.outcomes.options import OutcomeOptions, pass_at_k_values
 
 # Per-generation statistics, in table order, with their labels.
@@ -45,8 +47,6 @@ GENERATION_STATISTICS: dict[str, str] = {
     "length": "Length (generated tokens)",
 }
 GENERATION_KEYS: tuple[str, ...] = ("model", "prompt_id", "sample")
-# Resamples x generations (or prompts) handled at once: 2^22 float64 cells, 32 MB per matrix.
-_BLOCK_CELLS = 1 << 22
 
 
 # --- pass@k and AUROC on arrays ---------------------------------------------------------------------
@@ -100,23 +100,6 @@ def auroc(scores: np.ndarray | Sequence[float], positive: np.ndarray | Sequence[
     """AUROC of `scores` for the positive class (ties count half); NaN if a class is empty."""
     scores_arr = np.asarray(scores, dtype=np.float64)
     return float(weighted_auroc(scores_arr, np.asarray(positive, dtype=bool), np.ones((1, scores_arr.size)))[0])
-
-
-def draw_blocks(n_units: int, n_boot: int, seed: int, width: int | None = None) -> Iterator[np.ndarray]:
-    """Draw counts ([resamples, n_units], float64) of n_boot resamples of n_units units drawn with
-    replacement, in blocks of at most _BLOCK_CELLS / `width` resamples (`width`: the widest matrix
-    a block is expanded to, e.g. one column per generation); the same seed and sizes give the same
-    draws."""
-    rng = np.random.default_rng(seed)
-    block = max(1, _BLOCK_CELLS // max(width or n_units, 1))
-    for begin in range(0, n_boot, block):
-        rows = min(block, n_boot - begin)
-        if n_units == 0:
-            yield np.zeros((rows, 0))
-            continue
-        draws = rng.integers(0, n_units, size=(rows, n_units))
-        flat = (draws + (np.arange(rows) * n_units)[:, None]).ravel()
-        yield np.bincount(flat, minlength=rows * n_units).reshape(rows, n_units).astype(np.float64)
 
 
 def bootstrap_p_value(differences: np.ndarray) -> float:
@@ -303,7 +286,9 @@ def outcome_tables(
     }
     width = max([n_units, *(d.generation_unit.size for d in data.values())])
     resampled: dict[str, dict[str, list[np.ndarray]]] = {model: {} for model in models}
-    for block in draw_blocks(n_units, options.n_boot, options.seed, width):
+    # The draws of tokenscope.analysis.stats, as float64 (exact counts), in blocks of resamples x
+    # width, the widest matrix a block is expanded to (one column per generation).
+    for block in draw_blocks(n_units, options.n_boot, options.seed, width=width, dtype=np.float64):
         for model in models:
             for key, values in _measures(data[model], block, ks).items():
                 resampled[model].setdefault(key, []).append(values)
@@ -452,12 +437,10 @@ __all__ = [
     "auroc",
     "base_entropy_threshold",
     "bootstrap_p_value",
-    "draw_blocks",
     "generation_statistics",
     "outcome_statistics",
     "outcome_tables",
     "pass_at_k",
     "pass_at_k_values",
-    "percentile_interval",
     "weighted_auroc",
 ]

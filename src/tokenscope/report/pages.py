@@ -29,7 +29,7 @@ import numpy as np
 import pandas as pd
 import pyarrow as pa
 
-from tokenscope.dataset import duckdb_memory_mb
+from tokenscope.duckdb_tables import duckdb_memory_mb
 from tokenscope.inputs.prompts import Prompt, load_prompt_set
 from tokenscope.io import safe_file_name, write_text
 from tokenscope.model.loading import load_prepared_tokenizer

@@ -18,7 +18,7 @@ import duckdb
 import numpy as np
 import pyarrow as pa
 
-from tokenscope.dataset import parquet_sql, sql_list
+from tokenscope.duckdb_tables import parquet_sql, sql_list
 from tokenscope.errors import ConfigError
 from tokenscope.inputs.prompts import load_prompt_set
 

@@ -30,7 +30,7 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from tokenscope.dataset import connect, parquet_sql, sql_list
+from tokenscope.duckdb_tables import connect, parquet_sql, sql_list
 from tokenscope.inputs.prompts import Prompt
 from tokenscope.io import write_text
 from tokenscope.model.token_text import VocabularyStrings

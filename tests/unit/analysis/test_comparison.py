@@ -9,7 +9,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from tokenscope.analysis.comparison import StatsOptions, compare_group
-from tokenscope.analysis.stats import paired_tests
+from tokenscope.analysis.stats import BootstrapOptions, TokenChangeOptions, paired_tests
 from tokenscope.scoring.tables import PAIR_SCHEMA, TOKEN_SCHEMA
 
 MODELS = ["base", "ckpt1", "ckpt2"]
@@ -90,7 +90,9 @@ def group(tmp_path_factory):
         path = folder / f"pairs_{m}.parquet"
         pq.write_table(pa.Table.from_pandas(frame, schema=PAIR_SCHEMA, preserve_index=False), path)
         pair_files.append(path)
-    options = StatsOptions(n_boot=300, n_perm=500, min_count=3, top_n=4)
+    options = StatsOptions(
+        boot=BootstrapOptions(n_boot=300), n_perm=500, changes=TokenChangeOptions(min_count=3, top_n=4)
+    )
     tables = compare_group(own_files, pair_files, MODELS, options)
     return own, pairs, options, tables
 
@@ -114,7 +116,9 @@ def test_paired_tests_use_per_prompt_means(group):
     own, pairs, options, tables = group
     tests = tables["paired_tests"]
     per_unit = pd.DataFrame({m: f["entropy"].astype(float).groupby(f["prompt_id"]).mean() for m, f in own.items()})
-    expected = paired_tests(per_unit, "base", MODELS[1:], n_perm=500, n_boot=300, seed=options.seed)
+    expected = paired_tests(
+        per_unit, "base", MODELS[1:], n_perm=500, boot=BootstrapOptions(n_boot=300, seed=options.boot.seed)
+    )
     got = tests[tests["tokens"] == "own generations"].reset_index(drop=True)
     pd.testing.assert_frame_equal(got[expected.columns], expected, check_exact=False, rtol=1e-9)
     on_base = tests[tests["tokens"] == "base's generations"].set_index("model")
@@ -153,7 +157,7 @@ def test_changed_tokens_by_id_with_strings(group):
     by_context = tables["changed_ckpt1_by_context_token"]
     assert list(by_context.columns[:4]) == ["context_token_id", "context_token", "token_id", "token"]
     assert (by_context["context_token"] == "c" + by_context["context_token_id"].astype(str)).all()
-    assert (by_context["count"] >= options.min_count).all()
+    assert (by_context["count"] >= options.changes.min_count).all()
 
 
 def test_a_group_needs_two_models(group):

@@ -1,7 +1,7 @@
 """NaN values read from parquet are left out of every statistic, as in pandas.
 
 DuckDB 2.0 answers isnan() from parquet min/max statistics (which leave NaN out), so a filter
-`NOT isnan(x)` on a parquet scan keeps NaN rows; tokenscope.dataset.sql_number turns NaN into NULL.
+`NOT isnan(x)` on a parquet scan keeps NaN rows; tokenscope.duckdb_tables.sql_number turns NaN into NULL.
 """
 
 from __future__ import annotations
@@ -10,9 +10,9 @@ import numpy as np
 import pandas as pd
 import pandas.testing as pdt
 
-from tokenscope.analysis.stats import bootstrap_summary
+from tokenscope.analysis.stats import BootstrapOptions, bootstrap_summary
 from tokenscope.analysis.tokens import describe_metric
-from tokenscope.dataset import connect, parquet_sql, sql_number
+from tokenscope.duckdb_tables import connect, parquet_sql, sql_number
 
 
 def _tokens() -> pd.DataFrame:
@@ -45,9 +45,9 @@ def test_statistics_from_parquet_equal_those_without_the_nan_rows(tmp_path):
     path = tmp_path / "t.parquet"
     frame.to_parquet(path)
     clean = frame.dropna(subset=["entropy"]).reset_index(drop=True)
-    options = {"n_boot": 200, "seed": 3}
+    boot = BootstrapOptions(n_boot=200, seed=3)
     pdt.assert_frame_equal(
-        bootstrap_summary(path, ["entropy"], **options), bootstrap_summary(clean, ["entropy"], **options)
+        bootstrap_summary(path, ["entropy"], boot=boot), bootstrap_summary(clean, ["entropy"], boot=boot)
     )
     pdt.assert_frame_equal(describe_metric(path), describe_metric(clean))
     assert describe_metric(path)["count"].iloc[0] == len(clean)

@@ -12,14 +12,15 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from tokenscope.analysis import stats
 from tokenscope.analysis.stats import (
+    BootstrapOptions,
     Tokens,
-    _draw_blocks,
     bootstrap_summary,
     cluster_bootstrap,
+    draw_blocks,
     resampled_statistics,
     statistic_quantile,
+    token_tables,
 )
 
 NAMES = ("mean", "median", "p90", "p99", "p0", "p100", "p12.5")
@@ -40,7 +41,7 @@ def exact_resampled(frame: pd.DataFrame, names, n_boot: int, seed: int) -> dict[
     codes, _ = pd.factorize(frame["prompt_id"], sort=True)
     values = frame["value"].to_numpy(np.float64)
     n_units = codes.max() + 1
-    counts = np.concatenate(list(_draw_blocks(n_units, n_boot, seed))).astype(np.int64)
+    counts = np.concatenate(list(draw_blocks(n_units, n_boot, seed))).astype(np.int64)
     order = np.argsort(codes, kind="stable")
     per_unit = np.split(values[order], np.cumsum(np.bincount(codes, minlength=n_units))[:-1])
     result: dict[str, list[float]] = {name: [] for name in names}
@@ -92,7 +93,11 @@ def test_quantile_ci_error_against_the_exact_token_level_bootstrap():
     uniform = {}
     for bins in (4096, 64):
         summary = bootstrap_summary(
-            frame, ["value"], group_columns=[], statistics=("median", "p90", "p99"), n_boot=n_boot, seed=seed, bins=bins
+            frame,
+            ["value"],
+            group_columns=[],
+            statistics=("median", "p90", "p99"),
+            boot=BootstrapOptions(n_boot=n_boot, seed=seed, bins=bins),
         ).set_index("statistic")
         uniform[bins] = (frame["value"].max() - frame["value"].min()) / bins
         for name, q in (("median", 0.5), ("p90", 0.9), ("p99", 0.99)):
@@ -109,29 +114,31 @@ def test_quantile_ci_error_against_the_exact_token_level_bootstrap():
 
 def test_constant_infinite_and_missing_values():
     frame = pd.DataFrame({"prompt_id": list("aabbcc"), "model": "m", "value": 2.5})
-    got = cluster_bootstrap(frame["value"], frame["prompt_id"], ("mean", "p90"), n_boot=50)
+    got = cluster_bootstrap(frame["value"], frame["prompt_id"], ("mean", "p90"), boot=BootstrapOptions(n_boot=50))
     p90 = got["p90"]
     assert (p90.estimate, p90.ci_low, p90.ci_high, p90.ci_resolution) == (2.5, 2.5, 2.5, 0.0)
     # +inf counts in the top bin: the CI stays finite, the exact point estimate does not
     values = np.array([0.1, 0.2, 0.3, 0.4, np.inf, 0.5, 0.6, np.nan])
-    got = cluster_bootstrap(values, list("aabbccdd"), ("median", "p100"), n_boot=50)
+    got = cluster_bootstrap(values, list("aabbccdd"), ("median", "p100"), boot=BootstrapOptions(n_boot=50))
     assert got["median"].n_tokens == 7 and got["p100"].estimate == np.inf
     assert np.isfinite(got["p100"].ci_high) and 0 < got["median"].ci_resolution < 0.5 / 4096
-    nothing = cluster_bootstrap([np.nan, np.nan], ["a", "b"], ("mean", "median"), n_boot=50)
+    nothing = cluster_bootstrap([np.nan, np.nan], ["a", "b"], ("mean", "median"), boot=BootstrapOptions(n_boot=50))
     assert nothing["median"].n_units == 0 and np.isnan(nothing["median"].estimate)
     table = bootstrap_summary(
         pd.DataFrame({"model": ["x", "x", "y"], "prompt_id": ["a", "b", "a"], "v": [1.0, 2.0, np.nan]}),
         ["v"],
         group_columns=["model"],
-        n_boot=50,
+        boot=BootstrapOptions(n_boot=50),
     ).set_index(["model", "statistic"])
     assert table.loc[("y", "p90"), "n_tokens"] == 0 and np.isnan(table.loc[("y", "p90"), "ci_low"])
 
 
 def test_many_units_get_fewer_bins(monkeypatch):
-    monkeypatch.setattr(stats, "_HISTOGRAM_CELLS", 40 * 32)
+    monkeypatch.setattr(token_tables, "_HISTOGRAM_CELLS", 40 * 32)
     frame = clustered(np.random.default_rng(2), 40, (20, 40))
-    summary = Tokens.of(frame).quantile_summary("value", [], (), ["p90"], 4096, n_boot=40, seed=0)
+    summary = Tokens.of(frame).quantile_summary(
+        "value", [], (), ["p90"], BootstrapOptions(n_boot=40, seed=0, bins=4096)
+    )
     assert summary.histogram is not None and summary.histogram.shape[1] <= 32
     got, resolution = resampled_statistics(summary, ("p90",), n_boot=40, seed=0)
     assert np.abs(got["p90"] - exact_resampled(frame, ("p90",), 40, 0)["p90"]).max() <= resolution["p90"] * (1 + 1e-9)
@@ -142,7 +149,7 @@ def test_results_depend_neither_on_row_order_nor_on_the_reader(tmp_path):
     shuffled = frame.sample(frac=1.0, random_state=0).reset_index(drop=True)
     frame.to_parquet(tmp_path / "tokens.parquet")
     tables = [
-        bootstrap_summary(data, ["value"], group_columns=["model"], n_boot=200, seed=1)
+        bootstrap_summary(data, ["value"], group_columns=["model"], boot=BootstrapOptions(n_boot=200, seed=1))
         for data in (frame, shuffled, tmp_path / "tokens.parquet", [tmp_path / "tokens.parquet"])
     ]
     for table in tables[1:]:
@@ -154,7 +161,9 @@ def test_the_bootstrap_sees_units_not_tokens():
     rng = np.random.default_rng(4)
     small, large = clustered(rng, 50, (10, 20)), clustered(rng, 50, (100, 200))
     shapes = [
-        Tokens.of(f).quantile_summary("value", [], (), ["median"], 256, n_boot=100, seed=0).histogram.shape
+        Tokens.of(f)
+        .quantile_summary("value", [], (), ["median"], BootstrapOptions(n_boot=100, seed=0, bins=256))
+        .histogram.shape
         for f in (small, large)
     ]
     assert [rows for rows, _ in shapes] == [50, 50] and all(256 <= bins <= 258 for _, bins in shapes)  # + gap bins

@@ -22,7 +22,7 @@ from tokenscope.analysis.tokens import (
     token_groups,
     token_relation,
 )
-from tokenscope.dataset import connect, duckdb_memory_mb
+from tokenscope.duckdb_tables import connect, duckdb_memory_mb
 
 KEYS = ["model", "source", "prompt_set"]
 PER_PROMPT = [*KEYS, "prompt_id"]

@@ -10,7 +10,7 @@ import pyarrow.parquet as pq
 import pytest
 from matplotlib.figure import Figure
 
-from tokenscope.dataset import connect
+from tokenscope.duckdb_tables import connect
 from tokenscope.figures.entropy import (
     entropy_histograms_of_files,
     files_by_model,

@@ -18,6 +18,7 @@ from tokenscope.analysis.comparison import (
     identical_weights_note,
     write_comparison_tables,
 )
+from tokenscope.analysis.stats import BootstrapOptions, TokenChangeOptions
 from tokenscope.model.sources import ModelSpec, hash_weights, identical_weight_groups, prepare_model, sha256_file
 from tokenscope.report.run_record import build_run_record
 
@@ -153,7 +154,9 @@ def test_comparison_flags_identical_weights(series, tmp_path):
             prompt_set="t", show_progress=False,
         )  # fmt: skip
         pairs.append(table.to_pandas())
-    options = StatsOptions(n_boot=50, n_perm=50, min_count=1, top_n=3)
+    options = StatsOptions(
+        boot=BootstrapOptions(n_boot=50), n_perm=50, changes=TokenChangeOptions(min_count=1, top_n=3)
+    )
     own_frame, pair_frame = pd.concat(own, ignore_index=True), pd.concat(pairs, ignore_index=True)
     tables = compare_group(own_frame, pair_frame, models, options, manifests=manifests)
     tests = tables["paired_tests"].set_index(["tokens", "model"])

@@ -12,13 +12,13 @@ import pandas as pd
 import pytest
 from scipy.stats import mannwhitneyu
 
+from tokenscope.analysis.stats import draw_blocks, percentile_interval
 from tokenscope.errors import ConfigError, TokenscopeError
 from tokenscope.outcomes.stats import (
     GENERATION_STATISTICS,
     OutcomeOptions,
     auroc,
     bootstrap_p_value,
-    draw_blocks,
     generation_statistics,
     outcome_statistics,
     outcome_tables,
@@ -91,15 +91,6 @@ def test_weighted_auroc_counts_repeated_items():
     for row, w in zip(result, weights, strict=True):
         repeated = np.repeat(np.arange(12), w.astype(int))
         assert row == pytest.approx(auroc(scores[repeated], positive[repeated]))
-
-
-def test_draw_blocks_are_resamples_and_reproducible():
-    blocks = list(draw_blocks(7, 50, seed=3, width=7 * 100_000))  # tiny blocks
-    assert len(blocks) > 1
-    counts = np.concatenate(blocks)
-    assert counts.shape == (50, 7) and (counts.sum(axis=1) == 7).all()
-    again = np.concatenate(list(draw_blocks(7, 50, seed=3, width=7 * 100_000)))
-    np.testing.assert_array_equal(counts, again)
 
 
 def test_bootstrap_p_value():
@@ -181,6 +172,21 @@ def test_outcome_tables_match_definitions(tmp_path):
     _, again = outcome_statistics(tokens, generations, ["base", "ckpt"], options, prompt_set="s")
     for name, table in tables.items():
         pd.testing.assert_frame_equal(table, again[name])
+
+
+def test_outcome_intervals_come_from_the_shared_resampling_core(tmp_path):
+    """The accuracy CI is the percentile interval of the accuracy on the draws of
+    tokenscope.analysis.stats with the same seed: one resampling core for analysis and outcomes."""
+    tokens, generations = synthetic_run(tmp_path, models=("base",))
+    per_generation, _ = generation_statistics(tokens, generations, "base")
+    options = OutcomeOptions(n_boot=300, ci=0.9, seed=4)
+    row = outcome_tables(per_generation, ["base"], options)["accuracy"].iloc[0]
+    answered = per_generation[per_generation["correct"].notna()]
+    per_prompt = answered.groupby("prompt_id")["correct"].agg(["sum", "count"]).sort_index()
+    share = (per_prompt["sum"] / per_prompt["count"]).to_numpy(np.float64)
+    draws = np.concatenate(list(draw_blocks(share.size, options.n_boot, options.seed, dtype=np.float64)))
+    accuracy = (draws @ share) / draws.sum(axis=1)
+    assert (row["ci_low"], row["ci_high"]) == percentile_interval(accuracy, options.ci)
 
 
 def test_identical_checkpoint_has_zero_paired_difference(tmp_path):

@@ -10,7 +10,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from tokenscope.dataset import connect
+from tokenscope.duckdb_tables import connect
 from tokenscope.errors import ConfigError
 from tokenscope.report.selection import (
     check_listed_prompts,

@@ -19,7 +19,7 @@ import pyarrow.parquet as pq
 import pytest
 import torch
 
-from tokenscope.dataset import connect, parquet_sql
+from tokenscope.duckdb_tables import connect, parquet_sql
 from tokenscope.inputs.prompts import Prompt, load_prompt_set
 from tokenscope.inputs.sequences import reference_sequences
 from tokenscope.model.token_text import VocabularyStrings

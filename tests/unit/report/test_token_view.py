@@ -252,7 +252,7 @@ def test_max_pages_zero_writes_only_the_index(scored, tmp_path):
 
 
 def duckdb_connection():
-    from tokenscope.dataset import connect
+    from tokenscope.duckdb_tables import connect
 
     return connect()
 
