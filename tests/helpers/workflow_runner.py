@@ -63,15 +63,7 @@ def planned_jobs(workdir: Path, config: str) -> list[tuple[str, dict[str, str]]]
 
 def parse_jobs(out: str) -> list[tuple[str, dict[str, str]]]:
     """(rule, wildcards) of every job in a dry run's output."""
-    jobs: list[tuple[str, dict[str, str]]] = []
-    for block in re.split(r"\n(?=(?:local)?rule \w+:)", out):
-        match = re.match(r"(?:local)?rule (\w+):", block.strip())
-        if not match:
-            continue
-        wildcards = re.search(r"wildcards: (.*)", block)
-        values = dict(kv.split("=", 1) for kv in wildcards.group(1).split(", ")) if wildcards else {}
-        jobs.append((match.group(1), values))
-    return jobs
+    return [(job.rule, job.wildcards) for job in parse_planned_jobs(out)]
 
 
 @dataclass(frozen=True)
