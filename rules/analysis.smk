@@ -8,18 +8,18 @@ from tokenscope.workflow.resources import scaled_mem_mb, scaled_runtime
 rule analyze_tokens:
     """Entropy statistics, quantile bins and token groups of one model on one token source."""
     input:
-        tokens="results/tokens/{prompt_set}/{model}/{source}.parquet",
+        tokens=paths.TOKENS,
     output:
         describe=analysis_table("describe", "entropy statistics"),
         describe_per_prompt=analysis_table("describe_per_prompt", "entropy per prompt"),
         qcut_bins=analysis_table("qcut_bins", "quantile bins"),
-        qcut_bins_md="results/analysis/{prompt_set}/{model}/{source}/qcut_bins.md",
+        qcut_bins_md=fill(paths.ANALYSIS, file="qcut_bins.md"),
         qcut_samples=analysis_table("qcut_samples", "bin samples"),
-        qcut_samples_md="results/analysis/{prompt_set}/{model}/{source}/qcut_samples.md",
+        qcut_samples_md=fill(paths.ANALYSIS, file="qcut_samples.md"),
         by_context_token=analysis_table("by_context_token", "by context token"),
-        by_context_token_md="results/analysis/{prompt_set}/{model}/{source}/by_context_token.md",
+        by_context_token_md=fill(paths.ANALYSIS, file="by_context_token.md"),
         by_token=analysis_table("by_token", "by token"),
-        by_token_md="results/analysis/{prompt_set}/{model}/{source}/by_token.md",
+        by_token_md=fill(paths.ANALYSIS, file="by_token.md"),
     log:
         "logs/analyze_tokens/{prompt_set}/{model}/{source}.log",
     conda:
@@ -43,10 +43,10 @@ rule summarize_group:
     """Entropy statistics of the models of a group, side by side, overall and per prompt."""
     input:
         tokens=get_group_token_files,
-        tokenizers="results/comparison/{group}/tokenizers.json",
+        tokenizers=paths.TOKENIZERS,
     output:
         describe=report(
-            "results/summary/{prompt_set}/{group}/{view}/describe.csv",
+            fill(paths.SUMMARY, file="describe.csv"),
             caption="../report/describe.rst",
             category="Entropy statistics",
             labels={
@@ -56,9 +56,9 @@ rule summarize_group:
                 "table": "all prompts",
             },
         ),
-        describe_md="results/summary/{prompt_set}/{group}/{view}/describe.md",
+        describe_md=fill(paths.SUMMARY, file="describe.md"),
         describe_per_prompt=report(
-            "results/summary/{prompt_set}/{group}/{view}/describe_per_prompt.csv",
+            fill(paths.SUMMARY, file="describe_per_prompt.csv"),
             caption="../report/describe.rst",
             category="Entropy statistics",
             labels={

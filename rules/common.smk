@@ -15,7 +15,9 @@ sys.path.insert(0, str(Path(workflow.basedir) / "src"))
 from tokenscope.errors import ConfigError, ModelError, PromptSetError
 from tokenscope.schema_version import SCHEMA_VERSION
 from tokenscope.workflow.config import config_error_message
-from tokenscope.workflow.planning import NAME_PATTERN, RUN_RECORD, plan_workflow
+from tokenscope.workflow import paths
+from tokenscope.workflow.paths import fill
+from tokenscope.workflow.planning import NAME_PATTERN, plan_workflow
 from tokenscope.workflow.resources import scaled_runtime
 from tokenscope.workflow.shards import SHARD_PATTERN, generation_params, plan_shards
 
@@ -25,8 +27,9 @@ except WorkflowError as error:
     raise WorkflowError(config_error_message(error)) from None
 
 
-# One path segment each, so that e.g. results/comparison/{group}/tokenizers.json and
-# results/comparison/{prompt_set}/{group}/... cannot match each other's files.
+# One path segment each, so that e.g. paths.TOKENIZERS (results/comparison/{group}/tokenizers.json)
+# and paths.COMPARISON_TABLES (results/comparison/{prompt_set}/{group}/tables) cannot match each
+# other's files.
 wildcard_constraints:
     model=NAME_PATTERN,
     model_a=NAME_PATTERN,

@@ -5,11 +5,11 @@
 rule cross_score:
     """Models a and b on the same tokens: logprobs, entropies, KL(a||b) and KL(b||a)."""
     input:
-        manifest_a="results/models/{model_a}/manifest.json",
-        manifest_b="results/models/{model_b}/manifest.json",
+        manifest_a=fill(paths.MANIFEST, model="{model_a}"),
+        manifest_b=fill(paths.MANIFEST, model="{model_b}"),
         tokens=get_pair_tokens,
     output:
-        "results/pairs/{prompt_set}/{model_a}/{model_b}/{source}.parquet",
+        paths.PAIR,
     log:
         "logs/cross_score/{prompt_set}/{model_a}/{model_b}/{source}.log",
     benchmark:
@@ -56,12 +56,12 @@ rule compare_group:
     input:
         own=get_compare_own_tokens,
         pairs=get_compare_pairs,
-        tokenizers="results/comparison/{group}/tokenizers.json",
+        tokenizers=paths.TOKENIZERS,
         # weights_sha256: models with identical weights are flagged in the tables
         manifests=get_group_manifests,
     output:
         tables=report(
-            directory("results/comparison/{prompt_set}/{group}/tables"),
+            directory(paths.COMPARISON_TABLES),
             patterns=["{table}.csv"],
             caption="../report/comparison_tables.rst",
             category="Checkpoint comparison",
@@ -93,10 +93,10 @@ rule compare_group:
 rule plot_trends:
     """The trend figure of a group's comparison (its own job: a plotting setting reruns only it)."""
     input:
-        tables="results/comparison/{prompt_set}/{group}/tables",
+        tables=paths.COMPARISON_TABLES,
     output:
         png=report(
-            "results/comparison/{prompt_set}/{group}/trends.png",
+            fill(paths.TRENDS, suffix="png"),
             caption="../report/trends.rst",
             category="Checkpoint comparison",
             labels={
@@ -105,8 +105,7 @@ rule plot_trends:
                 "figure": "trends",
             },
         ),
-        vector="results/comparison/{prompt_set}/{group}/trends."
-        + config["analysis"]["vector_format"],
+        vector=fill(paths.TRENDS, suffix=config["analysis"]["vector_format"]),
     log:
         "logs/plot_trends/{prompt_set}/{group}.log",
     conda:

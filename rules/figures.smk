@@ -1,4 +1,4 @@
-# Figures of all tokens or of chosen prompts, read through DuckDB (tokenscope.dataset).
+# Figures of all tokens or of chosen prompts, read through DuckDB (tokenscope.duckdb_tables).
 from tokenscope.workflow.resources import scaled_mem_mb, scaled_runtime
 
 
@@ -6,10 +6,10 @@ rule plot_prompt_figures:
     """Per chosen prompt: entropy per generation step (a panel per model) and entropy histograms."""
     input:
         tokens=get_group_token_files,
-        tokenizers="results/comparison/{group}/tokenizers.json",
+        tokenizers=paths.TOKENIZERS,
     output:
         report(
-            directory("results/figures/{prompt_set}/{group}/{view}/per_prompt"),
+            directory(paths.PROMPT_FIGURES),
             patterns=["{figure}-{prompt_id}.png"],
             caption="../report/per_prompt.rst",
             category="Per-prompt entropy",
@@ -43,10 +43,10 @@ rule plot_entropy_hist:
     """Entropy distribution over all prompts, the group's models overlaid."""
     input:
         tokens=get_group_token_files,
-        tokenizers="results/comparison/{group}/tokenizers.json",
+        tokenizers=paths.TOKENIZERS,
     output:
         png=report(
-            "results/figures/{prompt_set}/{group}/{view}/entropy_hist_all.png",
+            fill(paths.ENTROPY_HIST, suffix="png"),
             caption="../report/entropy_hist_all.rst",
             category="Entropy distribution",
             labels={
@@ -55,8 +55,7 @@ rule plot_entropy_hist:
                 "tokens": "{view}",
             },
         ),
-        vector="results/figures/{prompt_set}/{group}/{view}/entropy_hist_all."
-        + config["analysis"]["vector_format"],
+        vector=fill(paths.ENTROPY_HIST, suffix=config["analysis"]["vector_format"]),
     log:
         "logs/plot_entropy_hist/{prompt_set}/{group}/{view}.log",
     conda:

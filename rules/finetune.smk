@@ -5,9 +5,9 @@
 rule finetune:
     """Short supervised finetune of a model on a generated reasoning data set: K checkpoints."""
     input:
-        manifest="results/models/{model}/manifest.json",
+        manifest=paths.MANIFEST,
     output:
-        directory("results/finetune/{model}"),
+        directory(paths.FINETUNE),
     log:
         "logs/finetune/{model}.log",
     benchmark:

@@ -1,22 +1,33 @@
 # `snakemake --cores all gallery`: copy figures of the default run into docs/gallery/ for the
 # README, so the pictures there are the workflow's own output.
 
+GALLERY_MARKER_ATTENTION = paths.MARKER_ATTENTION_FIGURE.format(
+    prompt_set="math24", group="all", suffix="png"
+)
+GALLERY_ATTENTION_POSITIONS = paths.INTERNALS_FIGURES.format(
+    prompt_set="smoke_filler", model="smollm2", analysis="attention_positions"
+)
+GALLERY_DEPTH = paths.INTERNALS_FIGURES.format(
+    prompt_set="smoke_filler", model="smollm2", analysis="depth"
+)
+GALLERY_TRENDS = paths.TRENDS.format(prompt_set="math24", group="all", suffix="png")
+# README name -> the figure it shows (figure folders: a figure per prompt, here prompt "capital").
 GALLERY = {
-    "marker_attention.png": "results/figures/internals/math24/all/marker_attention.png",
-    "attention_positions.png": "results/figures/internals/smoke_filler/smollm2/attention_positions/attention_positions-capital.png",
-    "convergence.png": "results/figures/internals/smoke_filler/smollm2/depth/convergence-capital.png",
-    "logit_lens.png": "results/figures/internals/smoke_filler/smollm2/depth/logit_lens-capital.png",
-    "trends.png": "results/comparison/math24/all/trends.png",
+    "marker_attention.png": GALLERY_MARKER_ATTENTION,
+    "attention_positions.png": f"{GALLERY_ATTENTION_POSITIONS}/attention_positions-capital.png",
+    "convergence.png": f"{GALLERY_DEPTH}/convergence-capital.png",
+    "logit_lens.png": f"{GALLERY_DEPTH}/logit_lens-capital.png",
+    "trends.png": GALLERY_TRENDS,
 }
 
 
 rule gallery:
     """Copy the README's figures from results/ into docs/gallery/."""
     input:
-        "results/figures/internals/math24/all/marker_attention.png",
-        "results/figures/internals/smoke_filler/smollm2/attention_positions",
-        "results/figures/internals/smoke_filler/smollm2/depth",
-        "results/comparison/math24/all/trends.png",
+        GALLERY_MARKER_ATTENTION,
+        GALLERY_ATTENTION_POSITIONS,
+        GALLERY_DEPTH,
+        GALLERY_TRENDS,
     output:
         [f"docs/gallery/{name}" for name in GALLERY],
     log:

@@ -7,8 +7,8 @@ rule generate_shard:
         # shard's own prompts' sha256, so a shard reruns exactly when they change.
         prompts=ancient(get_prompt_file),
     output:
-        generations="results/shards/{prompt_set}/{model}/{shard}/generations.parquet",
-        tokens="results/shards/{prompt_set}/{model}/{shard}/tokens.parquet",
+        generations=fill(paths.SHARD_TABLE, table="generations"),
+        tokens=fill(paths.SHARD_TABLE, table="tokens"),
     log:
         "logs/generate_shard/{prompt_set}/{model}/{shard}.log",
     benchmark:
@@ -44,7 +44,7 @@ rule gather_generation:
         # file does not regrade (appended prompts come with a new shard anyway).
         prompts=ancient(get_prompt_file),
     output:
-        generations="results/generations/{prompt_set}/{model}.parquet",
+        generations=paths.GENERATIONS,
     log:
         "logs/gather_generation/{prompt_set}/{model}.log",
     conda:
@@ -66,7 +66,7 @@ rule gather_tokens:
     input:
         tokens=get_token_shards,
     output:
-        tokens="results/tokens/{prompt_set}/{model}/{model}.parquet",
+        tokens=paths.OWN_TOKENS,
     log:
         "logs/gather_tokens/{prompt_set}/{model}.log",
     conda:
@@ -88,7 +88,7 @@ rule teacher_force:
         # ancient: as for generate_shard, params.shard holds the shard's own prompts' sha256.
         prompts=ancient(get_prompt_file),
     output:
-        tokens="results/shards/{prompt_set}/{model}/{shard}/reference.parquet",
+        tokens=fill(paths.SHARD_TABLE, table="reference"),
     log:
         "logs/teacher_force/{prompt_set}/{model}/{shard}.log",
     benchmark:
@@ -122,7 +122,7 @@ rule gather_reference:
     input:
         tokens=get_reference_shards,
     output:
-        tokens="results/tokens/{prompt_set}/{model}/reference.parquet",
+        tokens=paths.REFERENCE_TOKENS,
     log:
         "logs/gather_reference/{prompt_set}/{model}.log",
     conda:

@@ -1,6 +1,6 @@
 # Input and params functions of the rules: each takes the job's wildcards and asks the plan
 # (rules/common.smk). Also the report entries that several outputs of one rule share.
-from tokenscope.workflow.planning import manifest_file
+from tokenscope.workflow.planning import generations_file, manifest_file
 
 
 def get_model_files(wildcards):
@@ -42,7 +42,7 @@ def get_pair_tokens(wildcards):
     """What a pair scores: the prompt set's reference answers or a model's generations."""
     if wildcards.source == "reference":
         return plan.prompt_file(wildcards.prompt_set)
-    return f"results/generations/{wildcards.prompt_set}/{wildcards.source}.parquet"
+    return generations_file(wildcards.prompt_set, wildcards.source)
 
 
 def get_pair_score_span(wildcards):
@@ -65,7 +65,9 @@ def get_marker_attention_tables(wildcards):
 def get_attention_positions_without(wildcards):
     """The same measurement on the prompt set the filler set derives from."""
     source = plan.source_prompt_set(wildcards.prompt_set)
-    return f"results/internals/{source}/{wildcards.model}/attention_positions.parquet"
+    return paths.INTERNALS.format(
+        prompt_set=source, model=wildcards.model, table="attention_positions"
+    )
 
 
 def get_scoring_pairs(wildcards):
@@ -77,7 +79,7 @@ def get_token_view_generations(wildcards):
     """The generations behind a model's own tokens (none for reference answers)."""
     if wildcards.source == "reference":
         return []
-    return f"results/generations/{wildcards.prompt_set}/{wildcards.source}.parquet"
+    return generations_file(wildcards.prompt_set, wildcards.source)
 
 
 def get_side_by_side_generations(wildcards):
@@ -90,7 +92,7 @@ def get_side_by_side_generations(wildcards):
 def analysis_table(name, table):
     """A table of rule analyze_tokens, registered in the report under "Token analysis"."""
     return report(
-        f"results/analysis/{{prompt_set}}/{{model}}/{{source}}/{name}.csv",
+        fill(paths.ANALYSIS, file=f"{name}.csv"),
         caption="../report/token_analysis.rst",
         category="Token analysis",
         subcategory="{prompt_set}",
@@ -142,7 +144,7 @@ def get_outcome_settings(wildcards):
 def outcome_figure(name, caption):
     """A figure of rule plot_outcomes, registered in the report under "Outcomes"."""
     return report(
-        f"results/outcomes/{{prompt_set}}/{{group}}/{name}.png",
+        fill(paths.OUTCOME_FIGURE, figure=name, suffix="png"),
         caption=f"../report/{caption}",
         category="Outcomes",
         subcategory="{prompt_set}",

@@ -8,10 +8,10 @@ rule marker_attention:
     """Share of attention each generated token gives to marker tokens (e.g. <think>)."""
     input:
         manifest=get_manifest,
-        generations="results/generations/{prompt_set}/{model}.parquet",
-        tokens="results/tokens/{prompt_set}/{model}/{model}.parquet",
+        generations=paths.GENERATIONS,
+        tokens=paths.OWN_TOKENS,
     output:
-        "results/internals/{prompt_set}/{model}/marker_attention.parquet",
+        fill(paths.INTERNALS, table="marker_attention"),
     log:
         "logs/marker_attention/{prompt_set}/{model}.log",
     benchmark:
@@ -42,7 +42,7 @@ rule attention_positions:
         manifest=get_manifest,
         prompts=get_prompt_file,
     output:
-        "results/internals/{prompt_set}/{model}/attention_positions.parquet",
+        fill(paths.INTERNALS, table="attention_positions"),
     log:
         "logs/attention_positions/{prompt_set}/{model}.log",
     benchmark:
@@ -70,8 +70,8 @@ rule depth:
         manifest=get_manifest,
         prompts=get_prompt_file,
     output:
-        convergence="results/internals/{prompt_set}/{model}/convergence.parquet",
-        logit_lens="results/internals/{prompt_set}/{model}/logit_lens.parquet",
+        convergence=fill(paths.INTERNALS, table="convergence"),
+        logit_lens=fill(paths.INTERNALS, table="logit_lens"),
     log:
         "logs/depth/{prompt_set}/{model}.log",
     benchmark:
@@ -101,14 +101,15 @@ rule plot_marker_attention:
         get_marker_attention_tables,
     output:
         png=report(
-            "results/figures/internals/{prompt_set}/{group}/marker_attention.png",
+            fill(paths.MARKER_ATTENTION_FIGURE, suffix="png"),
             caption="../report/marker_attention.rst",
             category="Internals",
             subcategory="Attention to marker tokens",
             labels={"prompt set": "{prompt_set}", "group": "{group}"},
         ),
-        vector="results/figures/internals/{prompt_set}/{group}/marker_attention."
-        + config["analysis"]["vector_format"],
+        vector=fill(
+            paths.MARKER_ATTENTION_FIGURE, suffix=config["analysis"]["vector_format"]
+        ),
     log:
         "logs/plot_marker_attention/{prompt_set}/{group}.log",
     conda:
@@ -127,13 +128,11 @@ rule plot_marker_attention:
 rule plot_attention_positions:
     """Filler attention: attention received per position with vs without the inserted tokens."""
     input:
-        with_filler="results/internals/{prompt_set}/{model}/attention_positions.parquet",
+        with_filler=fill(paths.INTERNALS, table="attention_positions"),
         without=get_attention_positions_without,
     output:
         report(
-            directory(
-                "results/figures/internals/{prompt_set}/{model}/attention_positions"
-            ),
+            directory(fill(paths.INTERNALS_FIGURES, analysis="attention_positions")),
             patterns=["attention_positions-{prompt_id}.png"],
             caption="../report/attention_positions.rst",
             category="Internals",
@@ -162,11 +161,11 @@ rule plot_attention_positions:
 rule plot_depth:
     """Depth convergence and logit lens: a heatmap of each per prompt."""
     input:
-        convergence="results/internals/{prompt_set}/{model}/convergence.parquet",
-        logit_lens="results/internals/{prompt_set}/{model}/logit_lens.parquet",
+        convergence=fill(paths.INTERNALS, table="convergence"),
+        logit_lens=fill(paths.INTERNALS, table="logit_lens"),
     output:
         report(
-            directory("results/figures/internals/{prompt_set}/{model}/depth"),
+            directory(fill(paths.INTERNALS_FIGURES, analysis="depth")),
             patterns=["{figure}-{prompt_id}.png"],
             caption="../report/depth.rst",
             category="Internals",

@@ -9,7 +9,7 @@ rule prepare_model:
     input:
         get_model_files,
     output:
-        "results/models/{model}/manifest.json",
+        paths.MANIFEST,
     log:
         "logs/prepare_model/{model}.log",
     benchmark:
@@ -34,7 +34,7 @@ rule check_tokenizers:
     input:
         get_group_manifests,
     output:
-        "results/comparison/{group}/tokenizers.json",
+        paths.TOKENIZERS,
     log:
         "logs/check_tokenizers/{group}.log",
     conda:

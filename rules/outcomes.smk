@@ -15,14 +15,14 @@ rule outcome_stats:
         generations=get_outcome_generations,
     output:
         tables=report(
-            directory("results/outcomes/{prompt_set}/{group}/tables"),
+            directory(paths.OUTCOME_TABLES),
             patterns=["{table}.csv"],
             caption="../report/outcome_tables.rst",
             category="Outcomes",
             subcategory="{prompt_set}",
             labels={"group": "{group}", "table": "{table}"},
         ),
-        generations="results/outcomes/{prompt_set}/{group}/generations.parquet",
+        generations=paths.OUTCOME_GENERATIONS,
     log:
         "logs/outcome_stats/{prompt_set}/{group}.log",
     benchmark:
@@ -45,16 +45,19 @@ rule outcome_stats:
 rule plot_outcomes:
     """The outcome figures of a group (their own job: a plotting setting reruns only them)."""
     input:
-        tables="results/outcomes/{prompt_set}/{group}/tables",
+        tables=paths.OUTCOME_TABLES,
     output:
         outcomes=outcome_figure("outcomes", "outcome_accuracy.rst"),
         auroc=outcome_figure("auroc", "outcome_auroc.rst"),
         entropy_fit=outcome_figure("entropy_fit", "outcome_entropy_fit.rst"),
-        vectors=expand(
-            "results/outcomes/{{prompt_set}}/{{group}}/{name}.{suffix}",
-            name=OUTCOME_FIGURES,
-            suffix=config["analysis"]["vector_format"],
-        ),
+        vectors=[
+            fill(
+                paths.OUTCOME_FIGURE,
+                figure=name,
+                suffix=config["analysis"]["vector_format"],
+            )
+            for name in OUTCOME_FIGURES
+        ],
     log:
         "logs/plot_outcomes/{prompt_set}/{group}.log",
     conda:

@@ -10,8 +10,8 @@ from tokenscope.workflow.resources import scaled_mem_mb, scaled_runtime
 # The report's front page (report/workflow.rst) is rendered with only `snakemake.config` in
 # scope; the record of the run (rule run_record) reaches it there, under a key the schema does
 # not allow in a config file.
-if Path(RUN_RECORD).exists():
-    config["_run_record"] = json.loads(Path(RUN_RECORD).read_text())
+if Path(paths.RUN_RECORD).exists():
+    config["_run_record"] = json.loads(Path(paths.RUN_RECORD).read_text())
 
 # Prompts listed for pages and per-prompt figures must exist in some prompt set.
 try:
@@ -26,14 +26,14 @@ except ConfigError as error:
 rule token_view:
     """Pages of chosen sequences, tokens coloured by a per-token metric or KL; an index of every sequence."""
     input:
-        tokens="results/tokens/{prompt_set}/{model}/{source}.parquet",
+        tokens=paths.TOKENS,
         manifest=get_manifest,
         prompts=get_prompt_file,
         pairs=get_scoring_pairs,
         generations=get_token_view_generations,
     output:
         pages=report(
-            directory("results/token_view/{prompt_set}/{model}/{source}"),
+            directory(paths.TOKEN_VIEW),
             patterns=["{prompt_id}-{sample}.html"],
             caption="../report/token_view.rst",
             category="Token view",
@@ -46,7 +46,7 @@ rule token_view:
             },
         ),
         index=report(
-            "results/token_view/{prompt_set}/{model}/{source}.html",
+            paths.TOKEN_VIEW_INDEX,
             caption="../report/token_view_index.rst",
             category="Token view",
             subcategory="{prompt_set}",
@@ -79,9 +79,9 @@ rule token_view:
 rule run_record:
     """The config files, the models with their manifest hashes and the package versions of the jobs."""
     input:
-        expand("results/models/{model}/manifest.json", model=plan.models),
+        expand(paths.MANIFEST, model=plan.models),
     output:
-        RUN_RECORD,
+        paths.RUN_RECORD,
     log:
         "logs/run_record.log",
     conda:
@@ -103,15 +103,13 @@ rule run_record:
 rule side_by_side:
     """Pages of two checkpoints on one prompt: both generations, a shared text coloured by logprob B - A or KL."""
     input:
-        pairs="results/pairs/{prompt_set}/{model_a}/{model_b}/{source}.parquet",
-        manifest="results/models/{model_a}/manifest.json",
+        pairs=paths.PAIR,
+        manifest=fill(paths.MANIFEST, model="{model_a}"),
         prompts=get_prompt_file,
         generations=get_side_by_side_generations,
     output:
         pages=report(
-            directory(
-                "results/side_by_side/{prompt_set}/{model_a}/{model_b}/{source}"
-            ),
+            directory(paths.SIDE_BY_SIDE),
             patterns=["{prompt_id}-{sample}.html"],
             caption="../report/side_by_side.rst",
             category="Side by side",
@@ -124,7 +122,7 @@ rule side_by_side:
             },
         ),
         index=report(
-            "results/side_by_side/{prompt_set}/{model_a}/{model_b}/{source}.html",
+            paths.SIDE_BY_SIDE_INDEX,
             caption="../report/side_by_side_index.rst",
             category="Side by side",
             subcategory="{prompt_set}",

@@ -7,6 +7,7 @@ import re
 import shutil
 import subprocess
 import sys
+from dataclasses import dataclass
 from pathlib import Path
 
 from helpers.paths import REPO, TEST_CONFIGS, TEST_DATA
@@ -62,15 +63,43 @@ def planned_jobs(workdir: Path, config: str) -> list[tuple[str, dict[str, str]]]
 
 def parse_jobs(out: str) -> list[tuple[str, dict[str, str]]]:
     """(rule, wildcards) of every job in a dry run's output."""
-    jobs: list[tuple[str, dict[str, str]]] = []
+    return [(job.rule, job.wildcards) for job in parse_planned_jobs(out)]
+
+
+@dataclass(frozen=True)
+class PlannedJob:
+    """A job of a dry run: its rule, wildcards and the files it reads (`input`) and writes (`output`)."""
+
+    rule: str
+    wildcards: dict[str, str]
+    input: list[str]
+    output: list[str]
+
+
+def parse_planned_jobs(out: str) -> list[PlannedJob]:
+    """Every job in a dry run's output, with its input and output files."""
+    jobs = []
     for block in re.split(r"\n(?=(?:local)?rule \w+:)", out):
         match = re.match(r"(?:local)?rule (\w+):", block.strip())
         if not match:
             continue
-        wildcards = re.search(r"wildcards: (.*)", block)
-        values = dict(kv.split("=", 1) for kv in wildcards.group(1).split(", ")) if wildcards else {}
-        jobs.append((match.group(1), values))
+        fields = dict(re.findall(r"^    (\w+): (.*)$", block, re.M))
+        wildcards = dict(kv.split("=", 1) for kv in fields["wildcards"].split(", ")) if "wildcards" in fields else {}
+        files = {key: fields[key].split(", ") if key in fields else [] for key in ("input", "output")}
+        jobs.append(PlannedJob(match.group(1), wildcards, files["input"], files["output"]))
     return jobs
+
+
+def template_regex(template: str, known: dict[str, str] | None = None) -> re.Pattern[str]:
+    """A path template of tokenscope.workflow.paths as a regex: the wildcards in `known` stand for
+    their values, every other one for a path segment."""
+    known = known or {}
+    parts = re.split(r"\{(\w+)\}", template)
+    pattern = "".join(
+        re.escape(part) if i % 2 == 0 else re.escape(known[part]) if part in known else "[^/]+"
+        for i, part in enumerate(parts)
+    )
+    return re.compile(pattern)
 
 
 def copy_prompts(workdir: Path, *names: str, source: Path = TEST_DATA) -> None:

@@ -6,7 +6,7 @@ plus a few facts of the prompt set files (which file, which insertion, whether i
 answers), so it is unit-tested without Snakemake. Nothing here imports torch, transformers or
 pandas: parsing the workflow (dry runs, --lint, a cluster's login node) stays fast and needs no
 GPU stack. A name the config uses but does not define is a ConfigError of one line naming the
-config key.
+config key. Every file it names is a template of tokenscope.workflow.paths, the rules' own.
 """
 
 from __future__ import annotations
@@ -23,12 +23,12 @@ from tokenscope.outcomes.answers import answer_params, answers_sha256, check_ans
 from tokenscope.outcomes.options import pass_at_k_values
 from tokenscope.scoring.catalogue import check_config_metrics
 from tokenscope.scoring.options import normalize_scoring_config
+from tokenscope.workflow import paths
 from tokenscope.workflow.devices import gpu_count
 
 # A model, group or prompt set name: one path segment (the schema checks config names with it).
 NAME_PATTERN = "[A-Za-z0-9][A-Za-z0-9_.-]*"
 VIEWS = ("generated", "reference")
-RUN_RECORD = "results/run/record.json"
 # The figures of rule plot_outcomes, per prompt set and group.
 OUTCOME_FIGURES = ("outcomes", "auroc", "entropy_fit")
 
@@ -61,14 +61,14 @@ def finetune_checkpoints(config: Mapping[str, Any]) -> dict[str, str]:
 
 def finetune_folder(base: str) -> str:
     """Output of rule finetune: the folder of the checkpoint series of `base`."""
-    return f"results/finetune/{base}"
+    return paths.FINETUNE.format(model=base)
 
 
 def model_entries(config: Mapping[str, Any]) -> dict[str, dict[str, Any]]:
     """The config's models, in order, then the finetune's checkpoints (local folders it writes)."""
     entries = {name: dict(entry) for name, entry in config["models"].items()}
     for name, base in finetune_checkpoints(config).items():
-        entries[name] = {"path": f"{finetune_folder(base)}/{name}"}
+        entries[name] = {"path": paths.FINETUNE_CHECKPOINT.format(model=base, checkpoint=name)}
     return entries
 
 
@@ -128,7 +128,7 @@ class PairTable(NamedTuple):
 
 
 def pair_file(prompt_set: str, a: str, b: str, source: str) -> str:
-    return f"results/pairs/{prompt_set}/{a}/{b}/{source}.parquet"
+    return paths.PAIR.format(prompt_set=prompt_set, model_a=a, model_b=b, source=source)
 
 
 def view_source(model: str, view: str) -> str:
@@ -137,11 +137,15 @@ def view_source(model: str, view: str) -> str:
 
 
 def token_file(prompt_set: str, model: str, view: str) -> str:
-    return f"results/tokens/{prompt_set}/{model}/{view_source(model, view)}.parquet"
+    return paths.TOKENS.format(prompt_set=prompt_set, model=model, source=view_source(model, view))
 
 
 def manifest_file(model: str) -> str:
-    return f"results/models/{model}/manifest.json"
+    return paths.MANIFEST.format(model=model)
+
+
+def generations_file(prompt_set: str, model: str) -> str:
+    return paths.GENERATIONS.format(prompt_set=prompt_set, model=model)
 
 
 class Plan:
@@ -350,11 +354,11 @@ class Plan:
         """Both models' generations tables, where the set is generated (else the pages show none)."""
         if prompt_set not in self.generated_sets:
             return []
-        return [f"results/generations/{prompt_set}/{model}.parquet" for model in (a, b)]
+        return [generations_file(prompt_set, model) for model in (a, b)]
 
     def side_by_side_targets(self) -> list[str]:
         return [
-            f"results/side_by_side/{prompt_set}/{a}/{b}/{source}"
+            paths.SIDE_BY_SIDE.format(prompt_set=prompt_set, model_a=a, model_b=b, source=source)
             for prompt_set in self.side_by_side_sets
             for a, b in self.side_by_side_pairs
             for source in self.side_by_side_sources(prompt_set, a, b)
@@ -362,7 +366,7 @@ class Plan:
 
     def marker_attention_tables(self, prompt_set: str, group: str) -> list[str]:
         return [
-            f"results/internals/{prompt_set}/{model}/marker_attention.parquet"
+            paths.INTERNALS.format(prompt_set=prompt_set, model=model, table="marker_attention")
             for model in self.groups[group]
             if model in self.internals_models
         ]
@@ -372,7 +376,7 @@ class Plan:
     def comparison_targets(self) -> list[str]:
         groups = self.compared_groups()
         trends = [
-            f"results/comparison/{ps}/{group}/trends.{suffix}"
+            paths.TRENDS.format(prompt_set=ps, group=group, suffix=suffix)
             for ps in self.compared_sets
             for group in groups
             for suffix in ("png", self.vector_format)
@@ -381,7 +385,7 @@ class Plan:
 
     def token_view_targets(self) -> list[str]:
         return [
-            f"results/token_view/{prompt_set}/{model}/{view_source(model, view)}"
+            paths.TOKEN_VIEW.format(prompt_set=prompt_set, model=model, source=view_source(model, view))
             for prompt_set in self.token_view_sets
             for view in self.views(prompt_set)
             for model in self.models
@@ -390,7 +394,7 @@ class Plan:
     def internals_targets(self) -> list[str]:
         # A group's marker-attention figure draws its members that the internals run on: none, no figure.
         targets = [
-            f"results/figures/internals/{prompt_set}/{group}/marker_attention.{suffix}"
+            paths.MARKER_ATTENTION_FIGURE.format(prompt_set=prompt_set, group=group, suffix=suffix)
             for prompt_set in self.internals["marker_attention"]["prompt_sets"]
             for group, members in self.groups.items()
             if any(model in self.internals_models for model in members)
@@ -398,7 +402,7 @@ class Plan:
         ]
         for analysis in ("attention_positions", "depth"):
             targets += [
-                f"results/figures/internals/{prompt_set}/{model}/{analysis}"
+                paths.INTERNALS_FIGURES.format(prompt_set=prompt_set, model=model, analysis=analysis)
                 for prompt_set in self.internals[analysis]["prompt_sets"]
                 for model in self.internals_models
             ]
@@ -436,16 +440,21 @@ class Plan:
         return self.group_token_files(prompt_set, group, "generated")
 
     def outcome_generation_files(self, prompt_set: str, group: str) -> list[str]:
-        return [f"results/generations/{prompt_set}/{model}.parquet" for model in self.groups[group]]
+        return [generations_file(prompt_set, model) for model in self.groups[group]]
 
     def outcome_targets(self) -> list[str]:
         targets = []
         for prompt_set in self.outcome_sets:
             for group in self.groups:
-                folder = f"results/outcomes/{prompt_set}/{group}"
-                targets += [f"{folder}/tables", f"{folder}/generations.parquet"]
+                targets += [
+                    paths.OUTCOME_TABLES.format(prompt_set=prompt_set, group=group),
+                    paths.OUTCOME_GENERATIONS.format(prompt_set=prompt_set, group=group),
+                ]
                 for figure in OUTCOME_FIGURES:
-                    targets += [f"{folder}/{figure}.png", f"{folder}/{figure}.{self.vector_format}"]
+                    targets += [
+                        paths.OUTCOME_FIGURE.format(prompt_set=prompt_set, group=group, figure=figure, suffix=suffix)
+                        for suffix in ("png", self.vector_format)
+                    ]
         return targets
 
     def final_targets(self) -> list[str]:
@@ -455,12 +464,16 @@ class Plan:
             for view in self.views(prompt_set):
                 for model in self.models:
                     targets.append(token_file(prompt_set, model, view))
-                    targets.append(f"results/analysis/{prompt_set}/{model}/{view_source(model, view)}/describe.csv")
+                    source = view_source(model, view)
+                    targets.append(
+                        paths.ANALYSIS.format(prompt_set=prompt_set, model=model, source=source, file="describe.csv")
+                    )
                 for group in self.groups:
-                    base = f"results/figures/{prompt_set}/{group}/{view}"
-                    targets += [f"{base}/entropy_hist_all.png", f"{base}/entropy_hist_all.{self.vector_format}"]
-                    targets.append(f"{base}/per_prompt")
-                    targets.append(f"results/summary/{prompt_set}/{group}/{view}/describe.csv")
+                    where = {"prompt_set": prompt_set, "group": group, "view": view}
+                    for suffix in ("png", self.vector_format):
+                        targets.append(paths.ENTROPY_HIST.format(**where, suffix=suffix))
+                    targets.append(paths.PROMPT_FIGURES.format(**where))
+                    targets.append(paths.SUMMARY.format(**where, file="describe.csv"))
         return (
             targets
             + self.internals_targets()
@@ -468,7 +481,7 @@ class Plan:
             + self.token_view_targets()
             + self.side_by_side_targets()
             + self.outcome_targets()
-            + [RUN_RECORD]
+            + [paths.RUN_RECORD]
         )
 
 

@@ -4,10 +4,10 @@ one generate_shard job and one teacher_force job each.
 Shard i of a prompt set holds its prompts [i x shard_size, (i + 1) x shard_size) in file order
 (`generation.shard_size`; every sample of a prompt is in its prompt's shard) and is named by its
 index, five digits (`00000`): names never contain prompt ids, so no prompt id can clash with a
-shard's path. Rules generate_shard and teacher_force write results/shards/{prompt_set}/{model}/{shard}/
-(TABLES) and rules gather_generation, gather_tokens and gather_reference stream a set's shards into
-the per-set tables every other rule reads (tokenscope.io.gather_parquet; the generations table
-graded on the way, see tokenscope.outcomes.answers).
+shard's path. Rules generate_shard and teacher_force write a shard's TABLES (paths.SHARD_TABLE)
+and rules gather_generation, gather_tokens and gather_reference stream a set's shards into the
+per-set tables every other rule reads (tokenscope.io.gather_parquet; the generations table graded
+on the way, see tokenscope.outcomes.answers).
 
 A shard's params carry its prompt range and the sha256 of its raw prompt lines, and its rule reads
 the prompt file as `ancient`, so a shard reruns when its own prompts change (Snakemake's params
@@ -27,6 +27,7 @@ from typing import Any
 
 from tokenscope.errors import ConfigError, PromptSetError
 from tokenscope.inputs.prompts import prompt_lines
+from tokenscope.workflow.paths import SHARD_TABLE
 
 SHARD_DIGITS = 5
 SHARD_PATTERN = f"[0-9]{{{SHARD_DIGITS}}}"  # the `shard` wildcard: 00000 ... 99999
@@ -65,7 +66,7 @@ def shard_name(index: int) -> str:
 
 def shard_file(prompt_set: str, model: str, shard: str, table: str) -> str:
     """A shard's `generations`, `tokens` or `reference` table (TABLES)."""
-    return f"results/shards/{prompt_set}/{model}/{shard}/{table}.parquet"
+    return SHARD_TABLE.format(prompt_set=prompt_set, model=model, shard=shard, table=table)
 
 
 def split_lines(lines: Sequence[bytes], shard_size: int) -> list[Shard]:
