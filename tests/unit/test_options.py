@@ -15,7 +15,7 @@ from tokenscope.options import SectionOptions, setting
 
 SCHEMA = Path(__file__).resolve().parents[2] / "schemas" / "config.schema.yaml"
 # The modules that define the options objects of the config sections.
-OPTION_MODULES = ["tokenscope.options", "tokenscope.internals.options"]
+OPTION_MODULES = ["tokenscope.options", "tokenscope.internals.options", "tokenscope.report.options"]
 
 
 @dataclass(frozen=True)
