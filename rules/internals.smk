@@ -1,7 +1,15 @@
 # Model internals (marker attention, filler attention, depth convergence, logit lens): hooks on
 # the chosen layers, eager attention only in the passes that read attention weights. Each rule's
 # params are the settings that change its outputs, never a whole section: the section's
-# prompt_sets (which sets run) and the plot settings do not rerun the forward passes.
+# prompt_sets (which sets run) and the plot settings do not rerun the forward passes. The params
+# are an options object's (tokenscope.internals.options), one param per setting, so that each
+# param's value stays the config's.
+from tokenscope.internals.options import (
+    AttentionPositionsOptions,
+    DepthFigureOptions,
+    DepthOptions,
+    MarkerAttentionOptions,
+)
 
 
 rule marker_attention:
@@ -29,8 +37,7 @@ rule marker_attention:
         gpu=plan.gpu,
     # What changes the table; its batch_size (a speed knob) the script reads from the config.
     params:
-        markers=config["internals"]["marker_attention"]["markers"],
-        layers=config["internals"]["marker_attention"]["layers"],
+        **MarkerAttentionOptions.from_config(config).params(),
         runtime=plan.load_options,
     script:
         "../scripts/marker_attention.py"
@@ -56,9 +63,8 @@ rule attention_positions:
         runtime=model_runtime(config["runtime"]["runtime_min"]),
         gpu=plan.gpu,
     params:
+        **AttentionPositionsOptions.from_config(config).params(),
         insertion=get_prompt_insertion,
-        heads=config["internals"]["attention_positions"]["heads"],
-        prompt_ids=config["internals"]["attention_positions"]["prompt_ids"],
         runtime=plan.load_options,
     script:
         "../scripts/attention_positions.py"
@@ -87,9 +93,8 @@ rule depth:
     # What changes the tables: not the plot settings (chunk_tokens, max_positions: rule plot_depth)
     # nor scoring.chunk_rows (memory), which the script reads from the config.
     params:
+        **DepthOptions.from_config(config).params(),
         insertion=get_prompt_insertion,
-        prompt_ids=config["internals"]["depth"]["prompt_ids"],
-        recurrent=config["internals"]["depth"].get("recurrent"),
         runtime=plan.load_options,
     script:
         "../scripts/depth.py"
@@ -187,8 +192,7 @@ rule plot_depth:
         mem_mb=2000,
         runtime=10,
     params:
-        chunk_tokens=config["internals"]["depth"]["chunk_tokens"],
-        max_positions=config["internals"]["depth"]["max_positions"],
+        **DepthFigureOptions.from_config(config).params(),
         vector_format=config["analysis"]["vector_format"],
     script:
         "../scripts/plot_depth.py"

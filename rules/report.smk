@@ -4,6 +4,7 @@
 import json
 from pathlib import Path
 
+from tokenscope.report.options import SideBySideOptions, TokenViewOptions
 from tokenscope.report.selection import check_listed_prompts
 from tokenscope.workflow.resources import scaled_mem_mb, scaled_runtime
 
@@ -68,10 +69,8 @@ rule token_view:
         mem_mb=scaled_mem_mb(1200, 0.25, max_mb=4000),
         runtime=scaled_runtime(10, 10),
     params:
+        **TokenViewOptions.from_config(config).params(),
         insertion=get_prompt_insertion,
-        metric=config["token_view"]["metric"],
-        max_pages=config["token_view"]["max_pages"],
-        prompt_ids=config["token_view"]["prompt_ids"],
     script:
         "../scripts/token_view.py"
 
@@ -144,9 +143,7 @@ rule side_by_side:
         mem_mb=scaled_mem_mb(1200, 0.25, max_mb=4000),
         runtime=scaled_runtime(10, 10),
     params:
+        **SideBySideOptions.from_config(config).params(),
         insertion=get_prompt_insertion,
-        metric=config["side_by_side"]["metric"],
-        max_pages=config["side_by_side"]["max_pages"],
-        prompt_ids=config["token_view"]["prompt_ids"],
     script:
         "../scripts/side_by_side.py"

@@ -1,24 +1,25 @@
 import sys
 
 sys.path.insert(0, f"{snakemake.scriptdir}/../src")
-from tokenscope.report.pages import view_inputs, view_options
-from tokenscope.report.token_view import PageContext, build_token_view
+from tokenscope.duckdb_tables import duckdb_memory_mb
+from tokenscope.report.options import TokenViewOptions
+from tokenscope.report.pages import ViewInputs
+from tokenscope.report.token_view import PageContext, TokenViewTables, build_token_view
 from tokenscope.workflow.jobs import run_script
 
 
 def main(smk):
     model, source = smk.wildcards.model, smk.wildcards.source
-    vocabulary, prompts = view_inputs(smk.input.manifest, smk.input.prompts, smk.params.insertion)
     view = build_token_view(
-        smk.input.tokens,
+        TokenViewTables(
+            tokens=smk.input.tokens, pairs=list(smk.input.pairs), generations=smk.input.generations or None
+        ),
         smk.output.pages,
         smk.output.index,
         PageContext(model=model, prompt_set=smk.wildcards.prompt_set, source=source),
-        vocabulary,
-        pair_paths=list(smk.input.pairs),
-        prompts=prompts,
-        generations_path=smk.input.generations or None,
-        **view_options(smk.params, smk.resources.mem_mb),
+        ViewInputs.load(smk.input.manifest, smk.input.prompts, smk.params.insertion),
+        TokenViewOptions.of_job(smk.params, smk.config),
+        memory_limit_mb=duckdb_memory_mb(smk.resources.mem_mb),
     )
     print(f"{len(view.pages)} pages of {view.n_sequences} sequences in {smk.output.pages}", file=sys.stderr)
 

@@ -28,10 +28,14 @@ def setting(key: str, default: Any = MISSING, *, changes_results: bool = True) -
     return field(default=default, metadata={"key": key, "changes_results": changes_results})
 
 
-def config_value(config: Mapping[str, Any], key: str) -> Any:
-    """The value at dotted `key` of a validated config (the schema filled in every default)."""
+def config_value(config: Mapping[str, Any], key: str, absent: Any = MISSING) -> Any:
+    """The value at dotted `key` of a validated config (the schema filled in every default);
+    `absent` where the key is not there, for an optional setting the schema gives no default (an
+    optional block such as internals.depth.recurrent), else KeyError."""
     value: Any = config
     for part in key.split("."):
+        if absent is not MISSING and part not in value:
+            return absent
         value = value[part]
     return value
 
@@ -56,7 +60,7 @@ class SectionOptions:
 
     @classmethod
     def from_config(cls: type[_Options], config: Mapping[str, Any]) -> _Options:
-        return cls(**{f.name: _frozen(config_value(config, f.metadata["key"])) for f in fields(cls)})
+        return cls(**{f.name: _frozen(config_value(config, f.metadata["key"], f.default)) for f in fields(cls)})
 
     def params(self) -> dict[str, Any]:
         """The settings that change results, as a job's Snakemake params (one param)."""

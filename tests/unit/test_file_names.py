@@ -9,7 +9,8 @@ import re
 import pytest
 
 from tokenscope.io import safe_file_name
-from tokenscope.report.token_view import page_file_name, write_token_views
+from tokenscope.report.pages import ViewInputs
+from tokenscope.report.token_view import TokenRows, page_file_name, write_token_views
 
 
 @pytest.mark.parametrize("prompt_id", ["math01", "a_b", "math-24.v2", "x", "Größe", "中文"])
@@ -67,7 +68,9 @@ def test_pages_of_ids_differing_only_in_escaped_characters_do_not_overwrite_each
     topk_ids = pa.array([[10, 11]] * 6, type=pa.list_(pa.int32()))
     topk_probs = pa.array([[0.8, 0.1]] * 6, type=pa.list_(pa.float32()))
     vocab = VocabularyStrings.from_tokenizer(build_tokenizer())
-    paths = write_token_views(frame, topk_ids, topk_probs, vocab, tmp_path, PageContext("m", "set", "m"))
+    paths = write_token_views(
+        TokenRows(frame, topk_ids, topk_probs), tmp_path, PageContext("m", "set", "m"), ViewInputs(vocab)
+    )
     assert len(paths) == 3 and len(set(paths)) == 3
     assert sorted(p.name for p in tmp_path.iterdir()) == sorted(page_file_name(i, 0) for i in ids)
     assert sorted(page_data(p)["prompt_id"] for p in paths) == sorted(ids)

@@ -15,7 +15,7 @@ from tokenscope.options import SectionOptions, setting
 
 SCHEMA = Path(__file__).resolve().parents[2] / "schemas" / "config.schema.yaml"
 # The modules that define the options objects of the config sections.
-OPTION_MODULES = ["tokenscope.options"]
+OPTION_MODULES = ["tokenscope.options", "tokenscope.internals.options", "tokenscope.report.options"]
 
 
 @dataclass(frozen=True)
@@ -50,6 +50,11 @@ def _schema_default(key: str) -> Any:
     return node.get("default", MISSING)
 
 
+def _as_written(value: Any) -> Any:
+    """A field default as a config file writes it: tuples (of tuples) as lists (of lists)."""
+    return [_as_written(v) for v in value] if isinstance(value, tuple) else value
+
+
 def _options_classes() -> list[type[SectionOptions]]:
     for module in OPTION_MODULES:
         importlib.import_module(module)
@@ -68,5 +73,15 @@ def test_each_setting_has_one_default_that_the_schema_agrees_with(cls):
         schema_default = _schema_default(f.metadata["key"])
         if f.default is MISSING or schema_default is MISSING:
             continue
-        value = list(f.default) if isinstance(f.default, tuple) else f.default
-        assert value == schema_default, f"{cls.__name__}.{f.name} ({f.metadata['key']})"
+        assert _as_written(f.default) == schema_default, f"{cls.__name__}.{f.name} ({f.metadata['key']})"
+
+
+def test_an_optional_block_the_config_leaves_out_takes_the_field_default():
+    from tokenscope.internals.options import DepthOptions, RecurrentDepth
+
+    plain = {"internals": {"depth": {"prompt_ids": None}}}
+    assert DepthOptions.from_config(plain).recurrent is None and DepthOptions.from_config(plain).recurrent_depth is None
+    recurrent = {"internals": {"depth": {"prompt_ids": ["x"], "recurrent": {"module": "core", "steps": 4}}}}
+    options = DepthOptions.from_config(recurrent)
+    assert options.params() == {"prompt_ids": ["x"], "recurrent": {"module": "core", "steps": 4}}
+    assert options.recurrent_depth == RecurrentDepth(module="core", steps=4)

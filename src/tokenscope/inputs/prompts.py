@@ -88,17 +88,16 @@ def _check_answer(record: dict[str, Any], line: str, where: str) -> str | None:
     return str(json.loads(line, parse_int=str, parse_float=str)["answer"])
 
 
-def _check_record(record: Any, where: str, line: str = "") -> Prompt:
-    if not isinstance(record, dict):
-        raise PromptSetError(f"{where}: expected a JSON object, got {type(record).__name__}")
-    unknown = set(record) - set(PROMPT_KEYS)
-    if unknown:
-        raise PromptSetError(f"{where}: unknown key(s) {sorted(unknown)}; allowed: {', '.join(PROMPT_KEYS)}")
+def _check_id(record: dict[str, Any], where: str) -> str:
     if "id" not in record:
         raise PromptSetError(f"{where}: missing key 'id'")
     prompt_id = record["id"]
     if not isinstance(prompt_id, (str, int)) or isinstance(prompt_id, bool) or str(prompt_id) == "":
         raise PromptSetError(f"{where}: 'id' must be a non-empty string or integer")
+    return str(prompt_id)
+
+
+def _check_messages(record: dict[str, Any], where: str) -> tuple[dict[str, str], ...]:
     messages = record.get("messages")
     if not isinstance(messages, list) or not messages:
         raise PromptSetError(f"{where}: 'messages' must be a non-empty list of chat messages")
@@ -112,6 +111,17 @@ def _check_record(record: Any, where: str, line: str = "") -> Prompt:
         if not isinstance(content, str):
             raise PromptSetError(f"{where}: messages[{i}].content must be a string")
         checked.append({"role": role, "content": content})
+    return tuple(checked)
+
+
+def _check_record(record: Any, where: str, line: str = "") -> Prompt:
+    if not isinstance(record, dict):
+        raise PromptSetError(f"{where}: expected a JSON object, got {type(record).__name__}")
+    unknown = set(record) - set(PROMPT_KEYS)
+    if unknown:
+        raise PromptSetError(f"{where}: unknown key(s) {sorted(unknown)}; allowed: {', '.join(PROMPT_KEYS)}")
+    prompt_id = _check_id(record, where)
+    messages = _check_messages(record, where)
     reference = record.get("reference")
     if reference is not None and (not isinstance(reference, str) or reference == ""):
         raise PromptSetError(f"{where}: 'reference' must be a non-empty string when given")
@@ -119,7 +129,7 @@ def _check_record(record: Any, where: str, line: str = "") -> Prompt:
     if not isinstance(metadata, dict):
         raise PromptSetError(f"{where}: 'metadata' must be an object")
     answer = _check_answer(record, line, where)
-    return Prompt(id=str(prompt_id), messages=tuple(checked), reference=reference, metadata=metadata, answer=answer)
+    return Prompt(id=prompt_id, messages=messages, reference=reference, metadata=metadata, answer=answer)
 
 
 def prompt_lines(path: str | Path) -> Iterator[tuple[int, bytes, str]]:

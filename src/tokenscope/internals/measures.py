@@ -21,6 +21,7 @@ from tqdm.auto import tqdm
 
 from tokenscope.errors import ConfigError
 from tokenscope.inputs.batching import length_sorted_batches, pad
+from tokenscope.internals.options import MarkerAttentionOptions, RecurrentDepth
 from tokenscope.model.anatomy import (
     attention_hooks,
     backbone,
@@ -57,26 +58,26 @@ def marker_attention(
     masks: Sequence[np.ndarray],
     query_starts: Sequence[int],
     *,
-    layers: Sequence[int] | None = None,
-    batch_size: int = 4,
+    options: MarkerAttentionOptions = MarkerAttentionOptions(),
     pad_id: int = 0,
     show_progress: bool = True,
 ) -> list[np.ndarray]:
     """Share of attention that each query position >= query_starts[i] gives to masked key positions.
 
-    Averaged over heads and over the chosen layers; one float32 array per sequence, for query
-    positions query_starts[i] .. len - 1. A generated token at position p was sampled from the
-    query at p - 1, so for generation step t pass query_starts = prompt_length - 1.
+    Averaged over heads and over the layers of `options` (its markers are the caller's: `masks`),
+    `options.batch_size` sequences a pass; one float32 array per sequence, for query positions
+    query_starts[i] .. len - 1. A generated token at position p was sampled from the query at
+    p - 1, so for generation step t pass query_starts = prompt_length - 1.
     """
     anatomy = model_anatomy(model)
-    chosen = resolve_layers(layers, anatomy.n_layers)
+    chosen = resolve_layers(options.layers, anatomy.n_layers)
     device = next(model.parameters()).device
     lengths = np.array([len(s) for s in sequences], dtype=np.int64)
     results: list[np.ndarray] = [np.zeros(0, np.float32)] * len(sequences)
     progress = tqdm(
         total=len(sequences), unit="seq", desc="marker attention", disable=not show_progress, mininterval=2.0
     )
-    for rows in length_sorted_batches(lengths, batch_size):
+    for rows in length_sorted_batches(lengths, options.batch_size):
         ids, attention_mask = pad([sequences[i] for i in rows], pad_id, "right", device)
         key_mask = torch.zeros(ids.shape, dtype=torch.float32, device=device)
         for j, i in enumerate(rows):
@@ -127,16 +128,6 @@ def attention_received(model: CausalLM, ids: Sequence[int], heads: Sequence[tupl
 
 
 # --- depth: hidden-state convergence and logit lens -----------------------------------------
-
-
-@dataclass(frozen=True)
-class RecurrentDepth:
-    """A recurrent-depth model (e.g. Huginn): its latent state is the output of `module` at each
-    call, and `steps_argument=steps` is passed to forward to set the number of iterations."""
-
-    module: str
-    steps_argument: str = "num_steps"
-    steps: int = 32
 
 
 @torch.no_grad()

@@ -18,7 +18,6 @@ from tokenscope.inputs.prompts import Prompt
 from tokenscope.inputs.sequences import generation_table_sequences, reference_sequences
 from tokenscope.inputs.transforms import splice_insertion
 from tokenscope.internals.measures import (
-    RecurrentDepth,
     attention_received,
     convergence_distances,
     depth_states,
@@ -26,6 +25,7 @@ from tokenscope.internals.measures import (
     marker_attention,
     marker_mask,
 )
+from tokenscope.internals.options import AttentionPositionsOptions, DepthOptions, MarkerAttentionOptions
 from tokenscope.model.loading import max_positions
 from tokenscope.model.token_text import VocabularyStrings
 from tokenscope.model.types import CausalLM, Tokenizer
@@ -91,6 +91,14 @@ LOGIT_LENS_SCHEMA = _schema(
         ("top_prob", pa.float32()),
     ],
 )
+
+
+@dataclass(frozen=True)
+class TableLabels:
+    """The model and prompt set whose rows a table holds (its model and prompt_set columns)."""
+
+    model: str
+    prompt_set: str
 
 
 @dataclass(frozen=True)
@@ -171,12 +179,9 @@ def run_marker_attention(
     tokenizer: Tokenizer,
     generations: pd.DataFrame,
     tokens: pd.DataFrame,
+    labels: TableLabels,
+    options: MarkerAttentionOptions = MarkerAttentionOptions(),
     *,
-    model_name: str,
-    prompt_set: str,
-    markers: Sequence[str],
-    layers: Sequence[int] | None = None,
-    batch_size: int = 4,
     show_progress: bool = True,
 ) -> pa.Table:
     """Per generated token: share of attention (mean over heads and chosen layers) on marker tokens.
@@ -184,6 +189,7 @@ def run_marker_attention(
     `generations` is the generations table, `tokens` the per-token table of the same run (its
     entropy is carried over so one file draws the figure).
     """
+    markers = options.markers
     vocab = VocabularyStrings.from_tokenizer(tokenizer)
     sequences = [s.token_ids for s in generation_table_sequences(generations)]
     lengths = np.array([len(s) for s in sequences], dtype=np.int64)
@@ -197,8 +203,8 @@ def run_marker_attention(
             "marker(s) %s never occur in the %d sequence(s) of model %s on prompt set %s%s",
             ", ".join(repr(m) for m in absent),
             len(texts),
-            model_name,
-            prompt_set,
+            labels.model,
+            labels.prompt_set,
             ": their attention share is 0 at every step" if len(absent) == len(markers) else "",
         )
     prompt_lengths = generations["prompt_token_ids"].map(len).to_numpy()
@@ -208,8 +214,7 @@ def run_marker_attention(
         sequences,
         masks,
         list(prompt_lengths - 1),
-        layers=layers,
-        batch_size=batch_size,
+        options=options,
         pad_id=pad_id_of(tokenizer),
         show_progress=show_progress,
     )
@@ -229,7 +234,7 @@ def run_marker_attention(
     )
     # Position, token string and entropy of each generated token come from the per-token table.
     frame = frame.merge(tokens[[*keys, "position", "token", "entropy"]], on=keys, how="left", validate="one_to_one")
-    frame = frame.assign(model=model_name, prompt_set=prompt_set)
+    frame = frame.assign(model=labels.model, prompt_set=labels.prompt_set)
     return pa.Table.from_pandas(
         frame[MARKER_ATTENTION_SCHEMA.names], schema=MARKER_ATTENTION_SCHEMA, preserve_index=False
     )
@@ -239,25 +244,23 @@ def run_attention_positions(
     model: CausalLM,
     tokenizer: Tokenizer,
     prompts: Sequence[Prompt],
-    *,
-    model_name: str,
-    prompt_set: str,
-    heads: Sequence[tuple[int, int]],
-    prompt_ids: Sequence[str] | None = None,
+    labels: TableLabels,
+    options: AttentionPositionsOptions = AttentionPositionsOptions(),
 ) -> pa.Table:
-    """Mean attention each position receives (queries q >= k) for chosen (layer, head) pairs."""
+    """Mean attention each position receives (queries q >= k) for the (layer, head) pairs of `options`."""
     vocab = VocabularyStrings.from_tokenizer(tokenizer)
     frames = []
-    sequences = probe_sequences(tokenizer, prompts, prompt_ids)
-    require_probe_context(sequences, model, model_name)
+    heads = options.heads
+    sequences = probe_sequences(tokenizer, prompts, options.prompt_ids)
+    require_probe_context(sequences, model, labels.model)
     for sequence in sequences:
         received = attention_received(model, sequence.token_ids.tolist(), heads)  # [pairs, T]
         n = len(sequence.token_ids)
         frames.append(
             pd.DataFrame(
                 {
-                    "model": model_name,
-                    "prompt_set": prompt_set,
+                    "model": labels.model,
+                    "prompt_set": labels.prompt_set,
                     "prompt_id": sequence.prompt_id,
                     "layer": np.repeat([layer for layer, _ in heads], n).astype(np.int32),
                     "head": np.repeat([head for _, head in heads], n).astype(np.int32),
@@ -278,28 +281,28 @@ def run_depth(
     model: CausalLM,
     tokenizer: Tokenizer,
     prompts: Sequence[Prompt],
+    labels: TableLabels,
+    options: DepthOptions = DepthOptions(),
     *,
-    model_name: str,
-    prompt_set: str,
-    prompt_ids: Sequence[str] | None = None,
-    recurrent: RecurrentDepth | None = None,
     chunk_rows: int = 512,
 ) -> tuple[pa.Table, pa.Table | None]:
-    """Hidden-state convergence (and, for layered models, the logit lens) of each prompt's tokens.
+    """Hidden-state convergence (and, for layered models, the logit lens) of each prompt's tokens;
+    the logit lens unembeds `chunk_rows` states at a time (memory only).
 
     Returns (convergence table, logit-lens table or None for recurrent-depth models).
     """
     vocab = VocabularyStrings.from_tokenizer(tokenizer)
     convergence, lens_frames = [], []
-    sequences = probe_sequences(tokenizer, prompts, prompt_ids)
-    require_probe_context(sequences, model, model_name)
+    recurrent = options.recurrent_depth
+    sequences = probe_sequences(tokenizer, prompts, options.prompt_ids)
+    require_probe_context(sequences, model, labels.model)
     for sequence in sequences:
         states = depth_states(model, sequence.token_ids.tolist(), recurrent)
         n_depth, n = states.shape[:2]
         tokens = np.asarray(_strings(vocab, sequence.token_ids), dtype=object)
         common = {
-            "model": model_name,
-            "prompt_set": prompt_set,
+            "model": labels.model,
+            "prompt_set": labels.prompt_set,
             "prompt_id": sequence.prompt_id,
             "position": np.tile(np.arange(n), n_depth).astype(np.int32),
             "in_span": np.tile(sequence.in_span(), n_depth),

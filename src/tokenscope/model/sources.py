@@ -312,6 +312,29 @@ def safetensors_problem(path: Path) -> str | None:
     (dtype, shape, data_offsets into the data that follows the header), and data that the
     tensors cover exactly, so the file size is 8 + header length + the last tensor's end.
     """
+    read = _read_safetensors_header(path)
+    if isinstance(read, str):
+        return read
+    size, header_length, raw = read
+    try:
+        header = json.loads(raw.decode("utf-8"))
+    except ValueError as error:  # UnicodeDecodeError is a ValueError
+        return f"header is not JSON ({type(error).__name__})"
+    if not isinstance(header, dict):
+        return "header is not a JSON object"
+    spans: list[tuple[int, int, str]] = []
+    for name, entry in header.items():
+        if name == "__metadata__":
+            continue
+        problem = _tensor_entry_problem(name, entry)
+        if problem is not None:
+            return problem
+        spans.append((entry["data_offsets"][0], entry["data_offsets"][1], name))
+    return _data_layout_problem(spans, size, header_length)
+
+
+def _read_safetensors_header(path: Path) -> tuple[int, int, bytes] | str:
+    """(file size, header length, the header's bytes), or what keeps them from being read."""
     try:
         size = path.stat().st_size
         with path.open("rb") as handle:
@@ -326,39 +349,36 @@ def safetensors_problem(path: Path) -> str | None:
                     f"header length {header_length} runs past the end of the file ({size} bytes): "
                     "truncated, or not safetensors"
                 )
-            raw = handle.read(header_length)
+            return size, header_length, handle.read(header_length)
     except OSError as error:
         return f"cannot be read ({error.strerror or error})"
-    try:
-        header = json.loads(raw.decode("utf-8"))
-    except ValueError as error:  # UnicodeDecodeError is a ValueError
-        return f"header is not JSON ({type(error).__name__})"
-    if not isinstance(header, dict):
-        return "header is not a JSON object"
-    data_size = size - 8 - header_length
-    spans: list[tuple[int, int, str]] = []
-    for name, entry in header.items():
-        if name == "__metadata__":
-            continue
-        if not isinstance(entry, dict):
-            return f"tensor {name!r}: entry is not an object"
-        offsets, shape, dtype = entry.get("data_offsets"), entry.get("shape"), entry.get("dtype")
-        if (
-            not isinstance(offsets, list)
-            or len(offsets) != 2
-            or not all(isinstance(o, int) and not isinstance(o, bool) for o in offsets)
-            or not 0 <= offsets[0] <= offsets[1]
-        ):
-            return f"tensor {name!r}: data_offsets {offsets!r} are not two increasing byte offsets"
-        if not isinstance(shape, list) or not all(isinstance(d, int) and d >= 0 for d in shape):
-            return f"tensor {name!r}: shape {shape!r} is not a list of sizes"
-        itemsize = _SAFETENSORS_DTYPE_BYTES.get(dtype) if isinstance(dtype, str) else None
-        if itemsize is not None and offsets[1] - offsets[0] != math.prod(shape) * itemsize:
-            return (
-                f"tensor {name!r}: data_offsets {offsets} hold {offsets[1] - offsets[0]} bytes, "
-                f"its {dtype} shape {shape} needs {math.prod(shape) * itemsize}"
-            )
-        spans.append((offsets[0], offsets[1], name))
+
+
+def _tensor_entry_problem(name: str, entry: Any) -> str | None:
+    """What is wrong with one tensor's header entry (data_offsets, shape, and their sizes agreeing)."""
+    if not isinstance(entry, dict):
+        return f"tensor {name!r}: entry is not an object"
+    offsets, shape, dtype = entry.get("data_offsets"), entry.get("shape"), entry.get("dtype")
+    if (
+        not isinstance(offsets, list)
+        or len(offsets) != 2
+        or not all(isinstance(o, int) and not isinstance(o, bool) for o in offsets)
+        or not 0 <= offsets[0] <= offsets[1]
+    ):
+        return f"tensor {name!r}: data_offsets {offsets!r} are not two increasing byte offsets"
+    if not isinstance(shape, list) or not all(isinstance(d, int) and d >= 0 for d in shape):
+        return f"tensor {name!r}: shape {shape!r} is not a list of sizes"
+    itemsize = _SAFETENSORS_DTYPE_BYTES.get(dtype) if isinstance(dtype, str) else None
+    if itemsize is not None and offsets[1] - offsets[0] != math.prod(shape) * itemsize:
+        return (
+            f"tensor {name!r}: data_offsets {offsets} hold {offsets[1] - offsets[0]} bytes, "
+            f"its {dtype} shape {shape} needs {math.prod(shape) * itemsize}"
+        )
+    return None
+
+
+def _data_layout_problem(spans: list[tuple[int, int, str]], size: int, header_length: int) -> str | None:
+    """Whether the tensors' (begin, end, name) spans cover the data exactly, and the file ends with it."""
     spans.sort()
     end = 0
     for begin, stop, name in spans:
@@ -366,6 +386,7 @@ def safetensors_problem(path: Path) -> str | None:
             return f"tensor {name!r}: data_offsets [{begin}, {stop}] leave a gap or overlap at data byte {end}"
         end = stop
     expected = 8 + header_length + end
+    data_size = size - 8 - header_length
     if expected > size:
         last = spans[-1]
         return (

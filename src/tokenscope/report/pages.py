@@ -1,7 +1,7 @@
 """What the token view (report.token_view) and the side-by-side view (report.side_by_side) share:
 their HTML templates (package data) and how they are filled, the JSON a page carries, splitting a
 sorted table into one page per sequence and writing the pages, the sortable index of every
-sequence, and the inputs a view's rule script loads.
+sequence, and what a view shows beside its tables (ViewInputs: token strings and prompts).
 
 Templates are filled in one pass over their placeholders (`__NAME__`), so a title or data that
 contains a placeholder's name stays text. Every text reaches a page escaped: HTML text through
@@ -19,6 +19,7 @@ import json
 import os
 import re
 from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
 from functools import cache
 from importlib import resources
 from pathlib import Path
@@ -29,7 +30,6 @@ import numpy as np
 import pandas as pd
 import pyarrow as pa
 
-from tokenscope.duckdb_tables import duckdb_memory_mb
 from tokenscope.inputs.prompts import Prompt, load_prompt_set
 from tokenscope.io import safe_file_name, write_text
 from tokenscope.model.loading import load_prepared_tokenizer
@@ -114,22 +114,30 @@ def number_cell(value: float | None) -> str:
     return f'<td data-v="{value:.9g}">{value:.4f}</td>'
 
 
+@dataclass(frozen=True)
+class PageLinks:
+    """The pages an index links: the file names written, in `folder` (relative to the index)."""
+
+    names: set[str]
+    folder: str
+
+
 def render_index(
     title: str,
     summary: str,
     header: Sequence[tuple[str, str]],
     summaries: pa.Table,
     number_columns: Sequence[str],
-    page_names: set[str],
-    link_dir: str,
+    links: PageLinks,
     extra_cells: Iterable[str] | None = None,
 ) -> str:
     """A self-contained index page (report/token_view_index.html) of a table sorted by `header`'s
     columns ((label, "text" or "number")): one row per sequence of `summaries` (prompt_id, sample,
     n_tokens and the `number_columns`), then its `extra_cells` (HTML, one per row) and a link to
-    its page (in `link_dir`, relative to the index) where one was written."""
+    its page where one was written."""
     columns = {name: summaries.column(name).to_pylist() for name in summaries.column_names}
-    base = "/".join(quote(part) for part in Path(link_dir).parts)
+    page_names = links.names
+    base = "/".join(quote(part) for part in Path(links.folder).parts)
     extras = iter(extra_cells) if extra_cells is not None else None
     rows = []
     for i, (prompt_id, sample) in enumerate(zip(columns["prompt_id"], columns["sample"], strict=True)):
@@ -161,23 +169,18 @@ def relative_dir(out_dir: str | Path, index_path: str | Path) -> str:
     return os.path.relpath(Path(out_dir), Path(index_path).parent)
 
 
-def view_options(params: Any, mem_mb: float) -> dict[str, Any]:
-    """A view rule's page choice and colouring (its params max_pages, prompt_ids and metric) and the
-    DuckDB memory limit for its memory (mb), as keyword arguments of build_token_view and
-    build_side_by_side."""
-    return {
-        "max_pages": params.max_pages,
-        "listed": params.prompt_ids,
-        "initial_metric": params.metric,
-        "memory_limit_mb": duckdb_memory_mb(mem_mb),
-    }
+@dataclass(frozen=True)
+class ViewInputs:
+    """What a view's pages show beside its tables: the model's token strings and the prompt set by
+    id (the prompt a page shows; none where empty)."""
 
+    vocabulary: VocabularyStrings
+    prompts: Mapping[str, Prompt] = field(default_factory=dict)
 
-def view_inputs(
-    manifest: str | Path, prompts_path: str | Path, insertion: Any
-) -> tuple[VocabularyStrings, dict[str, Prompt]]:
-    """What a view's rule script loads: the model's token strings (from its prepared tokenizer,
-    next to `manifest`) and the prompt set by id."""
-    tokenizer = load_prepared_tokenizer(Path(manifest).parent)
-    prompts = {p.id: p for p in load_prompt_set(prompts_path, insertion)}
-    return VocabularyStrings.from_tokenizer(tokenizer), prompts
+    @classmethod
+    def load(cls, manifest: str | Path, prompts_path: str | Path, insertion: Any) -> ViewInputs:
+        """What a view's rule script loads: the token strings of the model's prepared tokenizer
+        (next to `manifest`) and the prompt set."""
+        tokenizer = load_prepared_tokenizer(Path(manifest).parent)
+        prompts = {p.id: p for p in load_prompt_set(prompts_path, insertion)}
+        return cls(VocabularyStrings.from_tokenizer(tokenizer), prompts)

@@ -21,7 +21,7 @@ read into memory.
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -35,7 +35,15 @@ from tokenscope.inputs.prompts import Prompt
 from tokenscope.io import write_text
 from tokenscope.model.token_text import VocabularyStrings
 from tokenscope.report import pages as shared
-from tokenscope.report.pages import PAGE_KEYS, relative_dir, render_sequence_page, sequence_page_template, sequences
+from tokenscope.report.options import SideBySideOptions
+from tokenscope.report.pages import (
+    PAGE_KEYS,
+    ViewInputs,
+    relative_dir,
+    render_sequence_page,
+    sequence_page_template,
+    sequences,
+)
 from tokenscope.report.selection import choose_sequences, summaries_by_sequence
 from tokenscope.report.token_view import Alternatives, _chosen_rows, _rounded, _scale_max
 from tokenscope.scoring.catalogue import page_metrics
@@ -112,17 +120,16 @@ class ModelAlternatives:
 def page_data(
     context: PairContext,
     rows: pd.DataFrame,
-    tokens: Sequence[str],
     alternatives: Mapping[str, dict[str, Any]] | None,
     scales: Mapping[str, float],
     initial_metric: str,
     prompt: Prompt | None = None,
     generations: Mapping[str, Sequence[Mapping[str, Any]]] | None = None,
 ) -> dict[str, Any]:
-    """The data one page carries: `rows` are one sequence of the pair table in step order, `tokens`
-    their readable strings; `alternatives` maps "a" and "b" to ModelAlternatives.rows (None: the
-    pair table has no alternatives); `generations` maps "a" and "b" to the models' generations of
-    the prompt (generations_by_prompt)."""
+    """The data one page carries: `rows` are one sequence of the pair table in step order with
+    their readable strings (column `token`, shared_token_texts); `alternatives` maps "a" and "b"
+    to ModelAlternatives.rows (None: the pair table has no alternatives); `generations` maps "a"
+    and "b" to the models' generations of the prompt (generations_by_prompt)."""
     labels = metric_labels(context)
     return {
         "model_a": context.model_a,
@@ -135,7 +142,7 @@ def page_data(
         "messages": list(prompt.messages) if prompt else [],
         "answer": getattr(prompt, "answer", None) if prompt else None,
         "generations": {side: list((generations or {}).get(side, [])) for side in ("a", "b")},
-        "tokens": list(tokens),
+        "tokens": rows["token"].tolist(),
         "token_ids": rows["token_id"].tolist(),
         "steps": rows["step"].tolist(),
         "positions": rows["position"].tolist(),
@@ -232,44 +239,51 @@ def shared_token_texts(rows: pd.DataFrame, starts: np.ndarray, vocabulary: Vocab
     return [text if text != "" else piece for text, piece in zip(texts, pieces, strict=True)]
 
 
+@dataclass(frozen=True)
+class PairRows:
+    """Rows of a pair table (PAGE_COLUMNS), their ALTERNATIVE_COLUMNS in the same order (None: the
+    table has none), and the models' generations of their prompts ("a" and "b" ->
+    generations_by_prompt of each model)."""
+
+    rows: pd.DataFrame
+    topk: pa.Table | None = None
+    generations: Mapping[str, Mapping[str, Sequence[Mapping[str, Any]]]] = field(default_factory=dict)
+
+
 def write_pages(
-    rows: pd.DataFrame,
-    topk: pa.Table | None,
-    vocabulary: VocabularyStrings,
+    pair_rows: PairRows,
     out_dir: str | Path,
     context: PairContext,
+    inputs: ViewInputs,
     scales: Mapping[str, float],
     initial_metric: str = "logprob_diff",
-    prompts: Mapping[str, Prompt] | None = None,
-    generations: Mapping[str, Mapping[str, Sequence[Mapping[str, Any]]]] | None = None,
 ) -> list[Path]:
-    """One page per sequence of pair-table `rows` (PAGE_COLUMNS) in `out_dir`; `topk` holds the
-    rows' ALTERNATIVE_COLUMNS in the same order (None: no alternatives); `generations` maps "a"
-    and "b" to generations_by_prompt of each model."""
+    """One page per sequence of `pair_rows` in `out_dir`, coloured on `scales` (pair_scales),
+    opening with `initial_metric` (one of METRIC_KEYS)."""
     if initial_metric not in METRIC_KEYS:
         raise ValueError(f"unknown metric {initial_metric!r}; metrics: {list(METRIC_KEYS)}")
-    order, rows, starts, ends = sequences(rows)
-    tokens = shared_token_texts(rows, np.asarray(starts, dtype=np.int64), vocabulary)
+    order, rows, starts, ends = sequences(pair_rows.rows)
+    rows["token"] = shared_token_texts(rows, np.asarray(starts, dtype=np.int64), inputs.vocabulary)
+    generations = pair_rows.generations
     sides: dict[str, ModelAlternatives] = {}
-    if topk is not None:
-        taken = topk.take(pa.array(order))
+    if pair_rows.topk is not None:
+        taken = pair_rows.topk.take(pa.array(order))
         for side in ("a", "b"):
             sides[side] = ModelAlternatives.of(
                 taken.column(f"topk_ids_{side}").combine_chunks(),
                 taken.column(f"topk_probs_{side}").combine_chunks(),
-                vocabulary,
+                inputs.vocabulary,
             )
 
     def page(start: int, end: int, prompt_id: str, sample: int) -> str:
         data = page_data(
             context,
             rows.iloc[start:end],
-            tokens[start:end],
             {side: found.rows(start, end) for side, found in sides.items()} if sides else None,
             scales,
             initial_metric,
-            prompt=(prompts or {}).get(prompt_id),
-            generations={side: (generations or {}).get(side, {}).get(prompt_id, []) for side in ("a", "b")},
+            prompt=inputs.prompts.get(prompt_id),
+            generations={side: generations.get(side, {}).get(prompt_id, []) for side in ("a", "b")},
         )
         return render_page(data)
 
@@ -285,27 +299,35 @@ class SideBySide:
     n_sequences: int
 
 
+@dataclass(frozen=True)
+class PairViewTables:
+    """The parquet tables a side-by-side view reads: the pair table, and models A's and B's
+    generations tables (None where the prompt set is not generated)."""
+
+    pairs: str | Path
+    generations_a: str | Path | None = None
+    generations_b: str | Path | None = None
+
+
 def build_side_by_side(
-    pair_path: str | Path,
+    tables: PairViewTables,
     out_dir: str | Path,
     index_path: str | Path,
     context: PairContext,
-    vocabulary: VocabularyStrings,
-    prompts: Mapping[str, Prompt] | None = None,
-    generations_a: str | Path | None = None,
-    generations_b: str | Path | None = None,
-    max_pages: int = 12,
-    listed: Sequence[str] = (),
-    initial_metric: str = "logprob_diff",
+    inputs: ViewInputs,
+    options: SideBySideOptions = SideBySideOptions(),
     memory_limit_mb: int | None = None,
 ) -> SideBySide:
     """The side-by-side pages of one pair table (models A and B on the tokens of `context.source`)
-    in `out_dir` (choose_pages) and the index of every sequence at `index_path`, whose links are
-    relative to it. Colour scales are those of the whole table."""
+    in `out_dir` (choose_pages: at most `options.max_pages`, plus every sequence of a prompt in
+    `options.prompt_ids`), opening with `options.metric`, and the index of every sequence at
+    `index_path`, whose links are relative to it. Colour scales are those of the whole table;
+    DuckDB gets `memory_limit_mb`."""
+    pair_path = tables.pairs
     con = connect(memory_limit_mb)
     pair_sql = parquet_sql(pair_path)
     summaries = pair_summaries(con, pair_sql)
-    chosen = choose_pages(summaries, max_pages, listed)
+    chosen = choose_pages(summaries, options.max_pages, options.prompt_ids)
     keys = summaries.select(PAGE_KEYS).take(pa.array(chosen, type=pa.int64()))
     scales = pair_scales(con, pair_sql)
     has_alternatives = set(ALTERNATIVE_COLUMNS) <= set(pq.read_schema(pair_path).names)
@@ -313,26 +335,23 @@ def build_side_by_side(
     prompt_ids = sorted({str(p) for p in keys.column("prompt_id").to_pylist()})
     generations = {
         side: generations_by_prompt(con, path, prompt_ids)
-        for side, path in (("a", generations_a), ("b", generations_b))
+        for side, path in (("a", tables.generations_a), ("b", tables.generations_b))
     }
     con.close()
     pages: list[Path] = []
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     if table.num_rows:
-        pages = write_pages(
+        rows = PairRows(
             table.select(PAGE_COLUMNS).to_pandas(),
             table.select(ALTERNATIVE_COLUMNS) if has_alternatives else None,
-            vocabulary,
-            out,
-            context,
-            scales,
-            initial_metric,
-            prompts,
             generations,
         )
+        pages = write_pages(rows, out, context, inputs, scales, options.metric)
     index = Path(index_path)
-    write_text(render_index(context, summaries, {p.name for p in pages}, relative_dir(out, index), max_pages), index)
+    write_text(
+        render_index(context, summaries, {p.name for p in pages}, relative_dir(out, index), options.max_pages), index
+    )
     return SideBySide(pages=pages, index=index, n_sequences=summaries.num_rows)
 
 
@@ -364,4 +383,4 @@ def render_index(
         "prefixes. Click a column's header to sort."
     )
     numbers = ["mean_logprob_diff", "mean_kl_a_b", "max_kl_a_b", "mean_kl_b_a"]
-    return shared.render_index(title, summary, header, summaries, numbers, page_names, link_dir, None)
+    return shared.render_index(title, summary, header, summaries, numbers, shared.PageLinks(page_names, link_dir), None)

@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import html
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -32,8 +32,17 @@ from tokenscope.duckdb_tables import connect, parquet_sql, sql_list
 from tokenscope.inputs.prompts import Prompt
 from tokenscope.io import write_text
 from tokenscope.model.token_text import VocabularyStrings
+from tokenscope.report.options import TokenViewOptions
+from tokenscope.report.pages import (
+    PageLinks,
+    ViewInputs,
+    relative_dir,
+    render_sequence_page,
+    sequence_page_template,
+    sequences,
+    write_pages,
+)
 from tokenscope.report.pages import page_file_name as page_file_name  # re-exported (tests, file names)
-from tokenscope.report.pages import relative_dir, render_sequence_page, sequence_page_template, sequences, write_pages
 from tokenscope.report.pages import render_index as render_index_page
 from tokenscope.report.selection import choose_sequences, sequence_summaries
 from tokenscope.scoring.catalogue import PageScale, page_expression, page_metrics
@@ -247,44 +256,53 @@ def initial_metric_key(name: str, metrics: Sequence[PageMetric]) -> str:
     return name
 
 
+@dataclass(frozen=True)
+class TokenRows:
+    """Rows of a per-token table (PAGE_COLUMNS but the top-k lists) with their top-k alternatives
+    (one list per row), the pair tables that scored the same tokens, and the generations' finish
+    reasons by (prompt_id, sample) (none for reference answers)."""
+
+    tokens: pd.DataFrame
+    topk_ids: pa.ListArray
+    topk_probs: pa.ListArray
+    pair_scores: Sequence[PairScores] = ()
+    finish_reasons: Mapping[tuple[str, int], str] = field(default_factory=dict)
+
+
 def write_token_views(
-    tokens: pd.DataFrame,
-    topk_ids: pa.ListArray,
-    topk_probs: pa.ListArray,
-    token_table: VocabularyStrings,
+    rows: TokenRows,
     out_dir: str | Path,
     context: PageContext,
-    pair_scores: Sequence[PairScores] = (),
-    prompts: Mapping[str, Prompt] | None = None,
-    finish_reasons: Mapping[tuple[str, int], str] | None = None,
+    inputs: ViewInputs,
     initial_metric: str = "entropy",
     scales: Mapping[str, float] | None = None,
 ) -> list[Path]:
-    """Write one page per sequence of a per-token table into `out_dir`; return their paths.
+    """Write one page per sequence of a per-token table's `rows` into `out_dir`; return their paths.
 
     Every page of the table shares one colour scale per metric: `scales` (metric key -> the value
     where colours saturate; build_token_view passes those of the whole tables), else the metric's
-    SCALE_QUANTILE quantile over `tokens`.
+    SCALE_QUANTILE quantile over the rows.
     """
-    if not len(tokens) == len(topk_ids) == len(topk_probs):
+    if not len(rows.tokens) == len(rows.topk_ids) == len(rows.topk_probs):
         raise ValueError("topk_ids and topk_probs must have one entry per token row")
-    order, tokens, starts, ends = sequences(tokens)
+    order, tokens, starts, ends = sequences(rows.tokens)
     take = pa.array(order)
-    alternatives = Alternatives.of(topk_ids.take(take), topk_probs.take(take), token_table)
-    metrics = token_metrics(tokens, context.model, pair_scores)
+    alternatives = Alternatives.of(rows.topk_ids.take(take), rows.topk_probs.take(take), inputs.vocabulary)
+    metrics = token_metrics(tokens, context.model, rows.pair_scores)
     page_scales = {m.key: (scales[m.key] if scales and m.key in scales else m.scale_max) for m in metrics}
     opening = initial_metric_key(initial_metric, metrics)
 
     def page(start: int, end: int, prompt_id: str, sample: int) -> str:
         page_context = replace(
             context,
-            prompt=(prompts or {}).get(prompt_id),
-            finish_reason=(finish_reasons or {}).get((prompt_id, sample)),
+            prompt=inputs.prompts.get(prompt_id),
+            finish_reason=rows.finish_reasons.get((prompt_id, sample)),
         )
         page_metrics = [replace(m, values=m.values[start:end]) for m in metrics]
-        rows = tokens.iloc[start:end]
         return render_page(
-            page_data(page_context, rows, page_metrics, alternatives.rows(start, end), page_scales, opening)
+            page_data(
+                page_context, tokens.iloc[start:end], page_metrics, alternatives.rows(start, end), page_scales, opening
+            )
         )
 
     return write_pages(tokens, starts, ends, out_dir, page)
@@ -330,35 +348,41 @@ class TokenView:
     n_sequences: int
 
 
+@dataclass(frozen=True)
+class TokenViewTables:
+    """The parquet tables a token view reads: the per-token table (one file or several), the pair
+    tables that scored the same tokens, and the generations table (None for reference answers)."""
+
+    tokens: str | Path | Sequence[str | Path]
+    pairs: Sequence[str | Path] = ()
+    generations: str | Path | None = None
+
+
 def build_token_view(
-    token_paths: str | Path | Sequence[str | Path],
+    tables: TokenViewTables,
     out_dir: str | Path,
     index_path: str | Path,
     context: PageContext,
-    vocabulary: VocabularyStrings,
-    pair_paths: Sequence[str | Path] = (),
-    prompts: Mapping[str, Prompt] | None = None,
-    generations_path: str | Path | None = None,
-    max_pages: int = 24,
-    listed: Sequence[str] = (),
-    initial_metric: str = "entropy",
+    inputs: ViewInputs,
+    options: TokenViewOptions = TokenViewOptions(),
     memory_limit_mb: int | None = None,
 ) -> TokenView:
     """The token view of one model on one token source: pages of the chosen sequences in `out_dir`
-    (report.selection.choose_sequences: at most `max_pages`, plus every sequence of a `listed`
-    prompt) and the index of every sequence at `index_path`, whose links are relative to it.
+    (report.selection.choose_sequences: at most `options.max_pages`, plus every sequence of a
+    prompt in `options.prompt_ids`), opening with `options.metric`, and the index of every sequence
+    at `index_path`, whose links are relative to it.
 
     Colour scales are those of the whole tables (every sequence, chosen or not); the rows of the
-    chosen sequences are the only ones read into memory.
+    chosen sequences are the only ones read into memory. DuckDB gets `memory_limit_mb`.
     """
     con = connect(memory_limit_mb)
-    tokens_sql = parquet_sql(token_paths)
-    summaries = sequence_summaries(con, token_paths)
-    chosen = choose_sequences(summaries, max_pages, listed)
+    tokens_sql = parquet_sql(tables.tokens)
+    summaries = sequence_summaries(con, tables.tokens)
+    chosen = choose_sequences(summaries, options.max_pages, options.prompt_ids)
     keys = summaries.select(["prompt_id", "sample"]).take(pa.array(chosen, type=pa.int64()))
     scales = {key: _scale_max(con, expression, tokens_sql) for key, expression in TOKEN_METRICS.items()}
     pair_scores = []
-    for path in pair_paths:
+    for path in tables.pairs:
         pair_sql = parquet_sql(path)
         model_a, model_b = (con.sql(f"SELECT model_a, model_b FROM {pair_sql} LIMIT 1").fetchall() or [(None, None)])[0]
         if model_a is None:  # an empty pair table: no tokens to colour
@@ -373,9 +397,9 @@ def build_token_view(
         scales[f"kl:{scores.other}"] = _scale_max(con, column, pair_sql)
         pair_scores.append(scores)
     finish_reasons: dict[tuple[str, int], str] = {}
-    if generations_path is not None:
+    if tables.generations is not None:
         reasons = con.sql(
-            f"SELECT prompt_id, sample, finish_reason FROM {parquet_sql(generations_path)}"
+            f"SELECT prompt_id, sample, finish_reason FROM {parquet_sql(tables.generations)}"
         ).to_arrow_table()
         finish_reasons = dict(
             zip(
@@ -391,26 +415,21 @@ def build_token_view(
     out.mkdir(parents=True, exist_ok=True)
     if table.num_rows:
         frame = table.drop_columns(["topk_ids", "topk_probs"]).to_pandas()
-        pages = write_token_views(
+        rows = TokenRows(
             frame,
             table.column("topk_ids").combine_chunks(),
             table.column("topk_probs").combine_chunks(),
-            vocabulary,
-            out,
-            context,
             pair_scores=pair_scores,
-            prompts=prompts,
             finish_reasons=finish_reasons,
-            initial_metric=initial_metric,
-            scales=scales,
         )
+        pages = write_token_views(rows, out, context, inputs, initial_metric=options.metric, scales=scales)
     index = Path(index_path)
     page_names = {p.name for p in pages}
     write_text(
         render_index(
             context,
             summaries,
-            finish_reasons if generations_path is not None else None,
+            finish_reasons if tables.generations is not None else None,
             page_names,
             relative_dir(out, index),
         ),
@@ -451,4 +470,4 @@ def render_index(
         "the token) in nats, over the scored tokens of each sequence. Click a column's header to sort."
     )
     numbers = ["mean_entropy", "max_entropy", "mean_surprisal", "max_surprisal"]
-    return render_index_page(title, summary, header, summaries, numbers, page_names, link_dir, finish)
+    return render_index_page(title, summary, header, summaries, numbers, PageLinks(page_names, link_dir), finish)

@@ -11,7 +11,8 @@ import pandas as pd
 
 from tokenscope.figures.internals import plot_marker_attention
 from tokenscope.inputs.prompts import Prompt
-from tokenscope.internals.tables import run_marker_attention
+from tokenscope.internals.options import MarkerAttentionOptions
+from tokenscope.internals.tables import TableLabels, run_marker_attention
 
 
 def marker_table(tiny_loaded, markers: list[str]) -> pd.DataFrame:
@@ -36,10 +37,8 @@ def marker_table(tiny_loaded, markers: list[str]) -> pd.DataFrame:
         tokenizer,
         generations.to_pandas(),
         tokens.to_pandas(),
-        model_name="m",
-        prompt_set="s",
-        markers=markers,
-        batch_size=1,
+        TableLabels("m", "s"),
+        MarkerAttentionOptions(markers=tuple(markers), batch_size=1),
         show_progress=False,
     ).to_pandas()
 

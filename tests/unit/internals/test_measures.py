@@ -13,7 +13,6 @@ from tokenscope.errors import ConfigError
 from tokenscope.inputs.chat import generation_prompt_ids
 from tokenscope.inputs.prompts import load_prompt_set
 from tokenscope.internals.measures import (
-    RecurrentDepth,
     attention_received,
     convergence_distances,
     depth_states,
@@ -21,6 +20,7 @@ from tokenscope.internals.measures import (
     marker_attention,
     marker_mask,
 )
+from tokenscope.internals.options import MarkerAttentionOptions, RecurrentDepth
 from tokenscope.model.anatomy import model_anatomy
 from tokenscope.scoring.formulas import metrics_from_logits
 
@@ -45,10 +45,13 @@ def test_attention_shares_sum_to_one_and_match_output_attentions(tiny_loaded, ar
     model, _ = tiny_loaded(arch)
     sequences = [SEQUENCE, SEQUENCE[:21], SEQUENCE[5:]]
     everything = [np.ones(len(s), dtype=bool) for s in sequences]
-    for shares in marker_attention(model, sequences, everything, [0, 0, 0], batch_size=2, show_progress=False):
+    for shares in marker_attention(
+        model, sequences, everything, [0, 0, 0], options=MarkerAttentionOptions(batch_size=2), show_progress=False
+    ):
         np.testing.assert_allclose(shares, 1.0, atol=1e-5)
     masks = [np.arange(len(s)) % 4 == 1 for s in sequences]
-    batched = marker_attention(model, sequences, masks, [10, 5, 0], layers=[-1], batch_size=3, show_progress=False)
+    options = MarkerAttentionOptions(layers=(-1,), batch_size=3)
+    batched = marker_attention(model, sequences, masks, [10, 5, 0], options=options, show_progress=False)
     for ids, mask, start, got in zip(sequences, masks, [10, 5, 0], batched, strict=True):
         last = eager_attentions(model, ids)[-1][0]  # [heads, T, T]
         expected = last[:, :, torch.as_tensor(mask)].sum(-1).mean(0)[start:]
@@ -143,7 +146,8 @@ def test_embedded_model_internals(embedded):
     own = metrics_from_logits(logits, torch.tensor(ids), top_k=1)
     np.testing.assert_allclose(lens.entropy[-1], own.entropy.numpy(), atol=1e-4)
     assert np.all(convergence_distances(states)[-1] == 0)
-    shares = marker_attention(model, [ids], [np.ones(len(ids), bool)], [0], layers=[0, 15, -1], show_progress=False)[0]
+    options = MarkerAttentionOptions(layers=(0, 15, -1))
+    shares = marker_attention(model, [ids], [np.ones(len(ids), bool)], [0], options=options, show_progress=False)[0]
     np.testing.assert_allclose(shares, 1.0, atol=1e-4)
     received = attention_received(model, ids, [(1, 1), (1, 8)])
     np.testing.assert_allclose((received * np.arange(len(ids), 0, -1)).sum(axis=1), len(ids), rtol=1e-4)

@@ -6,7 +6,14 @@ from __future__ import annotations
 import numpy as np
 
 from tokenscope.inputs.prompts import Prompt, load_prompt_set
-from tokenscope.internals.tables import probe_sequences, run_attention_positions, run_depth, run_marker_attention
+from tokenscope.internals.options import AttentionPositionsOptions, DepthOptions, MarkerAttentionOptions
+from tokenscope.internals.tables import (
+    TableLabels,
+    probe_sequences,
+    run_attention_positions,
+    run_depth,
+    run_marker_attention,
+)
 
 from helpers.paths import REPO
 
@@ -16,13 +23,9 @@ def test_probe_tables_on_a_derived_prompt_set(tiny_loaded):
     path = REPO / "tests" / "data" / "tiny_a.jsonl"
     plain = load_prompt_set(path)
     filler = load_prompt_set(path, {"text": " ...", "count": 3, "place": "before_question"})
-    heads = [(0, 0), (1, 2)]
-    with_table = run_attention_positions(
-        model, tokenizer, filler, model_name="m", prompt_set="f", heads=heads
-    ).to_pandas()
-    without_table = run_attention_positions(
-        model, tokenizer, plain, model_name="m", prompt_set="p", heads=heads
-    ).to_pandas()
+    options = AttentionPositionsOptions(heads=((0, 0), (1, 2)))
+    with_table = run_attention_positions(model, tokenizer, filler, TableLabels("m", "f"), options).to_pandas()
+    without_table = run_attention_positions(model, tokenizer, plain, TableLabels("m", "p"), options).to_pandas()
     # Outside the span the tokens line up with the source set's tokens at source_position.
     outside = with_table[~with_table["in_span"]].merge(
         without_table,
@@ -33,7 +36,7 @@ def test_probe_tables_on_a_derived_prompt_set(tiny_loaded):
     assert len(outside) == len(without_table)
     assert (outside["token"] == outside["token_src"]).all()
     assert (with_table.loc[with_table["in_span"], "source_position"] == -1).all()
-    convergence, lens = run_depth(model, tokenizer, filler, model_name="m", prompt_set="f", prompt_ids=["add"])
+    convergence, lens = run_depth(model, tokenizer, filler, TableLabels("m", "f"), DepthOptions(prompt_ids=("add",)))
     convergence, lens = convergence.to_pandas(), lens.to_pandas()
     sequence = probe_sequences(tokenizer, filler, ["add"])[0]
     assert len(lens) == len(convergence) == (model.config.num_hidden_layers + 1) * len(sequence.token_ids)
@@ -65,10 +68,8 @@ def test_marker_attention_table_aligns_with_generated_tokens(tiny_loaded):
         tokenizer,
         generations.to_pandas(),
         tokens.to_pandas(),
-        model_name="m",
-        prompt_set="s",
-        markers=["<think>"],
-        batch_size=1,
+        TableLabels("m", "s"),
+        MarkerAttentionOptions(markers=("<think>",), batch_size=1),
         show_progress=False,
     ).to_pandas()
     tokens = tokens.to_pandas()

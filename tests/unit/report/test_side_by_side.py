@@ -23,10 +23,14 @@ from tokenscope.duckdb_tables import connect, parquet_sql
 from tokenscope.inputs.prompts import Prompt, load_prompt_set
 from tokenscope.inputs.sequences import reference_sequences
 from tokenscope.model.token_text import VocabularyStrings
+from tokenscope.report.options import SideBySideOptions
+from tokenscope.report.pages import ViewInputs
 from tokenscope.report.side_by_side import (
     ALTERNATIVE_COLUMNS,
     PAGE_COLUMNS,
     PairContext,
+    PairRows,
+    PairViewTables,
     build_side_by_side,
     choose_pages,
     pair_summaries,
@@ -94,16 +98,12 @@ def scored(tiny_loaded, tmp_path_factory):
     pq.write_table(generations_table("b", texts_b, facts=True), out / "gen_b.parquet")
     vocabulary = VocabularyStrings.from_tokenizer(tokenizer)
     view = build_side_by_side(
-        out / "pairs.parquet",
+        PairViewTables(out / "pairs.parquet", out / "gen_a.parquet", out / "gen_b.parquet"),
         out / "pages",
         out / "index.html",
         CONTEXT,
-        vocabulary,
-        prompts={p.id: p for p in prompts},
-        generations_a=out / "gen_a.parquet",
-        generations_b=out / "gen_b.parquet",
-        max_pages=10,
-        initial_metric="kl_a_b",
+        ViewInputs(vocabulary, {p.id: p for p in prompts}),
+        SideBySideOptions(max_pages=10, metric="kl_a_b"),
     )
     return {
         "pairs": pairs.to_pandas(),
@@ -198,7 +198,11 @@ def test_pair_table_without_alternatives_gives_pages_without_them(scored, tmp_pa
     plain = pq.read_table(scored["out"] / "pairs.parquet").drop_columns(ALTERNATIVE_COLUMNS)
     pq.write_table(plain, tmp_path / "pairs.parquet")
     view = build_side_by_side(
-        tmp_path / "pairs.parquet", tmp_path / "pages", tmp_path / "index.html", CONTEXT, scored["vocabulary"]
+        PairViewTables(tmp_path / "pairs.parquet"),
+        tmp_path / "pages",
+        tmp_path / "index.html",
+        CONTEXT,
+        ViewInputs(scored["vocabulary"]),
     )
     data = page_data(view.pages[0])
     assert data["alternatives"] is None and data["generations"] == {"a": [], "b": []}
@@ -253,12 +257,12 @@ def test_the_index_lists_every_sequence_and_links_the_pages(scored, tmp_path):
     frame = synthetic_pairs(5)
     pq.write_table(pa.Table.from_pandas(frame, preserve_index=False), tmp_path / "pairs.parquet")
     view = build_side_by_side(
-        tmp_path / "pairs.parquet",
+        PairViewTables(tmp_path / "pairs.parquet"),
         tmp_path / "pages",
         tmp_path / "pair.html",
         CONTEXT,
-        scored["vocabulary"],
-        max_pages=1,
+        ViewInputs(scored["vocabulary"]),
+        SideBySideOptions(max_pages=1),
     )
     assert [p.name for p in view.pages] == ["p003-0.html"] and view.n_sequences == 5
     rows = index_rows(view.index.read_text(encoding="utf-8"))
@@ -293,14 +297,11 @@ def test_text_cannot_break_out_of_the_page(scored, tmp_path):
     prompt = Prompt(id="x</script><b>", messages=({"role": "user", "content": nasty},), answer="<b>42</b>")
     generations = {"a": {"x</script><b>": [{"sample": 0, "text": nasty}]}, "b": {}}
     [path] = write_pages(
-        rows,
-        None,
-        scored["vocabulary"],
+        PairRows(rows, generations=generations),
         tmp_path,
         PairContext("a", "b", "set", "a"),
+        ViewInputs(scored["vocabulary"], {prompt.id: prompt}),
         {"logprob_diff": 1.0, "kl_a_b": 1.0, "kl_b_a": 1.0},
-        prompts={prompt.id: prompt},
-        generations=generations,
     )
     text = path.read_text(encoding="utf-8")
     assert text.count("</script>") == 1 and "<b>" not in text and text.count("const DATA = ") == 1

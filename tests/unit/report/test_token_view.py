@@ -24,10 +24,14 @@ import torch
 from tokenscope.inputs.prompts import load_prompt_set
 from tokenscope.inputs.sequences import reference_sequences
 from tokenscope.model.token_text import VocabularyStrings
+from tokenscope.report.options import TokenViewOptions
+from tokenscope.report.pages import ViewInputs
 from tokenscope.report.selection import sequence_summaries
 from tokenscope.report.token_view import (
     PageContext,
     PairScores,
+    TokenRows,
+    TokenViewTables,
     build_token_view,
     page_file_name,
     render_index,
@@ -68,15 +72,17 @@ def scored(tiny_loaded, tmp_path_factory):
     )
     frame = tokens.drop(["topk_ids", "topk_pieces", "topk_probs"]).to_pandas()
     out = tmp_path_factory.mktemp("token-view")
-    paths = write_token_views(
+    rows = TokenRows(
         frame,
         tokens.column("topk_ids").combine_chunks(),
         tokens.column("topk_probs").combine_chunks(),
-        VocabularyStrings.from_tokenizer(tokenizer),
+        pair_scores=[PairScores.of(pairs.to_pandas(), "b")],
+    )
+    paths = write_token_views(
+        rows,
         out,
         PageContext(model="b", prompt_set="tiny_a", source="reference"),
-        pair_scores=[PairScores.of(pairs.to_pandas(), "b")],
-        prompts={p.id: p for p in prompts},
+        ViewInputs(VocabularyStrings.from_tokenizer(tokenizer), {p.id: p for p in prompts}),
     )
     pq.write_table(tokens, out / "tokens.parquet", row_group_size=5)
     pq.write_table(pairs, out / "pairs.parquet", row_group_size=5)
@@ -162,13 +168,10 @@ def test_token_text_cannot_break_out_of_the_page(scored, tmp_path):
         model_a="other", model_b="m", kl_a_b=0.0, kl_b_a=[0.1, np.inf, 0.2, 0.0]
     )
     [path] = write_token_views(
-        frame,
-        ids,
-        probs,
-        VocabularyStrings.from_tokenizer(scored["tokenizer"]),
+        TokenRows(frame, ids, probs, [PairScores.of(pairs, "m")]),
         tmp_path,
         PageContext("m", "set", "m"),
-        [PairScores.of(pairs, "m")],
+        ViewInputs(VocabularyStrings.from_tokenizer(scored["tokenizer"])),
         initial_metric="kl",
     )
     text = path.read_text(encoding="utf-8")
@@ -187,15 +190,13 @@ def chosen(scored, tmp_path_factory):
     tokens = scored["tokens"].assign(entropy=lambda f: f["entropy"].astype("float64"))
     highest = tokens.groupby("prompt_id")["entropy"].mean().idxmax()
     view = build_token_view(
-        scored["out"] / "tokens.parquet",
+        TokenViewTables(scored["out"] / "tokens.parquet", pairs=[scored["out"] / "pairs.parquet"]),
         out / "b",
         out / "b.html",
         PageContext(model="b", prompt_set="tiny_a", source="reference"),
-        VocabularyStrings.from_tokenizer(scored["tokenizer"]),
-        pair_paths=[scored["out"] / "pairs.parquet"],
-        prompts={p.id: p for p in scored["prompts"]},
-        max_pages=1,
-        listed=[highest, "area"],  # area has no reference answer: no sequence, no page
+        ViewInputs(VocabularyStrings.from_tokenizer(scored["tokenizer"]), {p.id: p for p in scored["prompts"]}),
+        # area has no reference answer: no sequence, no page
+        TokenViewOptions(max_pages=1, prompt_ids=(highest, "area")),
     )
     return view
 
@@ -239,12 +240,12 @@ def test_the_index_lists_every_sequence_and_links_the_pages(scored, chosen):
 
 def test_max_pages_zero_writes_only_the_index(scored, tmp_path):
     view = build_token_view(
-        scored["out"] / "tokens.parquet",
+        TokenViewTables(scored["out"] / "tokens.parquet"),
         tmp_path / "b",
         tmp_path / "b.html",
         PageContext(model="b", prompt_set="tiny_a", source="reference"),
-        VocabularyStrings.from_tokenizer(scored["tokenizer"]),
-        max_pages=0,
+        ViewInputs(VocabularyStrings.from_tokenizer(scored["tokenizer"])),
+        TokenViewOptions(max_pages=0),
     )
     assert view.pages == [] and list((tmp_path / "b").iterdir()) == []
     rows = index_rows(view.index)
