@@ -11,18 +11,19 @@ from __future__ import annotations
 import inspect
 import logging
 from collections import Counter, deque
-from collections.abc import Iterator, Sequence
-from dataclasses import dataclass, replace
+from collections.abc import Callable, Generator, Iterator, Sequence
+from dataclasses import dataclass, fields, replace
 from typing import Any, cast
 
 import numpy as np
 import torch
 from torch import Tensor
 from tqdm.auto import tqdm
-from transformers.cache_utils import DynamicCache, DynamicLayer
+from transformers.cache_utils import Cache, DynamicCache, DynamicLayer
 
 from tokenscope.errors import ConfigError, ModelError
 from tokenscope.generation.kv_cache import (
+    PreallocatedLayer,
     PrefilledPrompts,
     attention_windows,
     build_cache,
@@ -203,16 +204,94 @@ class _Results:
 
 @dataclass
 class _Rows:
-    """Host bookkeeping of the batch rows of a wave, row for row with the device tensors."""
+    """The per-row state of the batch rows of a wave, row for row: host bookkeeping and device
+    tensors. A new per-row value is one field here and its first value in `_Decoder.new_rows`:
+    `take` and `put` carry every field (host arrays by host indices, tensors by device ones)."""
 
+    # on the host
     request: np.ndarray  # index into the requests
     slot: np.ndarray  # row of the wave's _Results
     step: np.ndarray  # tokens generated so far
     budget: np.ndarray  # new tokens allowed (new_token_budget)
     start: np.ndarray  # first cache column of the row's prompt (earlier columns are masked out)
+    # on the device
+    seed: Tensor  # the sampler's seed (the request's)
+    sampler_step: Tensor  # `step` on the device, for the sampler
+    token: Tensor  # the last token chosen, the next forward's input (set by the row's first step)
+    position: Tensor  # position of the next token
+    mask: Tensor  # [rows, cache columns] attention mask: the prompt's columns and the tokens' so far
 
-    def take(self, rows: np.ndarray) -> _Rows:
-        return _Rows(self.request[rows], self.slot[rows], self.step[rows], self.budget[rows], self.start[rows])
+    def take(self, rows: np.ndarray, rows_on_device: Tensor) -> _Rows:
+        """The rows `rows` (the same indices on the host and on the device) of every field."""
+        taken: dict[str, Any] = {name: value[_side(value, rows, rows_on_device)] for name, value in self._values()}
+        return _Rows(**taken)
+
+    def put(self, rows: np.ndarray, rows_on_device: Tensor, new: _Rows) -> None:
+        """Overwrite the rows `rows` (on the host and on the device) of every field with `new`'s."""
+        for name, value in self._values():
+            value[_side(value, rows, rows_on_device)] = getattr(new, name)
+
+    def _values(self) -> list[tuple[str, np.ndarray | Tensor]]:
+        return [(f.name, getattr(self, f.name)) for f in fields(self)]
+
+    def advance(self, token: Tensor) -> None:
+        """After a step that chose `token` for every row."""
+        self.token = token
+        self.step += 1
+        self.sampler_step = self.sampler_step + 1
+
+
+def _side(value: np.ndarray | Tensor, rows: np.ndarray, rows_on_device: Tensor) -> np.ndarray | Tensor:
+    """The row indices for `value`: `rows` for a host array, `rows_on_device` for a tensor."""
+    return rows if isinstance(value, np.ndarray) else rows_on_device
+
+
+@dataclass
+class _Batch:
+    """The rows of a wave and their KV cache: refilled, dropped and compacted together.
+
+    `column` is the cache column of the rows' next token (every earlier one is filled, or masked
+    out); the cache has `columns` (see `_Decoder.run_wave`).
+    """
+
+    rows: _Rows
+    cache: Cache
+    column: int
+    columns: int
+    to_device: Callable[[np.ndarray], Tensor]  # a host array's copy on the device (_Decoder.to_device)
+
+    @property
+    def layers(self) -> list[PreallocatedLayer]:
+        return preallocated_layers(self.cache)
+
+    def refill(self, slots: np.ndarray, groups: list[PrefilledPrompts], joining: _Rows) -> None:
+        """Rows `slots` (of finished rows) take over the prefilled prompts `groups` (written right
+        before the current column) and the state `joining` of their rows."""
+        slots_on_device = self.to_device(slots)
+        for group in groups:
+            for layer, (keys, values) in zip(self.layers, group.layers, strict=True):
+                layer.write_rows(slots_on_device[group.rows], keys[group.prompt_of_row], values[group.prompt_of_row])
+        self.rows.put(slots, slots_on_device, joining)
+
+    def drop(self, kept: np.ndarray) -> None:
+        """Keep only the rows `kept`, in the cache as in every per-row field."""
+        kept_on_device = self.to_device(kept)
+        for layer in self.layers:
+            layer.keep_rows(kept_on_device)
+        self.rows = self.rows.take(kept, kept_on_device)
+
+    def compact(self) -> None:
+        """Drop the leading cache columns that every row masks out; the rest move left."""
+        shift = int(self.rows.start.min())
+        if shift < 1:  # every row fits in width + steps - 1 columns, so this is a bug
+            raise RuntimeError("KV cache compaction found no column to drop")
+        for layer in self.layers:
+            layer.drop_leading(shift)
+        mask, column = self.rows.mask, self.column
+        mask[:, : column - shift] = mask[:, shift:column].clone()
+        mask[:, column - shift :] = 0
+        self.column -= shift
+        self.rows.start -= shift
 
 
 class _Decoder:
@@ -369,6 +448,60 @@ class _Decoder:
         column = torch.arange(columns, device=self.device)
         return ((column >= end - lengths) & (column < end)).long()
 
+    def new_rows(self, indices: np.ndarray, slots: np.ndarray, end: int, columns: int, position: Tensor) -> _Rows:
+        """Rows of the prompts of requests `indices`, in result `slots`, each prompt ending right
+        before cache column `end` (of `columns`); `position`: each row's next position (prefill's)."""
+        return _Rows(
+            request=indices,
+            slot=slots,
+            step=np.zeros(len(indices), dtype=np.int64),
+            budget=self.budgets[indices],
+            start=end - self.prompt_lengths[indices],
+            seed=self.to_device(self.seeds[indices]),
+            sampler_step=torch.zeros(len(indices), dtype=torch.long, device=self.device),
+            token=torch.empty(len(indices), dtype=torch.long, device=self.device),
+            position=position,
+            mask=self.prompt_mask(indices, end, columns),
+        )
+
+    def join(
+        self, batch: _Batch, results: _Results, queue: deque[int], finished: np.ndarray
+    ) -> Generator[tuple[int, Generation], None, np.ndarray]:
+        """Refill the slots of `finished` rows with queued prompts (never longer than the current
+        column, see run_wave), each prefilled and sampled once; yields (request index, Generation)
+        of those done at their first token, whose slots are refilled in turn. Returns which rows
+        are finished now (a refilled slot counts as its new row)."""
+        free = np.flatnonzero(finished)
+        while free.size and queue and self.prompt_lengths[queue[0]] <= batch.column:
+            slots = free[: len(queue)]
+            joining = np.array([queue.popleft() for _ in range(slots.size)], dtype=np.int64)
+            groups, hidden, position = self.prefill(joining.tolist())
+            rows = self.new_rows(joining, slots, batch.column, batch.columns, position)
+            token, packed = self.step(hidden, rows.seed, rows.sampler_step)
+            first_finished, done = self.finish(results, rows, packed)
+            yield from done
+            rows.advance(token)
+            batch.refill(slots, groups, rows)
+            finished[slots] = first_finished
+            free = slots[first_finished]  # rows done at their first token free their slot again
+        return finished
+
+    def forward_tokens(self, batch: _Batch) -> Tensor:
+        """Forward each row's last token at the batch's current column; returns each row's last
+        hidden state."""
+        rows = batch.rows
+        rows.mask[:, batch.column] = 1
+        out = self.body(
+            input_ids=rows.token.unsqueeze(1),
+            attention_mask=rows.mask[:, : batch.column + 1],
+            position_ids=rows.position.unsqueeze(1),
+            use_cache=True,
+            **{self.cache_argument: batch.cache},
+        )
+        rows.position = rows.position + 1
+        batch.column += 1
+        return out.last_hidden_state[:, -1]
+
     @torch.no_grad()
     def run_wave(self, queue: deque[int], slots: int) -> Iterator[tuple[int, Generation]]:
         """Decode the longest queued prompts in `slots` rows of a preallocated KV cache; yields
@@ -386,86 +519,28 @@ class _Decoder:
         holding only their window (see PreallocatedLayer): each row's tokens fill contiguous
         columns, so a window of columns is a window of positions.
         """
-        device, k = self.device, self.k
         first = np.array([queue.popleft() for _ in range(min(slots, len(queue)))], dtype=np.int64)
         groups, hidden, position = self.prefill(first.tolist())
         width = int(self.prompt_lengths[first].max())
         columns = width + self.steps - 1 + cache_margin(width, self.steps)
         cache = build_cache(groups, len(first), width, columns, self.windows)
-        full_mask = self.prompt_mask(first, width, columns)
-        results = _Results(len(first), self.steps, k)
-        rows = _Rows(
-            first,
-            np.arange(len(first)),
-            np.zeros(len(first), dtype=np.int64),
-            self.budgets[first],
-            width - self.prompt_lengths[first],
-        )
-        seeds = self.to_device(self.seeds[first])
-        row_step = torch.zeros(len(first), dtype=torch.long, device=device)
-        column = width
+        rows = self.new_rows(first, np.arange(len(first)), width, columns, position)
+        batch = _Batch(rows, cache, width, columns, self.to_device)
+        results = _Results(len(first), self.steps, self.k)
         while True:
-            chosen, packed = self.step(hidden, seeds, row_step)
-            finished, done = self.finish(results, rows, packed)
+            token, packed = self.step(hidden, batch.rows.seed, batch.rows.sampler_step)
+            finished, done = self.finish(results, batch.rows, packed)
             yield from done
-            rows.step += 1
-            row_step = row_step + 1
-            free = np.flatnonzero(finished)
-            while free.size and queue and self.prompt_lengths[queue[0]] <= column:
-                # Refill finished slots with queued prompts (never longer than `column`, see above).
-                take = free[: len(queue)]
-                joining = np.array([queue.popleft() for _ in range(take.size)], dtype=np.int64)
-                new_groups, new_hidden, new_position = self.prefill(joining.tolist())
-                take_rows = self.to_device(take)
-                for group in new_groups:
-                    for layer, (keys, values) in zip(preallocated_layers(cache), group.layers, strict=True):
-                        layer.write_rows(take_rows[group.rows], keys[group.prompt_of_row], values[group.prompt_of_row])
-                full_mask[take_rows] = self.prompt_mask(joining, column, columns)
-                rows.request[take], rows.step[take] = joining, 0
-                rows.budget[take], rows.start[take] = self.budgets[joining], column - self.prompt_lengths[joining]
-                seeds[take_rows] = self.to_device(self.seeds[joining])
-                row_step[take_rows] = 0
-                position[take_rows] = new_position
-                first_tokens, first_packed = self.step(new_hidden, seeds[take_rows], row_step[take_rows])
-                first_finished, first_done = self.finish(results, rows.take(take), first_packed)
-                yield from first_done
-                chosen[take_rows] = first_tokens
-                rows.step[take] = 1
-                row_step[take_rows] = 1
-                finished[take] = first_finished
-                free = take[first_finished]  # rows done at their first token free their slot again
+            batch.rows.advance(token)
+            finished = yield from self.join(batch, results, queue, finished)
             if finished.any():  # on the host: the step's one wait for the device is behind us
-                kept = np.flatnonzero(~finished)
-                if not kept.size:
+                if finished.all():
                     return
-                kept_rows = self.to_device(kept)
-                for layer in preallocated_layers(cache):
-                    layer.keep_rows(kept_rows)
-                rows = rows.take(kept)
-                seeds, row_step, chosen = seeds[kept_rows], row_step[kept_rows], chosen[kept_rows]
-                position, full_mask = position[kept_rows], full_mask[kept_rows]
-            if column == columns:
-                shift = int(rows.start.min())
-                if shift < 1:  # every row fits in width + steps - 1 columns, so this is a bug
-                    raise RuntimeError("KV cache compaction found no column to drop")
-                for layer in preallocated_layers(cache):
-                    layer.drop_leading(shift)
-                full_mask[:, : column - shift] = full_mask[:, shift:column].clone()
-                full_mask[:, column - shift :] = 0
-                column -= shift
-                rows.start -= shift
+                batch.drop(np.flatnonzero(~finished))
+            if batch.column == batch.columns:
+                batch.compact()
                 self.compactions += 1
-            full_mask[:, column] = 1
-            out = self.body(
-                input_ids=chosen.unsqueeze(1),
-                attention_mask=full_mask[:, : column + 1],
-                position_ids=position.unsqueeze(1),
-                use_cache=True,
-                **{self.cache_argument: cache},
-            )
-            hidden = out.last_hidden_state[:, -1]
-            position = position + 1
-            column += 1
+            hidden = self.forward_tokens(batch)
 
 
 def _decode(
