@@ -15,7 +15,7 @@ from tokenscope.options import SectionOptions, setting
 
 SCHEMA = Path(__file__).resolve().parents[2] / "schemas" / "config.schema.yaml"
 # The modules that define the options objects of the config sections.
-OPTION_MODULES = ["tokenscope.options"]
+OPTION_MODULES = ["tokenscope.options", "tokenscope.generation.options", "tokenscope.scoring.options"]
 
 
 @dataclass(frozen=True)
@@ -66,7 +66,8 @@ def _options_classes() -> list[type[SectionOptions]]:
 def test_each_setting_has_one_default_that_the_schema_agrees_with(cls):
     for f in fields(cls):
         schema_default = _schema_default(f.metadata["key"])
-        if f.default is MISSING or schema_default is MISSING:
+        default = f.default_factory() if f.default_factory is not MISSING else f.default
+        if default is MISSING or schema_default is MISSING:
             continue
-        value = list(f.default) if isinstance(f.default, tuple) else f.default
+        value = list(default) if isinstance(default, tuple) else default
         assert value == schema_default, f"{cls.__name__}.{f.name} ({f.metadata['key']})"
