@@ -73,6 +73,7 @@ def format_shares(texts: list[str], n_tokens: list[int], finish: list[str]) -> d
 
 
 def measure_model(name: str, prepared_dir: Path, args: argparse.Namespace) -> dict[str, Any]:
+    from tokenscope.generation.options import GenerationOptions
     from tokenscope.generation.run import run_generation
     from tokenscope.inputs.prompts import load_prompt_set
     from tokenscope.model.loading import LoadOptions, load_model
@@ -85,10 +86,12 @@ def measure_model(name: str, prepared_dir: Path, args: argparse.Namespace) -> di
         load_prompt_set(args.prompts),
         model_name=name,
         prompt_set="math24",
-        n_samples=args.n_samples,
-        seed=0,
-        sampling={**SAMPLING, "max_new_tokens": args.max_new_tokens},
-        batch_size=args.batch_size,
+        options=GenerationOptions(
+            n_samples=args.n_samples,
+            seed=0,
+            sampling={**SAMPLING, "max_new_tokens": args.max_new_tokens},
+            batch_size=args.batch_size,
+        ),
         show_progress=False,
     )
     columns = generations.to_pydict()

@@ -117,15 +117,19 @@ def child(n_requests: int, max_new_tokens: int, batch_size: int, end_every: int)
     if end_every:
         model.generation_config.eos_token_id = [tokenizer.eos_token_id, *range(3, len(tokenizer), end_every)]
     chosen = prompts(n_requests // SAMPLES)
-    options = dict(
-        model_name="tiny",
-        prompt_set="bench",
+    settings = dict(
         n_samples=SAMPLES,
         seed=0,
         sampling={"do_sample": True, "temperature": 1.0, "top_k": 0, "top_p": 1.0, "max_new_tokens": max_new_tokens},
         batch_size=batch_size,
-        show_progress=False,
     )
+    try:
+        from tokenscope.generation.options import GenerationOptions
+    except ImportError:  # a checkout before the options objects: loose keyword arguments
+        generation: dict = settings
+    else:
+        generation = {"options": GenerationOptions(**settings)}
+    options = dict(model_name="tiny", prompt_set="bench", show_progress=False, **generation)
     width = max(len(r.prompt_ids) for r in generation_requests(tokenizer, chosen, 1, 0))
     columns, kv_row = kv_bytes_per_row(model, width, max_new_tokens)
     rss_before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024

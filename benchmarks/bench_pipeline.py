@@ -416,10 +416,12 @@ def role_tokenscope(config: dict[str, Any]) -> dict[str, Any]:
     import numpy as np
 
     from tokenscope.generation.decode import generate
+    from tokenscope.generation.options import GenerationOptions
     from tokenscope.generation.run import generation_requests, run_generation
     from tokenscope.generation.sampling import SamplingParams
     from tokenscope.inputs.sequences import ScoredSequence
     from tokenscope.model.anatomy import backbone
+    from tokenscope.scoring.options import ScoringOptions
     from tokenscope.scoring.teacher_forcing import score_token_sequences
 
     torch, device, model, tokenizer, prompts = _setup(config)
@@ -428,8 +430,7 @@ def role_tokenscope(config: dict[str, Any]) -> dict[str, Any]:
     common = dict(
         model_name="bench",
         prompt_set="bench",
-        seed=config["seed"],
-        n_alternatives=config["metrics_top_k"],
+        scoring=ScoringOptions(n_alternatives=config["metrics_top_k"]),
         show_progress=False,
     )
     rss_loaded = _current_rss_mib()
@@ -440,9 +441,9 @@ def role_tokenscope(config: dict[str, Any]) -> dict[str, Any]:
         model,
         tokenizer,
         ts_prompts[:1],
-        n_samples=1,
-        batch_size=1,
-        sampling={**sampling, "max_new_tokens": 4},
+        options=GenerationOptions(
+            n_samples=1, seed=config["seed"], sampling={**sampling, "max_new_tokens": 4}, batch_size=1
+        ),
         **common,
     )  # warm-up
     _reset_gpu_peak(device)
@@ -451,9 +452,9 @@ def role_tokenscope(config: dict[str, Any]) -> dict[str, Any]:
         model,
         tokenizer,
         ts_prompts,
-        n_samples=config["ts_samples"],
-        batch_size=config["batch_size"],
-        sampling=sampling,
+        options=GenerationOptions(
+            n_samples=config["ts_samples"], seed=config["seed"], sampling=sampling, batch_size=config["batch_size"]
+        ),
         **common,
     )
     wall = clock.lap()
@@ -488,8 +489,7 @@ def role_tokenscope(config: dict[str, Any]) -> dict[str, Any]:
         model_name="bench",
         source="bench",
         prompt_set="bench",
-        batch_size=config["score_batch_size"],
-        n_alternatives=config["metrics_top_k"],
+        options=ScoringOptions(n_alternatives=config["metrics_top_k"], batch_size=config["score_batch_size"]),
         show_progress=False,
     )
     body = backbone(model)

@@ -119,7 +119,13 @@ def child(job: str, way: str, source: Path, out: Path, threads: int) -> dict[str
     torch.set_num_threads(threads)
     model_a, tokenizer = build(seed=0)
     model_b, _ = build(seed=1)
-    scoring = {"n_alternatives": 5, "batch_size": 8, "chunk_rows": 1024, "show_progress": False}
+    settings = {"n_alternatives": 5, "batch_size": 8, "chunk_rows": 1024}
+    try:
+        from tokenscope.scoring.options import ScoringOptions
+    except ImportError:  # a checkout before the options objects: loose keyword arguments
+        scoring: dict = {**settings, "show_progress": False}
+    else:
+        scoring = {"options": ScoringOptions(**settings), "show_progress": False}
     names = {"model_a_name": "a", "model_b_name": "b", "source": "a", "prompt_set": "bench"}
     rss_before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     start = time.perf_counter()

@@ -13,13 +13,15 @@ from snakemake.utils import validate
 sys.path.insert(0, str(Path(workflow.basedir) / "src"))
 
 from tokenscope.errors import ConfigError, ModelError, PromptSetError
+from tokenscope.generation.options import GenerationOptions
 from tokenscope.schema_version import SCHEMA_VERSION
+from tokenscope.scoring.options import ScoringOptions
 from tokenscope.workflow.config import config_error_message
 from tokenscope.workflow import paths
 from tokenscope.workflow.paths import fill
 from tokenscope.workflow.planning import NAME_PATTERN, plan_workflow
 from tokenscope.workflow.resources import scaled_runtime
-from tokenscope.workflow.shards import SHARD_PATTERN, generation_params, plan_shards
+from tokenscope.workflow.shards import SHARD_PATTERN, plan_shards
 
 try:
     validate(config, schema="../schemas/config.schema.yaml", set_default=True)

@@ -28,7 +28,7 @@ rule cross_score:
     params:
         insertion=get_prompt_insertion,
         score_span=get_pair_score_span,
-        n_alternatives=config["scoring"]["n_alternatives"],
+        n_alternatives=ScoringOptions.from_config(config).n_alternatives,
         schema=SCHEMA_VERSION,  # a new table schema reruns existing results
         runtime=plan.load_options,
     script:

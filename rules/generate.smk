@@ -24,8 +24,10 @@ rule generate_shard:
     params:
         shard=get_shard,
         insertion=get_prompt_insertion,
-        generation=generation_params(config["generation"]),
-        n_alternatives=config["scoring"]["n_alternatives"],
+        # GenerationOptions' settings that change results, in the config's key order (unchanged
+        # param text: no shard reruns); of the scoring settings only n_alternatives does.
+        generation=GenerationOptions.job_params(config),
+        n_alternatives=ScoringOptions.from_config(config).n_alternatives,
         schema=SCHEMA_VERSION,  # a new table schema reruns existing results
         runtime=plan.load_options,
     script:
@@ -103,13 +105,12 @@ rule teacher_force:
         # whole prompt file's size (model_runtime)
         runtime=config["runtime"]["runtime_min"],
         gpu=plan.gpu,
-    # What changes the table; scoring.batch_size and chunk_rows (speed, memory) the script reads
-    # from the config.
+    # What changes the table: ScoringOptions' score_span and n_alternatives; its batch_size and
+    # chunk_rows (speed, memory) the script reads from the config.
     params:
+        **ScoringOptions.from_config(config).params(),
         shard=get_shard,
         insertion=get_prompt_insertion,
-        score_span=config["scoring"]["score_span"],
-        n_alternatives=config["scoring"]["n_alternatives"],
         schema=SCHEMA_VERSION,  # a new table schema reruns existing results
         runtime=plan.load_options,
     script:

@@ -1,15 +1,22 @@
 import sys
 
 sys.path.insert(0, f"{snakemake.scriptdir}/../src")
+from dataclasses import replace
+
+from tokenscope.generation.options import GenerationOptions
 from tokenscope.generation.run import write_generation
 from tokenscope.inputs.prompts import load_prompt_set
+from tokenscope.scoring.options import ScoringOptions
 from tokenscope.workflow.jobs import load_rule_model, run_script
 from tokenscope.workflow.shards import check_shard
 
 
 def main(smk):
     # params carry what changes the shard's results; speed knobs come from the config.
-    shard, generation = smk.params.shard, smk.params.generation
+    shard = smk.params.shard
+    options = GenerationOptions.of_job(smk.params.generation, smk.config)
+    # Of the scoring settings only n_alternatives changes a generation: the job's one scoring param.
+    scoring = replace(ScoringOptions.from_config(smk.config), n_alternatives=smk.params.n_alternatives)
     check_shard(smk.input.prompts, shard)
     prompts = load_prompt_set(smk.input.prompts, smk.params.insertion)[shard["start"] : shard["stop"]]
     model, tokenizer = load_rule_model(smk)
@@ -21,12 +28,8 @@ def main(smk):
         tokens_path=smk.output.tokens,
         model_name=smk.wildcards.model,
         prompt_set=smk.wildcards.prompt_set,
-        n_samples=generation["n_samples"],
-        seed=generation["seed"],
-        sampling=dict(generation["sampling"]),
-        batch_size=smk.config["generation"]["batch_size"],
-        n_alternatives=smk.params.n_alternatives,
-        truncate_to_context=generation.get("truncate_to_context", False),
+        options=options,
+        scoring=scoring,
     )
 
 

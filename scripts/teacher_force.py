@@ -2,13 +2,14 @@ import sys
 
 sys.path.insert(0, f"{snakemake.scriptdir}/../src")
 from tokenscope.inputs.prompts import has_references, load_prompt_set
+from tokenscope.scoring.options import ScoringOptions
 from tokenscope.scoring.teacher_forcing import write_empty_reference_table, write_teacher_forcing
 from tokenscope.workflow.jobs import load_rule_model, run_script
 from tokenscope.workflow.shards import check_shard
 
 
 def main(smk):
-    scoring = smk.config["scoring"]  # batch_size and chunk_rows: speed and memory, not params
+    options = ScoringOptions.of_job(smk.params, smk.config)  # batch_size, chunk_rows: from the config
     shard = smk.params.shard
     check_shard(smk.input.prompts, shard)
     prompts = load_prompt_set(smk.input.prompts, smk.params.insertion)[shard["start"] : shard["stop"]]
@@ -23,10 +24,7 @@ def main(smk):
         smk.output.tokens,
         model_name=smk.wildcards.model,
         prompt_set=smk.wildcards.prompt_set,
-        span=smk.params.score_span,
-        batch_size=scoring["batch_size"],
-        n_alternatives=smk.params.n_alternatives,  # planning maps the deprecated scoring.top_k to it
-        chunk_rows=scoring["chunk_rows"],
+        options=options,
     )
 
 

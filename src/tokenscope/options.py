@@ -19,13 +19,15 @@ from typing import Any, TypeVar
 _Options = TypeVar("_Options", bound="SectionOptions")
 
 
-def setting(key: str, default: Any = MISSING, *, changes_results: bool = True) -> Any:
+def setting(key: str, default: Any = MISSING, *, changes_results: bool = True, default_factory: Any = MISSING) -> Any:
     """A field read from the dotted config key `key` (e.g. "generation.seed").
 
     `changes_results`: the setting changes the outputs of the jobs that use it, so it is one of
     their params (a changed value reruns them); speed and memory knobs are not.
+    `default_factory` instead of `default` for a setting whose default is a mapping (`{}`).
     """
-    return field(default=default, metadata={"key": key, "changes_results": changes_results})
+    metadata = {"key": key, "changes_results": changes_results}
+    return field(default=default, default_factory=default_factory, metadata=metadata)
 
 
 def config_value(config: Mapping[str, Any], key: str, absent: Any = MISSING) -> Any:

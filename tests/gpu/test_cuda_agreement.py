@@ -128,14 +128,15 @@ def test_sampling_matches_transformers_warpers_and_the_cpu(sampling):
 @pytest.mark.parametrize("batch_size", [1, 4])
 def test_teacher_forcing_matches_the_reference(device_loaded, tiny_loaded, arch, batch_size):
     from tokenscope.inputs.sequences import reference_sequences
+    from tokenscope.scoring.options import ScoringOptions
     from tokenscope.scoring.teacher_forcing import run_teacher_forcing
 
     model, tokenizer = device_loaded(arch, "float32")
     prompts = make_prompts()
+    options = ScoringOptions(score_span="all", batch_size=batch_size, chunk_rows=5)
     frame = run_teacher_forcing(
-        model, tokenizer, prompts, model_name=arch, prompt_set="t", span="all", batch_size=batch_size,
-        chunk_rows=5, show_progress=False,
-    ).to_pandas()  # fmt: skip
+        model, tokenizer, prompts, model_name=arch, prompt_set="t", options=options, show_progress=False
+    ).to_pandas()
     sequences = {
         (s.prompt_id, s.sample): (s.token_ids.tolist(), s.score_start)
         for s in reference_sequences(tokenizer, prompts, "all")
@@ -150,6 +151,7 @@ def test_cross_scoring_matches_dense_kl(device_loaded, tmp_path, dtype):
     from tokenscope.model.loading import LoadOptions, load_prepared
     from tokenscope.model.sources import ModelSpec, prepare_model
     from tokenscope.scoring.cross_scoring import pair_divergence
+    from tokenscope.scoring.options import ScoringOptions
 
     from helpers.tiny_models import save_tiny_checkpoint
 
@@ -161,8 +163,8 @@ def test_cross_scoring_matches_dense_kl(device_loaded, tmp_path, dtype):
     sequences = [rng.integers(0, len(tokenizer), size=n).tolist() for n in (9, 23, 4, 17, 2, 30, 12)]
     starts = [3, 1, 4, 10, 1, 29, 6]
     got = pair_divergence(
-        model_a, model_b, sequences, starts, batch_size=1, chunk_rows=5, pad_id=tokenizer.pad_token_id,
-        show_progress=False,
+        model_a, model_b, sequences, starts, ScoringOptions(batch_size=1, chunk_rows=5),
+        pad_id=tokenizer.pad_token_id, show_progress=False,
     )  # fmt: skip
     expected: dict[str, list[float]] = {"kl_a_b": [], "kl_b_a": [], "logprob_a": [], "entropy_b": []}
     with torch.no_grad():

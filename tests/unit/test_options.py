@@ -15,7 +15,13 @@ from tokenscope.options import SectionOptions, setting
 
 SCHEMA = Path(__file__).resolve().parents[2] / "schemas" / "config.schema.yaml"
 # The modules that define the options objects of the config sections.
-OPTION_MODULES = ["tokenscope.options", "tokenscope.internals.options", "tokenscope.report.options"]
+OPTION_MODULES = [
+    "tokenscope.options",
+    "tokenscope.generation.options",
+    "tokenscope.scoring.options",
+    "tokenscope.internals.options",
+    "tokenscope.report.options",
+]
 
 
 @dataclass(frozen=True)
@@ -71,9 +77,10 @@ def _options_classes() -> list[type[SectionOptions]]:
 def test_each_setting_has_one_default_that_the_schema_agrees_with(cls):
     for f in fields(cls):
         schema_default = _schema_default(f.metadata["key"])
-        if f.default is MISSING or schema_default is MISSING:
+        default = f.default_factory() if f.default_factory is not MISSING else f.default
+        if default is MISSING or schema_default is MISSING:
             continue
-        assert _as_written(f.default) == schema_default, f"{cls.__name__}.{f.name} ({f.metadata['key']})"
+        assert _as_written(default) == schema_default, f"{cls.__name__}.{f.name} ({f.metadata['key']})"
 
 
 def test_an_optional_block_the_config_leaves_out_takes_the_field_default():

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import pyarrow as pa
@@ -18,6 +17,7 @@ from tokenscope.generation.decode import (
     generate,
     iter_generations,
 )
+from tokenscope.generation.options import GenerationOptions
 from tokenscope.generation.sampling import SamplingParams, sequence_seed
 from tokenscope.inputs.chat import generation_prompt_ids
 from tokenscope.inputs.prompts import Prompt
@@ -30,8 +30,8 @@ from tokenscope.model.types import CausalLM, Tokenizer
 from tokenscope.outcomes.answers import grade_all
 from tokenscope.scoring.catalogue import GENERATED_FIELDS
 from tokenscope.scoring.formulas import TokenMetrics
-from tokenscope.scoring.options import renamed_top_k
-from tokenscope.scoring.tables import GENERATION_SCHEMA, TOKEN_SCHEMA, generation_table, token_table
+from tokenscope.scoring.options import ScoringOptions, scoring_with_deprecated
+from tokenscope.scoring.tables import GENERATION_SCHEMA, TOKEN_SCHEMA, GeneratedRows, generation_table, token_table
 
 
 def generation_requests(
@@ -51,22 +51,14 @@ def generation_requests(
 
 
 def _prepared_requests(
-    model: CausalLM,
-    tokenizer: Tokenizer,
-    prompts: Sequence[Prompt],
-    *,
-    model_name: str,
-    n_samples: int,
-    seed: int,
-    sampling: dict[str, Any] | None,
-    truncate_to_context: bool,
+    model: CausalLM, tokenizer: Tokenizer, prompts: Sequence[Prompt], options: GenerationOptions, model_name: str
 ) -> tuple[list[GenerationRequest], SamplingParams]:
-    params = SamplingParams.resolve(getattr(model, "generation_config", None), sampling or {})
+    params = SamplingParams.resolve(getattr(model, "generation_config", None), dict(options.sampling))
     requests = fit_to_context(
-        generation_requests(tokenizer, prompts, n_samples, seed),
+        generation_requests(tokenizer, prompts, options.n_samples, options.seed),
         params.max_new_tokens,
         max_positions(model),
-        truncate=truncate_to_context,
+        truncate=options.truncate_to_context,
         model_name=model_name,
     )
     return requests, params
@@ -82,9 +74,7 @@ def generation_tables(
 ) -> tuple[pa.Table, pa.Table]:
     """(generations table, per-token table) of `generations`, in their order."""
     texts = tokenizer.batch_decode([g.token_ids.tolist() for g in generations], skip_special_tokens=True)
-    gen_table = generation_table(
-        model=model_name,
-        prompt_set=prompt_set,
+    rows = GeneratedRows(
         prompt_ids=[g.request.prompt_id for g in generations],
         samples=[g.request.sample for g in generations],
         seeds=[g.request.seed for g in generations],
@@ -93,9 +83,10 @@ def generation_tables(
         texts=texts,
         finish_reasons=[g.finish_reason for g in generations],
         inserted=[g.request.inserted for g in generations],
-        # Format facts and extracted answers; the gather grades them against the prompts' answers.
-        outcomes=grade_all(texts, [None] * len(texts)),
     )
+    # Format facts and extracted answers; the gather grades them against the prompts' answers.
+    outcomes = grade_all(texts, [None] * len(texts))
+    gen_table = generation_table(rows, model=model_name, prompt_set=prompt_set, outcomes=outcomes)
     sequences = generated_sequences(
         [g.request.prompt_id for g in generations],
         [g.request.sample for g in generations],
@@ -111,44 +102,35 @@ def generation_tables(
     return gen_table, token_table(sequences, metrics, vocab, model=model_name, source=model_name, prompt_set=prompt_set)
 
 
-def run_generation(
+def run_generation(  # noqa: PLR0913 (the model, its prompts, the tables' two labels, two options objects, progress)
     model: CausalLM,
     tokenizer: Tokenizer,
     prompts: Sequence[Prompt],
     *,
     model_name: str,
     prompt_set: str,
-    n_samples: int = 1,
-    seed: int = 0,
-    sampling: dict[str, Any] | None = None,
-    batch_size: int = 16,
-    n_alternatives: int | None = None,
+    options: GenerationOptions | None = None,
+    scoring: ScoringOptions | None = None,
     show_progress: bool = True,
-    truncate_to_context: bool = False,
-    top_k: int | None = None,
+    **deprecated: int,
 ) -> tuple[pa.Table, pa.Table]:
     """Generate for every prompt and sample; returns (generations table, per-token table), in
     request order (prompt by prompt, samples in order), held in memory (`write_generation`
     streams the same rows to files instead).
 
-    `n_alternatives` (default 5) most probable tokens are recorded per token (`top_k`: its
-    deprecated name; the sampling cut-off is `sampling["top_k"]`). Prompt + max_new_tokens must
-    fit the model's positions (config max_position_embeddings or n_positions), else a ConfigError
-    names the prompt; with `truncate_to_context` such prompts generate only as many tokens as fit
-    (prompts that fit are unaffected).
+    `options`: the generation settings (None: GenerationOptions' defaults); of `scoring`, its
+    n_alternatives most probable tokens are recorded per token (`top_k=`: a deprecated name of
+    it; the sampling cut-off is `options.sampling["top_k"]`). Prompt + max_new_tokens must fit the
+    model's positions (config max_position_embeddings or n_positions), else a ConfigError names
+    the prompt; with `options.truncate_to_context` such prompts generate only as many tokens as
+    fit (prompts that fit are unaffected).
     """
-    n_alternatives = renamed_top_k(n_alternatives, top_k, "run_generation")
-    requests, params = _prepared_requests(
-        model,
-        tokenizer,
-        prompts,
-        model_name=model_name,
-        n_samples=n_samples,
-        seed=seed,
-        sampling=sampling,
-        truncate_to_context=truncate_to_context,
+    options = options if options is not None else GenerationOptions()
+    scoring = scoring_with_deprecated(scoring, deprecated, "run_generation")
+    requests, params = _prepared_requests(model, tokenizer, prompts, options, model_name)
+    generations = generate(
+        model, tokenizer, requests, params, options.batch_size, scoring.n_alternatives, show_progress
     )
-    generations = generate(model, tokenizer, requests, params, batch_size, n_alternatives, show_progress)
     vocab = VocabularyStrings.from_tokenizer(tokenizer)
     return generation_tables(generations, tokenizer, vocab, model_name=model_name, prompt_set=prompt_set)
 
@@ -156,7 +138,7 @@ def run_generation(
 WRITE_CHUNK_ROWS = 16_384  # token rows buffered on the host before write_generation writes them
 
 
-def write_generation(
+def write_generation(  # noqa: PLR0913 (run_generation's, and the two files it writes)
     model: CausalLM,
     tokenizer: Tokenizer,
     prompts: Sequence[Prompt],
@@ -165,13 +147,9 @@ def write_generation(
     tokens_path: str | Path,
     model_name: str,
     prompt_set: str,
-    n_samples: int = 1,
-    seed: int = 0,
-    sampling: dict[str, Any] | None = None,
-    batch_size: int = 16,
-    n_alternatives: int | None = None,
+    options: GenerationOptions | None = None,
+    scoring: ScoringOptions | None = None,
     show_progress: bool = True,
-    truncate_to_context: bool = False,
 ) -> int:
     """Generate as run_generation does and write its two tables (GENERATION_SCHEMA, TOKEN_SCHEMA)
     to `generations_path` and `tokens_path`; returns the number of generations.
@@ -184,16 +162,9 @@ def write_generation(
     run_generation's, ordered differently. Both files appear only when generation has finished
     (written to temporary files beside them, then renamed).
     """
-    requests, params = _prepared_requests(
-        model,
-        tokenizer,
-        prompts,
-        model_name=model_name,
-        n_samples=n_samples,
-        seed=seed,
-        sampling=sampling,
-        truncate_to_context=truncate_to_context,
-    )
+    options = options if options is not None else GenerationOptions()
+    scoring = scoring if scoring is not None else ScoringOptions()
+    requests, params = _prepared_requests(model, tokenizer, prompts, options, model_name)
     vocab = VocabularyStrings.from_tokenizer(tokenizer)
     written = 0
     with (
@@ -213,7 +184,7 @@ def write_generation(
         chunk: list[Generation] = []
         rows = 0
         for generation in iter_generations(
-            model, tokenizer, requests, params, batch_size, n_alternatives, show_progress
+            model, tokenizer, requests, params, options.batch_size, scoring.n_alternatives, show_progress
         ):
             chunk.append(generation)
             rows += len(generation.token_ids)

@@ -4,14 +4,14 @@ Any model can score any other model's generations or the reference answers. For 
 token both models see the same prefix; we record each model's entropy and log-probability of
 the token, and the KL divergence between their next-token distributions in both directions, in
 nats over the full vocabulary, from fp32 logits (formulas in `scoring.formulas`). With
-`n_alternatives` > 0 each model's top-k alternatives at each position are recorded too (the
+ScoringOptions.n_alternatives > 0 each model's top-k alternatives at each position are recorded too (the
 side-by-side view shows both models' on the same text), from the same chunk of logits.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable, Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import pyarrow as pa
@@ -28,6 +28,7 @@ from tokenscope.model.loading import max_positions
 from tokenscope.model.tokenizers import require_same_tokenizer, tokenizer_fingerprint
 from tokenscope.model.types import CausalLM, TokenIds, Tokenizer
 from tokenscope.scoring.formulas import PairMetrics, TensorRows, divergence_from_logits, log_normalizer
+from tokenscope.scoring.options import ScoringOptions
 from tokenscope.scoring.tables import PAIR_ALTERNATIVES_SCHEMA, PAIR_SCHEMA, pair_table
 from tokenscope.scoring.teacher_forcing import ScoringLayout
 
@@ -62,78 +63,33 @@ def top_alternatives(logits: Tensor, k: int) -> tuple[Tensor, Tensor]:
 
 
 @torch.no_grad()
-def pair_scores(
+def pair_scores(  # noqa: PLR0913 (two models, their token positions, options, and pad id, progress and names)
     model_a: CausalLM,
     model_b: CausalLM,
     sequences: Sequence[TokenIds],
     score_starts: Sequence[int],
+    options: ScoringOptions | None = None,
     *,
-    n_alternatives: int = 0,
-    batch_size: int = 8,
-    chunk_rows: int = 512,
     pad_id: int = 0,
     show_progress: bool = True,
     names: tuple[str, str] = ("model_a", "model_b"),
 ) -> tuple[PairMetrics, PairAlternatives]:
-    """Pair metrics and both models' top-`n_alternatives` alternatives of tokens
-    sequences[i][score_starts[i]:], flat in input order (pair_divergence for the metrics)."""
-    return _pair_scores(
-        model_a, model_b, sequences, score_starts, n_alternatives, batch_size, chunk_rows, pad_id, show_progress, names
-    )
-
-
-@torch.no_grad()
-def pair_divergence(
-    model_a: CausalLM,
-    model_b: CausalLM,
-    sequences: Sequence[TokenIds],
-    score_starts: Sequence[int],
-    *,
-    batch_size: int = 8,
-    chunk_rows: int = 512,
-    pad_id: int = 0,
-    show_progress: bool = True,
-    names: tuple[str, str] = ("model_a", "model_b"),
-) -> PairMetrics:
-    """Pair metrics of tokens sequences[i][score_starts[i]:] under two models, flat in input order.
-
-    Batched like score_sequences (right padding, length-sorted batches) so model A's numbers equal
-    its own scoring. Per batch both backbones run on the same ids and only the hidden states of
-    scored positions are kept; both output embeddings are then applied chunk_rows rows at a time,
-    so no [sequence x vocabulary] tensor is ever whole. At its peak a chunk holds about ten fp32
-    chunk_rows x V tensors (scoring one model holds about four): with a large vocabulary use a
-    smaller chunk_rows than for scoring. Metrics are computed on model A's device; `names` label
-    the models in errors.
-    """
-    metrics, _ = _pair_scores(
-        model_a, model_b, sequences, score_starts, 0, batch_size, chunk_rows, pad_id, show_progress, names
-    )
-    return metrics
-
-
-def _pair_scores(
-    model_a: CausalLM,
-    model_b: CausalLM,
-    sequences: Sequence[TokenIds],
-    score_starts: Sequence[int],
-    n_alternatives: int,
-    batch_size: int,
-    chunk_rows: int,
-    pad_id: int,
-    show_progress: bool,
-    names: tuple[str, str],
-) -> tuple[PairMetrics, PairAlternatives]:
+    """Pair metrics and both models' top-`options.n_alternatives` alternatives of tokens
+    sequences[i][score_starts[i]:], flat in input order (pair_divergence for the metrics).
+    None `options`: ScoringOptions' defaults."""
+    options = options if options is not None else ScoringOptions()
     vocab_a, vocab_b = _vocab_size(model_a), _vocab_size(model_b)
     if vocab_a != vocab_b:
         raise ModelError(
             f"models {names[0]!r} and {names[1]!r} have output vocabularies of different sizes "
             f"({vocab_a} and {vocab_b}); KL over the full vocabulary needs the same one"
         )
-    layout = ScoringLayout.build(sequences, score_starts, batch_size)
+    layout = ScoringLayout.build(sequences, score_starts, options.batch_size)
     unembed_a, unembed_b = Unembedding(model_a), Unembedding(model_b)
     body_a, body_b = backbone(model_a), backbone(model_b)
     device = next(model_a.parameters()).device
-    k = min(max(n_alternatives, 0), vocab_a)
+    k = min(max(options.n_alternatives, 0), vocab_a)
+    chunk_rows = options.chunk_rows
     parts: list[PairMetrics] = []
     alternatives: list[PairAlternatives] = []
     for batch in layout.iter_batches(sequences, pad_id, "cross-scoring", show_progress):
@@ -158,12 +114,49 @@ def _pair_scores(
     return metrics, PairAlternatives.cat(alternatives).take(order)
 
 
+@torch.no_grad()
+def pair_divergence(  # noqa: PLR0913 (pair_scores')
+    model_a: CausalLM,
+    model_b: CausalLM,
+    sequences: Sequence[TokenIds],
+    score_starts: Sequence[int],
+    options: ScoringOptions | None = None,
+    *,
+    pad_id: int = 0,
+    show_progress: bool = True,
+    names: tuple[str, str] = ("model_a", "model_b"),
+) -> PairMetrics:
+    """Pair metrics of tokens sequences[i][score_starts[i]:] under two models, flat in input order
+    (`options.n_alternatives` aside: no alternatives).
+
+    Batched like score_sequences (right padding, length-sorted batches of `options.batch_size`) so
+    model A's numbers equal its own scoring. Per batch both backbones run on the same ids and only
+    the hidden states of scored positions are kept; both output embeddings are then applied
+    `options.chunk_rows` rows at a time, so no [sequence x vocabulary] tensor is ever whole. At its
+    peak a chunk holds about ten fp32 chunk_rows x V tensors (scoring one model holds about four):
+    with a large vocabulary use a smaller chunk_rows than for scoring. Metrics are computed on
+    model A's device; `names` label the models in errors.
+    """
+    without_alternatives = replace(options if options is not None else ScoringOptions(), n_alternatives=0)
+    metrics, _ = pair_scores(
+        model_a,
+        model_b,
+        sequences,
+        score_starts,
+        without_alternatives,
+        pad_id=pad_id,
+        show_progress=show_progress,
+        names=names,
+    )
+    return metrics
+
+
 def _require_pair_tokenizer(names: tuple[str, str], tokenizer_a: Tokenizer, tokenizer_b: Tokenizer) -> None:
     """Refuse a pair of models whose tokenizers differ (TokenizerMismatchError naming both)."""
     require_same_tokenizer({names[0]: tokenizer_fingerprint(tokenizer_a), names[1]: tokenizer_fingerprint(tokenizer_b)})
 
 
-def score_pair(
+def score_pair(  # noqa: PLR0913 (two models with their tokenizers and names, the tokens and their two labels, options, progress)
     model_a: CausalLM,
     tokenizer_a: Tokenizer,
     model_b: CausalLM,
@@ -174,32 +167,21 @@ def score_pair(
     model_b_name: str,
     source: str,
     prompt_set: str,
-    n_alternatives: int = 0,
-    batch_size: int = 8,
-    chunk_rows: int = 512,
+    options: ScoringOptions | None = None,
     show_progress: bool = True,
 ) -> pa.Table:
     """The pair table of two models on `sequences` (tokens of `source`); refuses different tokenizers,
-    and sequences longer than either model's positions. With `n_alternatives` > 0 it has both
-    models' top-k alternatives too (tables.PAIR_ALTERNATIVES_SCHEMA), else PAIR_SCHEMA.
-    `write_pair` writes the same rows to a file, a chunk of sequences at a time."""
+    and sequences longer than either model's positions. With `options.n_alternatives` > 0 it has
+    both models' top-k alternatives too (tables.PAIR_ALTERNATIVES_SCHEMA), else PAIR_SCHEMA. None
+    `options`: ScoringOptions' defaults. `write_pair` writes the same rows to a file, a chunk of
+    sequences at a time."""
     _require_pair_tokenizer((model_a_name, model_b_name), tokenizer_a, tokenizer_b)
-    return _pair_table(
-        model_a,
-        tokenizer_a,
-        model_b,
-        sequences,
-        (model_a_name, model_b_name),
-        source,
-        prompt_set,
-        n_alternatives,
-        batch_size,
-        chunk_rows,
-        show_progress,
-    )
+    labels = {"model_a": model_a_name, "model_b": model_b_name, "source": source, "prompt_set": prompt_set}
+    options = options if options is not None else ScoringOptions()
+    return _pair_table(model_a, model_b, sequences, pad_id_of(tokenizer_a), labels, options, show_progress)
 
 
-def write_pair(
+def write_pair(  # noqa: PLR0913 (score_pair's, the file it writes and the progress bar's size)
     model_a: CausalLM,
     tokenizer_a: Tokenizer,
     model_b: CausalLM,
@@ -211,9 +193,7 @@ def write_pair(
     model_b_name: str,
     source: str,
     prompt_set: str,
-    n_alternatives: int = 0,
-    batch_size: int = 8,
-    chunk_rows: int = 512,
+    options: ScoringOptions | None = None,
     n_sequences: int | None = None,
     show_progress: bool = True,
 ) -> int:
@@ -227,26 +207,16 @@ def write_pair(
     file appears only when every chunk is written (a temporary file beside it, then renamed).
     `n_sequences` (if known) sizes the progress bar.
     """
-    names = (model_a_name, model_b_name)
-    _require_pair_tokenizer(names, tokenizer_a, tokenizer_b)
-    schema = PAIR_ALTERNATIVES_SCHEMA if n_alternatives > 0 else PAIR_SCHEMA
+    _require_pair_tokenizer((model_a_name, model_b_name), tokenizer_a, tokenizer_b)
+    labels = {"model_a": model_a_name, "model_b": model_b_name, "source": source, "prompt_set": prompt_set}
+    options = options if options is not None else ScoringOptions()
+    schema = PAIR_ALTERNATIVES_SCHEMA if options.n_alternatives > 0 else PAIR_SCHEMA
     progress = tqdm(total=n_sequences, unit="seq", desc="cross-scoring", disable=not show_progress, mininterval=2.0)
+    pad_id = pad_id_of(tokenizer_a)
 
     def tables() -> Iterator[pa.Table]:
         for chunk in sequence_chunks:
-            yield _pair_table(
-                model_a,
-                tokenizer_a,
-                model_b,
-                chunk,
-                names,
-                source,
-                prompt_set,
-                n_alternatives,
-                batch_size,
-                chunk_rows,
-                show_progress=False,
-            )
+            yield _pair_table(model_a, model_b, chunk, pad_id, labels, options, show_progress=False)
             progress.update(len(chunk))
 
     try:
@@ -257,37 +227,30 @@ def write_pair(
 
 def _pair_table(
     model_a: CausalLM,
-    tokenizer_a: Tokenizer,
     model_b: CausalLM,
     sequences: Sequence[ScoredSequence],
-    names: tuple[str, str],
-    source: str,
-    prompt_set: str,
-    n_alternatives: int,
-    batch_size: int,
-    chunk_rows: int,
+    pad_id: int,
+    labels: dict[str, str],
+    options: ScoringOptions,
     show_progress: bool,
 ) -> pa.Table:
-    """score_pair's table, the tokenizers already checked."""
-    for model, name in ((model_a, names[0]), (model_b, names[1])):
-        require_within_context(sequences, max_positions(model), model=name, source=source)
+    """score_pair's table, the tokenizers already checked; `labels`: its label columns (pair_table's
+    model_a, model_b, source and prompt_set)."""
+    names = (labels["model_a"], labels["model_b"])
+    for model, name in zip((model_a, model_b), names, strict=True):
+        require_within_context(sequences, max_positions(model), model=name, source=labels["source"])
     metrics, alternatives = pair_scores(
         model_a,
         model_b,
         [s.token_ids.tolist() for s in sequences],
         [s.score_start for s in sequences],
-        n_alternatives=n_alternatives,
-        batch_size=batch_size,
-        chunk_rows=chunk_rows,
-        pad_id=pad_id_of(tokenizer_a),
+        options,
+        pad_id=pad_id,
         show_progress=show_progress,
         names=names,
     )
     return pair_table(
-        model_a=names[0],
-        model_b=names[1],
-        source=source,
-        prompt_set=prompt_set,
+        **labels,
         sequences=sequences,
         metrics=metrics,
         topk=(
@@ -297,7 +260,7 @@ def _pair_table(
                 alternatives.topk_ids_b,
                 alternatives.topk_logprobs_b,
             )
-            if n_alternatives > 0
+            if options.n_alternatives > 0
             else None
         ),
     )

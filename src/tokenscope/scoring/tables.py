@@ -216,25 +216,33 @@ def token_table(
     return pa.table(columns, schema=TOKEN_SCHEMA)
 
 
+@dataclass(frozen=True)
+class GeneratedRows:
+    """The rows of a generations table: one value per generation in each field, in row order.
+    `inserted`: the (start, end) token span of each prompt's insertion (None: none)."""
+
+    prompt_ids: Sequence[str]
+    samples: Sequence[int]
+    seeds: Sequence[int]
+    prompt_token_ids: Sequence[TokenIds]
+    token_ids: Sequence[TokenIds]
+    texts: Sequence[str]
+    finish_reasons: Sequence[str]
+    inserted: Sequence[tuple[int, int] | None] | None = None
+
+
 def generation_table(
+    rows: GeneratedRows,
     *,
     model: str,
     prompt_set: str,
-    prompt_ids: Sequence[str],
-    samples: Sequence[int],
-    seeds: Sequence[int],
-    prompt_token_ids: Sequence[TokenIds],
-    token_ids: Sequence[TokenIds],
-    texts: Sequence[str],
-    finish_reasons: Sequence[str],
-    inserted: Sequence[tuple[int, int] | None] | None = None,
     outcomes: Mapping[str, Sequence[object]] | None = None,
 ) -> pa.Table:
-    """One row per generation. `outcomes`: the outcome columns, graded by the caller
+    """One row per generation of `rows`. `outcomes`: the outcome columns, graded by the caller
     (tokenscope.outcomes.answers.grade_all, column name -> one value per generation); None leaves
     them null."""
-    n = len(prompt_ids)
-    spans = list(inserted) if inserted is not None else [None] * n
+    n = len(rows.prompt_ids)
+    spans = list(rows.inserted) if rows.inserted is not None else [None] * n
     nulls: dict[str, Sequence[object]] = {name: [None] * n for name in GENERATION_SCHEMA.names}
     return pa.table(
         {
@@ -242,14 +250,14 @@ def generation_table(
             **(outcomes or {}),
             "model": [model] * n,
             "prompt_set": [prompt_set] * n,
-            "prompt_id": list(prompt_ids),
-            "sample": list(samples),
-            "seed": list(seeds),
-            "prompt_token_ids": [list(map(int, p)) for p in prompt_token_ids],
-            "token_ids": [list(map(int, t)) for t in token_ids],
-            "text": list(texts),
-            "finish_reason": list(finish_reasons),
-            "n_tokens": [len(t) for t in token_ids],
+            "prompt_id": list(rows.prompt_ids),
+            "sample": list(rows.samples),
+            "seed": list(rows.seeds),
+            "prompt_token_ids": [list(map(int, p)) for p in rows.prompt_token_ids],
+            "token_ids": [list(map(int, t)) for t in rows.token_ids],
+            "text": list(rows.texts),
+            "finish_reason": list(rows.finish_reasons),
+            "n_tokens": [len(t) for t in rows.token_ids],
             "inserted_start": [None if s is None else s[0] for s in spans],
             "inserted_end": [None if s is None else s[1] for s in spans],
         },

@@ -5,7 +5,6 @@ from __future__ import annotations
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import pyarrow as pa
@@ -15,7 +14,6 @@ from tqdm.auto import tqdm
 
 from tokenscope.errors import PromptSetError
 from tokenscope.inputs.batching import length_sorted_batches, pad, pad_id_of
-from tokenscope.inputs.chat import ScoreSpan
 from tokenscope.inputs.prompts import Prompt
 from tokenscope.inputs.sequences import (
     SCORING_CHUNK_TOKENS,
@@ -30,7 +28,7 @@ from tokenscope.model.loading import max_positions
 from tokenscope.model.token_text import VocabularyStrings
 from tokenscope.model.types import CausalLM, TokenIds, Tokenizer
 from tokenscope.scoring.formulas import TokenMetrics, chunked_metrics
-from tokenscope.scoring.options import renamed_top_k
+from tokenscope.scoring.options import ScoringOptions, scoring_with_deprecated
 from tokenscope.scoring.tables import TOKEN_SCHEMA, token_table
 
 
@@ -123,38 +121,35 @@ def score_sequences(
     model: CausalLM,
     sequences: Sequence[TokenIds],
     score_starts: Sequence[int],
-    batch_size: int,
-    n_alternatives: int | None = None,
-    chunk_rows: int = 512,
+    options: ScoringOptions | None = None,
     pad_id: int = 0,
     show_progress: bool = True,
-    *,
-    top_k: int | None = None,
 ) -> TokenMetrics:
     """Metrics of tokens sequences[i][score_starts[i]:] given their prefixes, flat in input order.
 
-    Sequences are batched by length with right padding (causal attention: padding after a
-    token cannot change it). Only the hidden states of scored positions go through the output
-    embedding, chunk_rows at a time, so no [sequence x vocabulary] tensor is ever whole.
-    `n_alternatives` (default 5) most probable tokens are recorded per position (`top_k`: its
-    deprecated name). The metrics are those of the raw distribution (entropy, varentropy, margin,
-    logprob, rank, alternatives); `sampling_entropy` is None, as nothing was sampled (a null column
-    in the per-token table).
+    Sequences are batched by length (`options.batch_size`) with right padding (causal attention:
+    padding after a token cannot change it). Only the hidden states of scored positions go through
+    the output embedding, `options.chunk_rows` at a time, so no [sequence x vocabulary] tensor is
+    ever whole. `options.n_alternatives` most probable tokens are recorded per position. The
+    metrics are those of the raw distribution (entropy, varentropy, margin, logprob, rank,
+    alternatives); `sampling_entropy` is None, as nothing was sampled (a null column in the
+    per-token table). None `options`: ScoringOptions' defaults.
     """
-    k = renamed_top_k(n_alternatives, top_k, "score_sequences")
-    layout = ScoringLayout.build(sequences, score_starts, batch_size)
+    options = options if options is not None else ScoringOptions()
+    k = options.n_alternatives
+    layout = ScoringLayout.build(sequences, score_starts, options.batch_size)
     unembed, body = Unembedding(model), backbone(model)
     device = next(model.parameters()).device
     parts: list[TokenMetrics] = []
     for batch in layout.iter_batches(sequences, pad_id, "scoring", show_progress):
         hidden = batch.scored_hidden(body)
-        parts.append(chunked_metrics(hidden, batch.targets.to(device), unembed, k, chunk_rows).to("cpu"))
+        parts.append(chunked_metrics(hidden, batch.targets.to(device), unembed, k, options.chunk_rows).to("cpu"))
     if not parts:
         return TokenMetrics.empty(k)
     return TokenMetrics.cat(parts).take(layout.input_order())
 
 
-def score_token_sequences(
+def score_token_sequences(  # noqa: PLR0913 (the model, its sequences, the table's three labels, options, progress, a shared vocabulary)
     model: CausalLM,
     tokenizer: Tokenizer,
     sequences: Sequence[ScoredSequence],
@@ -162,41 +157,26 @@ def score_token_sequences(
     model_name: str,
     source: str,
     prompt_set: str,
-    batch_size: int = 8,
-    n_alternatives: int | None = None,
-    chunk_rows: int = 512,
+    options: ScoringOptions | None = None,
     show_progress: bool = True,
     vocab: VocabularyStrings | None = None,
-    top_k: int | None = None,
 ) -> pa.Table:
-    """Teacher-forced metrics of given token sequences under `model`, as a per-token table.
+    """Teacher-forced metrics of given token sequences under `model`, as a per-token table
+    (score_sequences with `options`).
 
     Sequences longer than the model's positions are refused (ConfigError naming the prompt).
-    `n_alternatives` (default 5) alternatives are recorded per token (`top_k`: its deprecated name).
     """
-    k = renamed_top_k(n_alternatives, top_k, "score_token_sequences")
     require_within_context(sequences, max_positions(model), model=model_name, source=source)
     metrics = score_sequences(
         model,
         [s.token_ids.tolist() for s in sequences],
         [s.score_start for s in sequences],
-        batch_size=batch_size,
-        n_alternatives=k,
-        chunk_rows=chunk_rows,
+        options,
         pad_id=pad_id_of(tokenizer),
         show_progress=show_progress,
     )
     vocab = vocab if vocab is not None else VocabularyStrings.from_tokenizer(tokenizer)
     return token_table(sequences, metrics, vocab, model=model_name, source=source, prompt_set=prompt_set)
-
-
-def _scoring_options(scoring: dict[str, Any], caller: str) -> dict[str, Any]:
-    """score_token_sequences' options, the deprecated `top_k` renamed (warned about as `caller`'s)."""
-    if "top_k" in scoring:
-        scoring = dict(scoring)
-        top_k = scoring.pop("top_k")
-        scoring["n_alternatives"] = renamed_top_k(scoring.pop("n_alternatives", None), top_k, caller)
-    return scoring
 
 
 def run_teacher_forcing(
@@ -206,19 +186,21 @@ def run_teacher_forcing(
     *,
     model_name: str,
     prompt_set: str,
-    span: ScoreSpan = "answer",
-    **scoring: Any,
+    options: ScoringOptions | None = None,
+    show_progress: bool = True,
+    **deprecated: int,
 ) -> pa.Table:
     """Score the prompts' reference answers (teacher forcing), as a per-token table.
 
-    `scoring` are score_token_sequences' options (batch_size, n_alternatives, chunk_rows,
-    show_progress). The answer span also holds the template's tokens after the answer text
-    (e.g. ChatML's `<|im_end|>` and newline); the `in_answer` column tells them apart.
-    `write_teacher_forcing` writes the same rows to a file, a chunk of sequences at a time.
+    `options`: how (score_sequences) and which tokens: `options.score_span` of each answer
+    (`top_k=`: a deprecated name of `options.n_alternatives`). The answer span also holds the
+    template's tokens after the answer text (e.g. ChatML's `<|im_end|>` and newline); the
+    `in_answer` column tells them apart. `write_teacher_forcing` writes the same rows to a file, a
+    chunk of sequences at a time.
     """
-    scoring = _scoring_options(scoring, "run_teacher_forcing")
+    options = scoring_with_deprecated(options, deprecated, "run_teacher_forcing")
     vocab = VocabularyStrings.from_tokenizer(tokenizer)
-    sequences = reference_sequences(tokenizer, prompts, span, vocab=vocab)
+    sequences = reference_sequences(tokenizer, prompts, options.score_span, vocab=vocab)
     if not sequences:
         raise PromptSetError(f"prompt set {prompt_set!r} has no 'reference' answers to score")
     return score_token_sequences(
@@ -228,8 +210,9 @@ def run_teacher_forcing(
         model_name=model_name,
         source="reference",
         prompt_set=prompt_set,
+        options=options,
+        show_progress=show_progress,
         vocab=vocab,
-        **scoring,
     )
 
 
@@ -238,7 +221,7 @@ def write_empty_reference_table(path: str | Path) -> None:
     write_parquet_stream([], path, TOKEN_SCHEMA)
 
 
-def write_teacher_forcing(
+def write_teacher_forcing(  # noqa: PLR0913 (run_teacher_forcing's, the file it writes and its chunk size)
     model: CausalLM,
     tokenizer: Tokenizer,
     prompts: Sequence[Prompt],
@@ -246,10 +229,9 @@ def write_teacher_forcing(
     *,
     model_name: str,
     prompt_set: str,
-    span: ScoreSpan = "answer",
+    options: ScoringOptions | None = None,
     chunk_tokens: int = SCORING_CHUNK_TOKENS,
     show_progress: bool = True,
-    **scoring: Any,
 ) -> int:
     """Score the prompts' reference answers as run_teacher_forcing does and write the per-token
     table to `path`, about `chunk_tokens` token ids of sequences at a time; returns the token rows.
@@ -262,9 +244,9 @@ def write_teacher_forcing(
     reference are skipped: where none has one (a shard of a prompt set that has references
     elsewhere), the table is empty.
     """
-    scoring = _scoring_options(scoring, "write_teacher_forcing")
+    options = options if options is not None else ScoringOptions()
     vocab = VocabularyStrings.from_tokenizer(tokenizer)
-    sequences = reference_sequences(tokenizer, prompts, span, vocab=vocab)
+    sequences = reference_sequences(tokenizer, prompts, options.score_span, vocab=vocab)
     require_within_context(sequences, max_positions(model), model=model_name, source="reference")
     progress = tqdm(
         total=sum(s.n_scored for s in sequences),
@@ -283,9 +265,9 @@ def write_teacher_forcing(
                 model_name=model_name,
                 source="reference",
                 prompt_set=prompt_set,
-                vocab=vocab,
+                options=options,
                 show_progress=False,
-                **scoring,
+                vocab=vocab,
             )
             progress.update(sum(s.n_scored for s in chunk))
 

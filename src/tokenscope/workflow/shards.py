@@ -37,8 +37,6 @@ TABLES = (
     "tokens",
     "reference",
 )  # a shard's tables: its own generations, their tokens, its reference answers
-# Generation options that cannot change a shard's results: not in its params (docs/config.md).
-NOT_RESULTS = ("prompt_sets", "batch_size", "shard_size")
 
 
 @dataclass(frozen=True)
@@ -142,8 +140,3 @@ class ShardPlan:
 def plan_shards(prompt_sets: Mapping[str, Any], generation: Mapping[str, Any]) -> ShardPlan:
     """The ShardPlan of a Plan's `prompt_sets` (name -> facts with `.file`) and config `generation`."""
     return ShardPlan({name: facts.file for name, facts in prompt_sets.items()}, int(generation["shard_size"]))
-
-
-def generation_params(generation: Mapping[str, Any]) -> dict[str, Any]:
-    """The config's generation options that change a shard's results (all but NOT_RESULTS)."""
-    return {key: value for key, value in generation.items() if key not in NOT_RESULTS}

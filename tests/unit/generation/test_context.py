@@ -13,6 +13,7 @@ import pytest
 import torch
 
 from tokenscope.errors import ConfigError
+from tokenscope.generation.options import GenerationOptions
 from tokenscope.generation.run import generation_requests, run_generation
 from tokenscope.inputs.sequences import ScoredSequence
 from tokenscope.scoring.cross_scoring import score_pair
@@ -24,9 +25,12 @@ from helpers.tiny_models import build_tokenizer
 SAMPLING = {"do_sample": True, "temperature": 1.0, "top_k": 0, "top_p": 0.95, "max_new_tokens": 12}
 
 
-def generate(model, tokenizer, prompts, **kwargs):
-    options = {"model_name": "m", "prompt_set": "t", "n_samples": 2, "seed": 3, "sampling": SAMPLING}
-    generations, tokens = run_generation(model, tokenizer, prompts, **options, show_progress=False, **kwargs)
+def generate(model, tokenizer, prompts, **settings):
+    """run_generation's tables of 2 samples per prompt, seed 3, SAMPLING and GenerationOptions `settings`."""
+    options = GenerationOptions(n_samples=2, seed=3, sampling=SAMPLING, **settings)
+    generations, tokens = run_generation(
+        model, tokenizer, prompts, model_name="m", prompt_set="t", options=options, show_progress=False
+    )
     return generations.to_pandas(), tokens.to_pandas()
 
 

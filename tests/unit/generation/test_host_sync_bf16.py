@@ -83,13 +83,15 @@ def test_teacher_forcing_and_cross_scoring_are_fp32_from_bf16(tiny_loaded):
     from the model's own bf16 hidden states (one unpadded sequence at a time, as they are computed)."""
     from tokenscope.inputs.sequences import reference_sequences
     from tokenscope.scoring.cross_scoring import pair_divergence
+    from tokenscope.scoring.options import ScoringOptions
     from tokenscope.scoring.teacher_forcing import run_teacher_forcing
 
     model, tokenizer = tiny_loaded("llama", "bfloat16")
     other, _ = tiny_loaded("llama", "float32")  # the same weights in fp32: another model to compare with
     prompts = make_prompts(3)
+    options = ScoringOptions(score_span="answer", batch_size=1)
     table = run_teacher_forcing(
-        model, tokenizer, prompts, model_name="m", prompt_set="t", span="answer", batch_size=1, show_progress=False
+        model, tokenizer, prompts, model_name="m", prompt_set="t", options=options, show_progress=False
     )
     for name in ("entropy", "logprob", "prob", "varentropy", "margin"):
         if name in table.column_names:
@@ -115,8 +117,7 @@ def test_teacher_forcing_and_cross_scoring_are_fp32_from_bf16(tiny_loaded):
         other,
         [s.token_ids.tolist() for s in sequences],
         [s.score_start for s in sequences],
-        batch_size=1,
-        chunk_rows=7,
+        ScoringOptions(batch_size=1, chunk_rows=7),
         pad_id=tokenizer.pad_token_id,
         show_progress=False,
     )

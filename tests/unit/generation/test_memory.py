@@ -13,6 +13,7 @@ import pytest
 from tokenscope.generation import kv_cache
 from tokenscope.generation.decode import cache_margin, generate
 from tokenscope.generation.kv_cache import window_slack
+from tokenscope.generation.options import GenerationOptions
 from tokenscope.generation.run import generation_requests, run_generation, write_generation
 from tokenscope.generation.sampling import SamplingParams
 from tokenscope.scoring.tables import GENERATION_SCHEMA, TOKEN_SCHEMA
@@ -113,7 +114,10 @@ def test_write_generation_streams_the_rows_of_run_generation(tiny_loaded, tmp_pa
 
     model, tokenizer = tiny_loaded("llama")
     options = dict(
-        model_name="m", prompt_set="t", n_samples=3, seed=2, sampling=SAMPLING, batch_size=4, show_progress=False
+        model_name="m",
+        prompt_set="t",
+        options=GenerationOptions(n_samples=3, seed=2, sampling=SAMPLING, batch_size=4),
+        show_progress=False,
     )
     generations, tokens = run_generation(model, tokenizer, make_prompts(), **options)
     monkeypatch.setattr(run, "WRITE_CHUNK_ROWS", 30)  # several chunks: written as rows finish
@@ -149,9 +153,7 @@ def test_run_generation_keeps_request_order(tiny_loaded):
         make_prompts(),
         model_name="m",
         prompt_set="t",
-        n_samples=2,
-        sampling=SAMPLING,
-        batch_size=3,
+        options=GenerationOptions(n_samples=2, sampling=SAMPLING, batch_size=3),
         show_progress=False,
     )
     expected = [(f"p{i}", s) for i in range(4) for s in range(2)]
@@ -179,7 +181,7 @@ def test_a_failed_write_leaves_no_file(tiny_loaded, tmp_path, monkeypatch):
             tokens_path=tmp_path / "t.parquet",
             model_name="m",
             prompt_set="t",
-            sampling=SAMPLING,
+            options=GenerationOptions(sampling=SAMPLING),
             show_progress=False,
         )
     assert list(tmp_path.iterdir()) == []

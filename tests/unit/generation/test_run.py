@@ -6,6 +6,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from tokenscope.generation.options import GenerationOptions
 from tokenscope.generation.run import run_generation
 from tokenscope.inputs.prompts import load_prompt_set
 
@@ -27,10 +28,7 @@ def test_generation_metrics_match_seed_method(tiny_loaded, arch, batch_size):
         make_prompts(),
         model_name=arch,
         prompt_set="t",
-        n_samples=2,
-        seed=7,
-        sampling=SAMPLING,
-        batch_size=batch_size,
+        options=GenerationOptions(n_samples=2, seed=7, sampling=SAMPLING, batch_size=batch_size),
         show_progress=False,
     )
     gen, tok = generations.to_pandas(), tokens.to_pandas()
@@ -50,10 +48,7 @@ def test_batched_generation_equals_unbatched(tiny_loaded, arch):
             make_prompts(),
             model_name=arch,
             prompt_set="t",
-            n_samples=2,
-            seed=3,
-            sampling=SAMPLING,
-            batch_size=b,
+            options=GenerationOptions(n_samples=2, seed=3, sampling=SAMPLING, batch_size=b),
             show_progress=False,
         )
         for b in (1, 8)
@@ -74,10 +69,7 @@ def test_seeded_reruns_repeat_and_seeds_differ(tiny_loaded):
             make_prompts(),
             model_name="m",
             prompt_set="t",
-            n_samples=3,
-            seed=seed,
-            sampling=SAMPLING,
-            batch_size=4,
+            options=GenerationOptions(n_samples=3, seed=seed, sampling=SAMPLING, batch_size=4),
             show_progress=False,
         )[0].to_pandas()
 
@@ -97,7 +89,7 @@ def test_greedy_generation_takes_the_argmax(tiny_loaded):
         make_prompts(2),
         model_name="m",
         prompt_set="t",
-        sampling={**SAMPLING, "do_sample": False},
+        options=GenerationOptions(sampling={**SAMPLING, "do_sample": False}),
         show_progress=False,
     )
     frame = tokens.to_pandas()
@@ -120,10 +112,7 @@ def test_embedded_generation_matches_seed_method(embedded, batch_size):
         prompts,
         model_name="smollm2",
         prompt_set="smoke",
-        n_samples=1,
-        seed=0,
-        sampling=sampling,
-        batch_size=batch_size,
+        options=GenerationOptions(n_samples=1, seed=0, sampling=sampling, batch_size=batch_size),
         show_progress=False,
     )
     assert_matches_reference(

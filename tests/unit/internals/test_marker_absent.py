@@ -16,6 +16,7 @@ from tokenscope.internals.tables import TableLabels, run_marker_attention
 
 
 def marker_table(tiny_loaded, markers: list[str]) -> pd.DataFrame:
+    from tokenscope.generation.options import GenerationOptions
     from tokenscope.generation.run import run_generation
 
     model, tokenizer = tiny_loaded("llama")
@@ -26,10 +27,9 @@ def marker_table(tiny_loaded, markers: list[str]) -> pd.DataFrame:
         prompts,
         model_name="m",
         prompt_set="s",
-        n_samples=1,
-        seed=3,
-        sampling={"do_sample": False, "max_new_tokens": 4},
-        batch_size=1,
+        options=GenerationOptions(
+            n_samples=1, seed=3, sampling={"do_sample": False, "max_new_tokens": 4}, batch_size=1
+        ),
         show_progress=False,
     )
     return run_marker_attention(

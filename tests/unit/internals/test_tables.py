@@ -47,6 +47,7 @@ def test_probe_tables_on_a_derived_prompt_set(tiny_loaded):
 
 
 def test_marker_attention_table_aligns_with_generated_tokens(tiny_loaded):
+    from tokenscope.generation.options import GenerationOptions
     from tokenscope.generation.run import run_generation
 
     model, tokenizer = tiny_loaded("llama")
@@ -57,10 +58,9 @@ def test_marker_attention_table_aligns_with_generated_tokens(tiny_loaded):
         prompts,
         model_name="m",
         prompt_set="s",
-        n_samples=2,
-        seed=3,
-        sampling={"do_sample": True, "temperature": 1.0, "max_new_tokens": 9},
-        batch_size=2,
+        options=GenerationOptions(
+            n_samples=2, seed=3, sampling={"do_sample": True, "temperature": 1.0, "max_new_tokens": 9}, batch_size=2
+        ),
         show_progress=False,
     )
     table = run_marker_attention(

@@ -129,10 +129,12 @@ def test_run_record_and_front_page_name_identical_weights(series):
 
 
 def test_comparison_flags_identical_weights(series, tmp_path):
+    from tokenscope.generation.options import GenerationOptions
     from tokenscope.generation.run import run_generation
     from tokenscope.inputs.sequences import generation_table_sequences
     from tokenscope.model.loading import LoadOptions, load_model
     from tokenscope.scoring.cross_scoring import score_pair
+    from tokenscope.scoring.options import ScoringOptions
 
     root, manifests = series
     models = list(manifests)
@@ -141,8 +143,8 @@ def test_comparison_flags_identical_weights(series, tmp_path):
     sampling = {"do_sample": True, "temperature": 1.0, "top_k": 0, "top_p": 1.0, "max_new_tokens": 12}
     for name, (model, tokenizer) in loaded.items():
         generations, tokens = run_generation(
-            model, tokenizer, make_prompts(6), model_name=name, prompt_set="t", n_samples=2, sampling=sampling,
-            show_progress=False,
+            model, tokenizer, make_prompts(6), model_name=name, prompt_set="t",
+            options=GenerationOptions(n_samples=2, sampling=sampling), show_progress=False,
         )  # fmt: skip
         own.append(tokens.to_pandas())
         if name == "base":
@@ -151,7 +153,7 @@ def test_comparison_flags_identical_weights(series, tmp_path):
     for name in models[1:]:
         table = score_pair(
             *loaded["base"], *loaded[name], sequences, model_a_name="base", model_b_name=name, source="base",
-            prompt_set="t", show_progress=False,
+            prompt_set="t", options=ScoringOptions(n_alternatives=0), show_progress=False,
         )  # fmt: skip
         pairs.append(table.to_pandas())
     options = StatsOptions(

@@ -188,7 +188,7 @@ def test_gather_grades_the_shards_into_one_table(tmp_path):
     import pyarrow.parquet as pq
 
     from tokenscope.outcomes.answers import gather_graded
-    from tokenscope.scoring.tables import GENERATION_SCHEMA, generation_table
+    from tokenscope.scoring.tables import GENERATION_SCHEMA, GeneratedRows, generation_table
 
     texts = [
         ["<think>x</think> \\boxed{7}", "Answer: 8 \\boxed{9}"],
@@ -197,9 +197,7 @@ def test_gather_grades_the_shards_into_one_table(tmp_path):
     ids = [["p1", "p2"], ["p3", "p4"]]
     files = []
     for shard, (shard_ids, shard_texts) in enumerate(zip(ids, texts, strict=True)):
-        table = generation_table(
-            model="m",
-            prompt_set="s",
+        rows = GeneratedRows(
             prompt_ids=shard_ids,
             samples=[0, 0],
             seeds=[1, 2],
@@ -208,6 +206,7 @@ def test_gather_grades_the_shards_into_one_table(tmp_path):
             texts=shard_texts,
             finish_reasons=["eos", "length"],
         )
+        table = generation_table(rows, model="m", prompt_set="s")
         assert table.column("answer").null_count == 2 and table.column("correct").null_count == 2
         files.append(tmp_path / f"{shard}.parquet")
         pq.write_table(table, files[-1])
@@ -235,17 +234,18 @@ def test_gather_grades_the_shards_into_one_table(tmp_path):
 
 def two_generations(texts: list[str]) -> dict:
     """generation_table's arguments for two generations of `texts`, outcomes left out."""
-    return {
-        "model": "m",
-        "prompt_set": "s",
-        "prompt_ids": ["p1", "p2"],
-        "samples": [0, 0],
-        "seeds": [1, 2],
-        "prompt_token_ids": [[1], [2]],
-        "token_ids": [[3], [4, 5]],
-        "texts": texts,
-        "finish_reasons": ["eos", "length"],
-    }
+    from tokenscope.scoring.tables import GeneratedRows
+
+    rows = GeneratedRows(
+        prompt_ids=["p1", "p2"],
+        samples=[0, 0],
+        seeds=[1, 2],
+        prompt_token_ids=[[1], [2]],
+        token_ids=[[3], [4, 5]],
+        texts=texts,
+        finish_reasons=["eos", "length"],
+    )
+    return {"rows": rows, "model": "m", "prompt_set": "s"}
 
 
 def test_generation_table_takes_the_outcome_columns_its_caller_graded():

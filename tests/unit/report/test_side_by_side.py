@@ -40,6 +40,7 @@ from tokenscope.report.side_by_side import (
 )
 from tokenscope.report.token_view import page_file_name
 from tokenscope.scoring.cross_scoring import score_pair
+from tokenscope.scoring.options import ScoringOptions
 
 from helpers.pages import page_data
 from helpers.paths import TEST_DATA as DATA
@@ -87,7 +88,7 @@ def scored(tiny_loaded, tmp_path_factory):
         model_b_name="b",
         source="reference",
         prompt_set="tiny_a",
-        n_alternatives=K,
+        options=ScoringOptions(n_alternatives=K),
         show_progress=False,
     )
     out = tmp_path_factory.mktemp("side-by-side")

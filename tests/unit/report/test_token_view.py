@@ -38,6 +38,7 @@ from tokenscope.report.token_view import (
     write_token_views,
 )
 from tokenscope.scoring.cross_scoring import score_pair
+from tokenscope.scoring.options import ScoringOptions
 from tokenscope.scoring.teacher_forcing import run_teacher_forcing
 
 from helpers.pages import page_data
@@ -56,7 +57,13 @@ def scored(tiny_loaded, tmp_path_factory):
         head.add_(0.5 * torch.randn(head.shape, generator=generator))
     prompts = load_prompt_set(DATA / "tiny_a.jsonl")
     tokens = run_teacher_forcing(
-        model_b, tokenizer, prompts, model_name="b", prompt_set="tiny_a", n_alternatives=4, show_progress=False
+        model_b,
+        tokenizer,
+        prompts,
+        model_name="b",
+        prompt_set="tiny_a",
+        options=ScoringOptions(n_alternatives=4),
+        show_progress=False,
     )
     pairs = score_pair(
         model_a,
@@ -68,6 +75,7 @@ def scored(tiny_loaded, tmp_path_factory):
         model_b_name="b",
         source="reference",
         prompt_set="tiny_a",
+        options=ScoringOptions(n_alternatives=0),
         show_progress=False,
     )
     frame = tokens.drop(["topk_ids", "topk_pieces", "topk_probs"]).to_pandas()

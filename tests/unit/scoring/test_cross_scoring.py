@@ -19,6 +19,7 @@ from tokenscope.model.loading import LoadOptions, load_prepared
 from tokenscope.model.sources import ModelSpec, prepare_model
 from tokenscope.scoring.cross_scoring import pair_divergence, score_pair, write_pair
 from tokenscope.scoring.formulas import PairMetrics
+from tokenscope.scoring.options import ScoringOptions
 from tokenscope.scoring.tables import PAIR_ALTERNATIVES_SCHEMA, PAIR_SCHEMA
 from tokenscope.scoring.teacher_forcing import score_sequences
 
@@ -87,8 +88,7 @@ def test_pair_metrics_match_full_logits(tiny_loaded, other_seed, arch):
         model_b,
         sequences,
         starts,
-        batch_size=3,
-        chunk_rows=5,
+        ScoringOptions(batch_size=3, chunk_rows=5),
         pad_id=tokenizer.pad_token_id,
         show_progress=False,
     )
@@ -107,7 +107,9 @@ def test_pair_metrics_match_full_logits(tiny_loaded, other_seed, arch):
 def test_model_against_itself_has_zero_divergence(tiny_loaded, arch):
     model, tokenizer = tiny_loaded(arch)
     sequences, starts = random_sequences(len(tokenizer), seed=1)
-    got = pair_divergence(model, model, sequences, starts, batch_size=4, chunk_rows=7, show_progress=False)
+    got = pair_divergence(
+        model, model, sequences, starts, ScoringOptions(batch_size=4, chunk_rows=7), show_progress=False
+    )
     assert got.kl_a_b.abs().max() <= 1e-6 and got.kl_b_a.abs().max() <= 1e-6
     torch.testing.assert_close(got.logprob_a, got.logprob_b)
 
@@ -124,8 +126,7 @@ def test_invariant_to_batch_size_and_chunk_rows(tiny_loaded, other_seed, arch):
                 model_b,
                 sequences,
                 starts,
-                batch_size=b,
-                chunk_rows=c,
+                ScoringOptions(batch_size=b, chunk_rows=c),
                 pad_id=tokenizer.pad_token_id,
                 show_progress=False,
             )
@@ -143,10 +144,11 @@ def test_model_a_equals_its_own_scoring(tiny_loaded, other_seed, arch, batch_siz
     model_a, tokenizer = tiny_loaded(arch)
     model_b, _ = other_seed(arch)
     sequences, starts = random_sequences(len(tokenizer), seed=3)
-    kwargs = {"batch_size": batch_size, "chunk_rows": 4, "pad_id": tokenizer.pad_token_id, "show_progress": False}
-    pair = pair_divergence(model_a, model_b, sequences, starts, **kwargs)
-    own_a = score_sequences(model_a, sequences, starts, **kwargs)
-    own_b = score_sequences(model_b, sequences, starts, **kwargs)
+    options = ScoringOptions(batch_size=batch_size, chunk_rows=4)
+    kwargs = {"pad_id": tokenizer.pad_token_id, "show_progress": False}
+    pair = pair_divergence(model_a, model_b, sequences, starts, options, **kwargs)
+    own_a = score_sequences(model_a, sequences, starts, options, **kwargs)
+    own_b = score_sequences(model_b, sequences, starts, options, **kwargs)
     torch.testing.assert_close(pair.logprob_a, own_a.logprob, atol=1e-6, rtol=0)
     torch.testing.assert_close(pair.entropy_a, own_a.entropy, atol=1e-6, rtol=0)
     torch.testing.assert_close(pair.logprob_b, own_b.logprob, atol=1e-6, rtol=0)
@@ -177,8 +179,7 @@ def test_pair_table_rows_and_schema(tiny_loaded, other_seed, tmp_path):
         model_b_name="rl",
         source="reference",
         prompt_set="t",
-        batch_size=2,
-        chunk_rows=3,
+        options=ScoringOptions(n_alternatives=0, batch_size=2, chunk_rows=3),
         show_progress=False,
     )
     assert table.schema == PAIR_SCHEMA
@@ -213,6 +214,7 @@ def scored_sequences(vocab_size: int, seed: int) -> list[ScoredSequence]:
 
 
 PAIR_NAMES = {"model_a_name": "base", "model_b_name": "rl", "source": "base", "prompt_set": "t"}
+NO_ALTERNATIVES = ScoringOptions(n_alternatives=0)
 
 
 def test_write_pair_streams_the_rows_of_score_pair_chunk_by_chunk(tiny_loaded, other_seed, tmp_path):
@@ -221,7 +223,8 @@ def test_write_pair_streams_the_rows_of_score_pair_chunk_by_chunk(tiny_loaded, o
     model_a, tokenizer = tiny_loaded("llama")
     model_b, tokenizer_b = other_seed("llama")
     scored = scored_sequences(len(tokenizer), seed=5) + scored_sequences(len(tokenizer), seed=6)
-    options = {**PAIR_NAMES, "n_alternatives": 3, "batch_size": 2, "chunk_rows": 5, "show_progress": False}
+    scoring = ScoringOptions(n_alternatives=3, batch_size=2, chunk_rows=5)
+    options = {**PAIR_NAMES, "options": scoring, "show_progress": False}
     whole = score_pair(model_a, tokenizer, model_b, tokenizer_b, scored, **options)
     chunks = list(sequence_chunks(scored, 25))
     assert len(chunks) > 3 and [s for chunk in chunks for s in chunk] == scored
@@ -253,15 +256,22 @@ def test_write_pair_leaves_no_file_when_interrupted(tiny_loaded, other_seed, tmp
         raise KeyboardInterrupt
 
     with pytest.raises(KeyboardInterrupt):
-        write_pair(model_a, tokenizer, model_b, tokenizer_b, interrupted(), tmp_path / "pairs.parquet", **PAIR_NAMES)
+        write_pair(
+            model_a, tokenizer, model_b, tokenizer_b, interrupted(), tmp_path / "pairs.parquet", **PAIR_NAMES,
+            options=NO_ALTERNATIVES,
+        )  # fmt: skip
     assert list(tmp_path.iterdir()) == []
     empty = tmp_path / "empty.parquet"  # no sequences: an empty table with the schema
-    assert write_pair(model_a, tokenizer, model_b, tokenizer_b, [], empty, **PAIR_NAMES, show_progress=False) == 0
+    rows = write_pair(
+        model_a, tokenizer, model_b, tokenizer_b, [], empty, **PAIR_NAMES, options=NO_ALTERNATIVES, show_progress=False
+    )
+    assert rows == 0
     assert pq.read_table(empty).num_rows == 0 and pq.read_schema(empty) == PAIR_SCHEMA
 
 
 def test_generation_file_sequences_read_a_table_in_its_row_order(tiny_loaded, tmp_path):
     """A generations file read a record batch at a time gives the sequences of the whole table."""
+    from tokenscope.generation.options import GenerationOptions
     from tokenscope.generation.run import run_generation
 
     from helpers.prompts import make_prompts
@@ -269,8 +279,8 @@ def test_generation_file_sequences_read_a_table_in_its_row_order(tiny_loaded, tm
     model, tokenizer = tiny_loaded("llama")
     sampling = {"do_sample": True, "temperature": 1.0, "top_k": 0, "top_p": 1.0, "max_new_tokens": 6}
     generations, _ = run_generation(
-        model, tokenizer, make_prompts(), model_name="m", prompt_set="t", n_samples=3, sampling=sampling,
-        batch_size=4, show_progress=False,
+        model, tokenizer, make_prompts(), model_name="m", prompt_set="t",
+        options=GenerationOptions(n_samples=3, sampling=sampling, batch_size=4), show_progress=False,
     )  # fmt: skip
     path = tmp_path / "generations.parquet"
     pq.write_table(generations, path, row_group_size=5)

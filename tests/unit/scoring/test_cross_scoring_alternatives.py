@@ -4,12 +4,15 @@ the same tokens; without alternatives the table keeps the plain pair schema."""
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import numpy as np
 import pytest
 import torch
 
 from tokenscope.inputs.sequences import ScoredSequence
 from tokenscope.scoring.cross_scoring import pair_divergence, pair_scores, score_pair
+from tokenscope.scoring.options import ScoringOptions
 from tokenscope.scoring.tables import PAIR_ALTERNATIVES_SCHEMA, PAIR_SCHEMA
 from tokenscope.scoring.teacher_forcing import score_sequences
 
@@ -37,20 +40,19 @@ def sequences_of(vocab_size: int) -> tuple[list[list[int]], list[int]]:
 def test_each_models_alternatives_equal_its_own_scoring(tiny_loaded, model_b, batch_size, chunk_rows):
     model_a, tokenizer = tiny_loaded("llama")
     sequences, starts = sequences_of(len(tokenizer))
-    kwargs = {"batch_size": batch_size, "chunk_rows": chunk_rows, "pad_id": tokenizer.pad_token_id}
-    metrics, alternatives = pair_scores(
-        model_a, model_b, sequences, starts, n_alternatives=4, show_progress=False, **kwargs
-    )
+    options = ScoringOptions(n_alternatives=4, batch_size=batch_size, chunk_rows=chunk_rows)
+    kwargs = {"pad_id": tokenizer.pad_token_id, "show_progress": False}
+    metrics, alternatives = pair_scores(model_a, model_b, sequences, starts, options, **kwargs)
     n = sum(len(s) - st for s, st in zip(sequences, starts, strict=True))
     assert alternatives.topk_ids_a.shape == (n, 4) and alternatives.topk_ids_b.dtype == torch.int32
     for side, model in (("a", model_a), ("b", model_b)):
-        own = score_sequences(model, sequences, starts, n_alternatives=4, show_progress=False, **kwargs)
+        own = score_sequences(model, sequences, starts, options, **kwargs)
         torch.testing.assert_close(getattr(alternatives, f"topk_ids_{side}"), own.topk_ids, atol=0, rtol=0)
         torch.testing.assert_close(getattr(alternatives, f"topk_logprobs_{side}"), own.topk_logprobs, atol=1e-6, rtol=0)
     # The models differ: their alternatives are not the same lists.
     assert not torch.equal(alternatives.topk_ids_a, alternatives.topk_ids_b)
     # The metrics are pair_divergence's.
-    plain = pair_divergence(model_a, model_b, sequences, starts, show_progress=False, **kwargs)
+    plain = pair_divergence(model_a, model_b, sequences, starts, options, **kwargs)
     torch.testing.assert_close(metrics.kl_a_b, plain.kl_a_b, atol=0, rtol=0)
     torch.testing.assert_close(metrics.logprob_b, plain.logprob_b, atol=0, rtol=0)
 
@@ -67,16 +69,16 @@ def test_pair_table_carries_both_models_alternatives(tiny_loaded, model_b):
         "model_b_name": "rl",
         "source": "base",
         "prompt_set": "t",
-        "batch_size": 2,
-        "chunk_rows": 3,
         "show_progress": False,
     }
-    with_alternatives = score_pair(model_a, tokenizer, model_b, tokenizer, scored, n_alternatives=3, **common)
-    without = score_pair(model_a, tokenizer, model_b, tokenizer, scored, **common)
+    options = ScoringOptions(n_alternatives=3, batch_size=2, chunk_rows=3)
+    with_alternatives = score_pair(model_a, tokenizer, model_b, tokenizer, scored, options=options, **common)
+    without_options = replace(options, n_alternatives=0)
+    without = score_pair(model_a, tokenizer, model_b, tokenizer, scored, options=without_options, **common)
     assert with_alternatives.schema == PAIR_ALTERNATIVES_SCHEMA and without.schema == PAIR_SCHEMA
     assert with_alternatives.select(PAIR_SCHEMA.names).equals(without)
     frame = with_alternatives.to_pandas()
-    own_b = score_sequences(model_b, sequences, starts, 2, n_alternatives=3, chunk_rows=3, show_progress=False)
+    own_b = score_sequences(model_b, sequences, starts, options, show_progress=False)
     assert [list(v) for v in frame["topk_ids_b"]] == own_b.topk_ids.tolist()
     np.testing.assert_allclose(np.stack(frame["topk_probs_b"]), own_b.topk_logprobs.exp().numpy(), rtol=1e-5)
     probs_a = np.stack(frame["topk_probs_a"])
@@ -84,5 +86,5 @@ def test_pair_table_carries_both_models_alternatives(tiny_loaded, model_b):
     # The token's own probability is among a model's alternatives exactly when its rank is within k.
     ids_a = np.stack(frame["topk_ids_a"])
     hit = (ids_a == frame["token_id"].to_numpy()[:, None]).any(axis=1)
-    own_a = score_sequences(model_a, sequences, starts, 2, n_alternatives=3, chunk_rows=3, show_progress=False)
+    own_a = score_sequences(model_a, sequences, starts, options, show_progress=False)
     assert hit.tolist() == (own_a.rank <= 3).tolist()

@@ -8,8 +8,10 @@ import numpy as np
 import pyarrow as pa
 import pytest
 
+from tokenscope.generation.options import GenerationOptions
 from tokenscope.generation.run import run_generation
 from tokenscope.inputs.prompts import Prompt
+from tokenscope.scoring.options import ScoringOptions
 from tokenscope.scoring.tables import TOKEN_SCHEMA
 from tokenscope.scoring.teacher_forcing import run_teacher_forcing
 
@@ -25,8 +27,9 @@ def test_in_answer_is_the_last_column():
 
 
 def score(model, tokenizer, prompts, span):
+    options = ScoringOptions(score_span=span)
     return run_teacher_forcing(
-        model, tokenizer, prompts, model_name="m", prompt_set="t", span=span, show_progress=False
+        model, tokenizer, prompts, model_name="m", prompt_set="t", options=options, show_progress=False
     ).to_pandas()
 
 
@@ -74,8 +77,9 @@ def test_without_chat_template_every_answer_token_is_in_answer(tiny_loaded, monk
 def test_generated_tokens_are_all_in_answer(tiny_loaded):
     model, tokenizer = tiny_loaded("llama")
     sampling = {"do_sample": True, "temperature": 1.0, "top_k": 0, "top_p": 1.0, "max_new_tokens": 6}
+    options = GenerationOptions(sampling=sampling)
     _, tokens = run_generation(
-        model, tokenizer, make_prompts(2), model_name="m", prompt_set="t", sampling=sampling, show_progress=False
+        model, tokenizer, make_prompts(2), model_name="m", prompt_set="t", options=options, show_progress=False
     )
     assert tokens.schema == TOKEN_SCHEMA
     assert np.asarray(tokens.column("in_answer")).all()

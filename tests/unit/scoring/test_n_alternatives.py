@@ -15,20 +15,23 @@ import pytest
 import torch
 
 from tokenscope.errors import ConfigError
+from tokenscope.generation.options import GenerationOptions
 from tokenscope.generation.run import run_generation
 from tokenscope.inputs.prompts import load_prompt_set
-from tokenscope.scoring.options import (
-    TokenscopeDeprecationWarning,
-    n_alternatives_of,
-    normalize_scoring_config,
-)
+from tokenscope.scoring.options import ScoringOptions, TokenscopeDeprecationWarning, normalize_scoring_config
 from tokenscope.scoring.teacher_forcing import run_teacher_forcing
 from tokenscope.workflow.shards import file_shards
 
 from helpers.paths import REPO
 from helpers.prompts import make_prompts
+from helpers.rule_jobs import JobParams, validated_config
 
 SAMPLING = {"do_sample": True, "temperature": 1.0, "top_k": 2, "top_p": 1.0, "max_new_tokens": 5}
+
+
+def n_alternatives_of(scoring: dict) -> int:
+    """ScoringOptions' n_alternatives of a config whose scoring section is `scoring`."""
+    return ScoringOptions.from_config(validated_config(scoring=scoring)).n_alternatives
 
 
 def test_config_key_and_its_deprecated_name():
@@ -61,7 +64,7 @@ def test_schema_accepts_both_keys_without_a_default():
         assert "top_k" in config["scoring"] or "top_k" not in scoring  # no default fills the other in
     config = {"models": {"m": {"hub": "org/m"}}, "prompt_sets": {"p": "p.jsonl"}}
     validate(config, schema, set_default=True)
-    assert "top_k" not in config["scoring"] and n_alternatives_of(config["scoring"]) == 5
+    assert "top_k" not in config["scoring"] and ScoringOptions.from_config(config).n_alternatives == 5
 
 
 def topk_width(table) -> set[int]:
@@ -71,15 +74,19 @@ def topk_width(table) -> set[int]:
 def test_functions_take_n_alternatives(tiny_loaded):
     model, tokenizer = tiny_loaded("llama")
     prompts = make_prompts(2)
-    options = {"model_name": "m", "prompt_set": "t", "sampling": SAMPLING, "show_progress": False}
-    generations, tokens = run_generation(model, tokenizer, prompts, n_alternatives=3, **options)
+    options = {"model_name": "m", "prompt_set": "t", "options": GenerationOptions(sampling=SAMPLING)}
+    three = ScoringOptions(n_alternatives=3)
+    generations, tokens = run_generation(model, tokenizer, prompts, scoring=three, show_progress=False, **options)
     assert topk_width(tokens) == {3}
     with pytest.warns(TokenscopeDeprecationWarning, match=r"run_generation\(top_k=...\) is deprecated"):
-        old_generations, old_tokens = run_generation(model, tokenizer, prompts, top_k=3, **options)
+        old_generations, old_tokens = run_generation(model, tokenizer, prompts, top_k=3, show_progress=False, **options)
     assert old_tokens.equals(tokens) and old_generations.equals(generations)
     with pytest.raises(TypeError, match="n_alternatives"):
-        run_generation(model, tokenizer, prompts, n_alternatives=3, top_k=4, **options)
-    scored = run_teacher_forcing(model, tokenizer, prompts, model_name="m", prompt_set="t", n_alternatives=2)
+        run_generation(model, tokenizer, prompts, scoring=three, top_k=4, **options)
+    with pytest.raises(TypeError, match="unexpected keyword argument 'n_alternatives'"):
+        run_generation(model, tokenizer, prompts, n_alternatives=3, **options)
+    two = ScoringOptions(n_alternatives=2)
+    scored = run_teacher_forcing(model, tokenizer, prompts, model_name="m", prompt_set="t", options=two)
     assert topk_width(scored) == {2}
     with pytest.warns(TokenscopeDeprecationWarning, match=r"run_teacher_forcing\(top_k=...\)"):
         old = run_teacher_forcing(model, tokenizer, prompts, model_name="m", prompt_set="t", top_k=2)
@@ -105,16 +112,16 @@ def rule_job(tiny_prepared, tmp_path):
             input=SimpleNamespace(manifest=str(tiny_prepared("llama") / "manifest.json"), prompts=str(prompts)),
             output=SimpleNamespace(**{k: str(tmp_path / v) for k, v in outputs.items()}),
             wildcards=SimpleNamespace(model="m", prompt_set="t"),
-            params=SimpleNamespace(
+            params=JobParams(
                 insertion=None,
                 runtime={"device": "cpu", "dtype": "float32", "device_map": None},
                 shard={"start": 0, "stop": 2, "sha256": shard_digest},
-                generation={"n_samples": 1, "seed": 0, "sampling": SAMPLING},
+                generation={"n_samples": 1, "seed": 0, "sampling": SAMPLING, "truncate_to_context": False},
                 score_span="answer",
                 n_alternatives=n_alternatives,
             ),
             # speed and memory knobs: read from the config, not params
-            config={"generation": {"batch_size": 2}, "scoring": {"batch_size": 2, "chunk_rows": 8}},
+            config=validated_config(generation={"batch_size": 2}, scoring={"batch_size": 2, "chunk_rows": 8}),
         )
         handlers = logging.getLogger().handlers[:]
         try:

@@ -14,12 +14,14 @@ from tokenscope.errors import ConfigError
 from tokenscope.inputs.prompts import load_prompt_set
 from tokenscope.inputs.sequences import reference_sequences, sequence_chunks
 from tokenscope.scoring import teacher_forcing
+from tokenscope.scoring.options import ScoringOptions
 from tokenscope.scoring.tables import TOKEN_SCHEMA
 from tokenscope.scoring.teacher_forcing import ScoringLayout, run_teacher_forcing, write_teacher_forcing
 
 from helpers.paths import REPO
 from helpers.prompts import make_prompts
 from helpers.reference import assert_matches_reference
+from helpers.rule_jobs import JobParams, validated_config
 from helpers.tiny_models import ARCHS
 
 
@@ -35,9 +37,7 @@ def test_teacher_forcing_matches_seed_method(tiny_loaded, arch, span, batch_size
         prompts,
         model_name=arch,
         prompt_set="t",
-        span=span,
-        batch_size=batch_size,
-        chunk_rows=5,
+        options=ScoringOptions(score_span=span, batch_size=batch_size, chunk_rows=5),
         show_progress=False,
     ).to_pandas()
     sequences = {
@@ -60,8 +60,9 @@ def test_teacher_forcing_matches_seed_method(tiny_loaded, arch, span, batch_size
 def test_token_strings_read_back_the_text(tiny_loaded):
     model, tokenizer = tiny_loaded("llama")
     prompts = make_prompts()
+    options = ScoringOptions(score_span="all")
     frame = run_teacher_forcing(
-        model, tokenizer, prompts, model_name="m", prompt_set="t", span="all", show_progress=False
+        model, tokenizer, prompts, model_name="m", prompt_set="t", options=options, show_progress=False
     ).to_pandas()
     for prompt in prompts:
         rows = frame[frame["prompt_id"] == prompt.id].sort_values("position")
@@ -85,8 +86,7 @@ def test_embedded_teacher_forcing_matches_seed_method(embedded):
         prompts,
         model_name="smollm2",
         prompt_set="smoke",
-        batch_size=3,
-        chunk_rows=16,
+        options=ScoringOptions(batch_size=3, chunk_rows=16),
         show_progress=False,
     ).to_pandas()
     sequences = {
@@ -97,7 +97,12 @@ def test_embedded_teacher_forcing_matches_seed_method(embedded):
     assert answer.startswith(prompts[0].reference)
 
 
-TEACHER_FORCING = {"model_name": "m", "prompt_set": "t", "batch_size": 2, "chunk_rows": 5, "show_progress": False}
+TEACHER_FORCING = {
+    "model_name": "m",
+    "prompt_set": "t",
+    "options": ScoringOptions(batch_size=2, chunk_rows=5),
+    "show_progress": False,
+}
 
 
 def test_write_teacher_forcing_streams_the_rows_of_run_teacher_forcing_chunk_by_chunk(tiny_loaded, tmp_path):
@@ -106,7 +111,8 @@ def test_write_teacher_forcing_streams_the_rows_of_run_teacher_forcing_chunk_by_
     fp32 noise of other batches, the schema and its metadata."""
     model, tokenizer = tiny_loaded("llama")
     prompts = make_prompts(9)
-    options = {**TEACHER_FORCING, "span": "all", "n_alternatives": 3}
+    scoring = replace(TEACHER_FORCING["options"], n_alternatives=3, score_span="all")
+    options = {**TEACHER_FORCING, "options": scoring}
     whole = run_teacher_forcing(model, tokenizer, prompts, **options)
     path = tmp_path / "reference.parquet"
     rows = write_teacher_forcing(model, tokenizer, prompts, path, chunk_tokens=120, **options)
@@ -200,14 +206,14 @@ def test_rule_script_writes_a_shard_without_references_without_loading_a_model(t
         input=SimpleNamespace(manifest=str(tmp_path / "missing" / "manifest.json"), prompts=str(prompts)),
         output=SimpleNamespace(tokens=str(out)),
         wildcards=SimpleNamespace(model="m", prompt_set="t", shard=shard.name),
-        params=SimpleNamespace(
+        params=JobParams(
             shard=shard.params(),
             insertion=None,
             runtime={"device": "cpu", "dtype": "float32", "device_map": None},
             score_span="answer",
             n_alternatives=3,
         ),
-        config={"scoring": {"batch_size": 2, "chunk_rows": 8}},
+        config=validated_config(scoring={"batch_size": 2, "chunk_rows": 8}),
     )
     handlers = logging.getLogger().handlers[:]
     try:

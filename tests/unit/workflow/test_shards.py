@@ -14,8 +14,10 @@ import pyarrow.parquet as pq
 import pytest
 
 from tokenscope.errors import ConfigError, PromptSetError, ResultFileError
+from tokenscope.generation.options import GenerationOptions
 from tokenscope.inputs.prompts import load_prompt_set
 from tokenscope.io import gather_parquet
+from tokenscope.scoring.options import ScoringOptions
 from tokenscope.workflow.planning import PromptSetFacts
 from tokenscope.workflow.shards import (
     MAX_SHARDS,
@@ -23,7 +25,6 @@ from tokenscope.workflow.shards import (
     ShardPlan,
     check_shard,
     file_shards,
-    generation_params,
     plan_shards,
     shard_file,
     split_lines,
@@ -158,12 +159,19 @@ def test_generation_params_leave_out_what_cannot_change_results():
         "truncate_to_context": False,
         "sampling": {"temperature": 0.7},
     }
-    assert generation_params(generation) == {
+    params = GenerationOptions.job_params({"generation": generation})
+    assert params == {
         "n_samples": 2,
         "seed": 3,
         "truncate_to_context": False,
         "sampling": {"temperature": 0.7},
     }
+    # in the config's key order: the text Snakemake compares is the one planned before these options
+    assert list(params) == ["n_samples", "seed", "truncate_to_context", "sampling"]
+    later = {**generation, "seed": 4, "batch_size": 64}
+    assert GenerationOptions.of_job(params, {"generation": later}) == GenerationOptions(
+        n_samples=2, seed=3, sampling={"temperature": 0.7}, batch_size=64
+    )
 
 
 def test_check_shard_refuses_prompts_changed_after_planning(tmp_path):
@@ -254,14 +262,12 @@ def test_shards_give_the_unsharded_results(tiny_loaded, tmp_path):
 
     model, tokenizer = tiny_loaded("llama")
     prompts = make_prompts(5)
+    sampling = {"do_sample": True, "temperature": 1.0, "top_k": 0, "top_p": 0.95, "max_new_tokens": 12}
     options = dict(
         model_name="m",
         prompt_set="s",
-        n_samples=2,
-        seed=7,
-        sampling={"do_sample": True, "temperature": 1.0, "top_k": 0, "top_p": 0.95, "max_new_tokens": 12},
-        batch_size=3,
-        n_alternatives=3,
+        options=GenerationOptions(n_samples=2, seed=7, sampling=sampling, batch_size=3),
+        scoring=ScoringOptions(n_alternatives=3),
         show_progress=False,
     )
 
