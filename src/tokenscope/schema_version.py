@@ -5,7 +5,8 @@ tables: a new version reruns them on existing results, whose tables lack the new
 
 History. 2: the token table gained `in_answer`. 3: the generations table gained the outcome
 columns (answer, extracted_answer, correct, opens_think, closes_think, has_boxed), the token table
-varentropy, margin and sampling_entropy, the pair table both models' top-k alternatives.
+varentropy, margin and sampling_entropy, the pair table both models' top-k alternatives. 4: the
+token table gained tempered_entropy.
 """
 
-SCHEMA_VERSION = "3"
+SCHEMA_VERSION = "4"

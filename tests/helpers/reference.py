@@ -47,6 +47,13 @@ def warped_entropy(logits: torch.Tensor, sampling: dict) -> float:
     return dense_entropy(scores[0])
 
 
+def tempered_reference(logits: torch.Tensor, sampling: dict) -> float:
+    """Entropy of softmax(logits / T) in float64 at the sampling temperature, no truncation; the raw
+    logits' entropy for greedy decoding."""
+    temperature = float(sampling.get("temperature", 1.0)) if sampling.get("do_sample", True) else 1.0
+    return dense_entropy(logits.double() / temperature)
+
+
 def per_position_reference(
     model, tokenizer, ids: list[int], prompt_length: int, sampling: dict | None = None
 ) -> list[dict]:
@@ -73,6 +80,7 @@ def per_position_reference(
                 "varentropy": dense_varentropy(pos_logits),
                 "margin": dense_margin(pos_logits),
                 "sampling_entropy": None if sampling is None else warped_entropy(pos_logits, sampling),
+                "tempered_entropy": None if sampling is None else tempered_reference(pos_logits, sampling),
             }
         )
     return stats
@@ -100,12 +108,13 @@ def assert_matches_reference(
         np.testing.assert_array_equal(rows["rank"].to_numpy(), expected["rank"].to_numpy())
         for column in ("varentropy", "margin"):
             np.testing.assert_allclose(rows[column].to_numpy(), expected[column].to_numpy(), atol=tol, rtol=tol)
-        if sampling is None:
-            assert rows["sampling_entropy"].isna().all()
-        else:
-            np.testing.assert_allclose(
-                rows["sampling_entropy"].to_numpy(), expected["sampling_entropy"].to_numpy(float), atol=tol, rtol=tol
-            )
+        for column in ("sampling_entropy", "tempered_entropy"):
+            if sampling is None:
+                assert rows[column].isna().all()
+            else:
+                np.testing.assert_allclose(
+                    rows[column].to_numpy(), expected[column].to_numpy(float), atol=tol, rtol=tol, err_msg=column
+                )
         checked += len(rows)
     assert checked == len(frame) > 0
 

@@ -182,13 +182,21 @@ def sample_with_entropy(
     return chosen, entropy
 
 
+def tempered_entropy(logits: Tensor, params: SamplingParams) -> Tensor:
+    """Entropy in nats of softmax(logits / T) over the full vocabulary at the sampler's temperature
+    T, without top-k or top-p [B] (what RL training stacks log as the policy's entropy); greedy
+    decoding applies no temperature, so there it is the raw logits' entropy."""
+    scaled = logits.float() / params.temperature if params.do_sample and params.temperature != 1.0 else logits
+    return entropy_from_log_probs(log_probs(scaled))
+
+
 def sample_with_metrics(
     logits: Tensor, params: SamplingParams, seeds: Tensor, step: int | Tensor
 ) -> tuple[Tensor, dict[str, Tensor]]:
     """(next tokens [B], the sampler's own per-token metrics by TokenMetrics field name): the
-    metrics of the distribution each token was drawn from, which only the sampler sees."""
+    entropies of the distributions the sampler shapes from the raw logits."""
     chosen, entropy = sample_with_entropy(logits, params, seeds, step)
-    return chosen, {"sampling_entropy": entropy}
+    return chosen, {"sampling_entropy": entropy, "tempered_entropy": tempered_entropy(logits, params)}
 
 
 def sampled_support(logits: Tensor, params: SamplingParams) -> Tensor:

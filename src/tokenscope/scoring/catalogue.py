@@ -150,6 +150,16 @@ METRICS: tuple[Metric, ...] = (
         nullable=True,
     ),
     Metric(
+        "tempered_entropy",
+        "nats",
+        pa.float32(),
+        frozenset({"generated"}),
+        "tempered_entropy",
+        "entropy of the distribution at the sampler's temperature, before top-k and top-p",
+        "−Σ_v q_v log q_v, q = softmax(raw logits / T), full vocabulary; T = 1 when greedy",
+        nullable=True,
+    ),
+    Metric(
         "topk_ids",
         "token id",
         pa.list_(pa.int32()),

@@ -128,9 +128,11 @@ class TensorRows:
 class TokenMetrics(TensorRows):
     """Metrics for N scored positions (tensors on the device they were computed on).
 
-    All but sampling_entropy are of the model's raw distribution (softmax of the raw logits);
-    sampling_entropy is that of the distribution a token was drawn from (after temperature, top-k
-    and top-p; 0 for greedy decoding): generated tokens only, None for teacher-forced ones.
+    All but sampling_entropy and tempered_entropy are of the model's raw distribution (softmax of
+    the raw logits); sampling_entropy is that of the distribution a token was drawn from (after
+    temperature, top-k and top-p; 0 for greedy decoding), tempered_entropy that of softmax(logits
+    / T) at the sampler's temperature without truncation: generated tokens only, None for
+    teacher-forced ones (`sampling.sample_with_metrics`).
     """
 
     entropy: Tensor  # [N] float32
@@ -141,6 +143,7 @@ class TokenMetrics(TensorRows):
     varentropy: Tensor  # [N] float32
     margin: Tensor  # [N] float32: log p(top-1) - log p(top-2)
     sampling_entropy: Tensor | None = None  # [N] float32, generated tokens only
+    tempered_entropy: Tensor | None = None  # [N] float32, generated tokens only: softmax(logits / T)
 
     @property
     def prob(self) -> Tensor:

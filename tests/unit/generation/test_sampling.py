@@ -6,10 +6,18 @@ at the nucleus boundary and on the full-sort path; greedy is 0; the tokens drawn
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 import torch
 
-from tokenscope.generation.sampling import SamplingParams, sample_tokens, sample_with_entropy, sampled_support
+from tokenscope.generation.sampling import (
+    SamplingParams,
+    sample_tokens,
+    sample_with_entropy,
+    sample_with_metrics,
+    sampled_support,
+    tempered_entropy,
+)
 
 from helpers.reference import warped_entropy
 
@@ -154,6 +162,46 @@ def test_sampling_entropy_at_the_nucleus_boundary(vocab, step, offset, top_k):
     params = SamplingParams(do_sample=True, temperature=1.0, top_k=top_k, top_p=top_p)
     _, entropy = sample_with_entropy(logits, params, SEEDS[:1], 0)
     torch.testing.assert_close(entropy.double(), transformers_entropies(logits, params), atol=2e-5, rtol=1e-5)
+
+
+def numpy_entropy(logits: np.ndarray) -> np.ndarray:
+    """Entropy in nats of each row's softmax, float64, written independently of torch."""
+    shifted = logits - logits.max(axis=1, keepdims=True)
+    logp = shifted - np.log(np.exp(shifted).sum(axis=1, keepdims=True))
+    return -(np.exp(logp) * logp).sum(axis=1)
+
+
+@pytest.mark.parametrize("temperature", [0.3, 0.7, 1.0, 1.6])
+def test_tempered_entropy_is_the_full_vocabulary_entropy_at_the_temperature(temperature):
+    logits = random_rows()
+    params = SamplingParams(do_sample=True, temperature=temperature, top_k=20, top_p=0.9)
+    chosen, metrics = sample_with_metrics(logits, params, SEEDS, 3)
+    assert torch.equal(chosen, sample_tokens(logits, params, SEEDS, 3))
+    assert set(metrics) == {"sampling_entropy", "tempered_entropy"}
+    assert metrics["tempered_entropy"].dtype == torch.float32
+    expected = numpy_entropy(logits.double().numpy() / temperature)
+    np.testing.assert_allclose(metrics["tempered_entropy"].double().numpy(), expected, atol=2e-5, rtol=1e-5)
+    # top-k and top-p cut the sampled distribution, never the tempered one
+    assert (metrics["sampling_entropy"] <= metrics["tempered_entropy"] + 1e-5).all()
+
+
+def test_tempered_entropy_hand_computed():
+    """Two equal logits and a third at -inf: ln 2 at any temperature; logits (0, ln 3) at T = 1:
+    p = (1/4, 3/4), H = ln 4 - (3/4) ln 3."""
+    logits = torch.tensor([[1.0, 1.0, float("-inf")], [0.0, float(np.log(3.0)), float("-inf")]])
+    got = tempered_entropy(logits, SamplingParams(do_sample=True, temperature=0.5))
+    assert got[0].item() == pytest.approx(np.log(2.0), abs=1e-6)
+    at_one = tempered_entropy(logits, SamplingParams(do_sample=True, temperature=1.0))
+    assert at_one[1].item() == pytest.approx(np.log(4.0) - 0.75 * np.log(3.0), abs=1e-6)
+
+
+def test_greedy_tempered_entropy_is_the_raw_entropy():
+    logits = random_rows()
+    params = SamplingParams(do_sample=False, temperature=0.5)
+    _, metrics = sample_with_metrics(logits, params, SEEDS, 0)
+    np.testing.assert_allclose(
+        metrics["tempered_entropy"].double().numpy(), numpy_entropy(logits.double().numpy()), atol=2e-5
+    )
 
 
 def test_greedy_sampling_entropy_is_zero():

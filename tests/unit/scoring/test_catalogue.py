@@ -32,7 +32,8 @@ def documented_columns(heading: str) -> dict[str, tuple[str, str]]:
     text = SCHEMA_DOC.read_text(encoding="utf-8")
     section = text.split(f"\n{heading}", 1)[1].split("\n## ", 1)[0]
     columns = {}
-    for line in section.splitlines():
+    table = section.split("| column | type | unit | meaning |", 1)[1].split("\n\n", 1)[0]
+    for line in table.splitlines():
         if not line.startswith("| `"):
             continue
         name_cell, type_cell, unit_cell = (cell.strip() for cell in line.strip("|").split("|")[:3])
@@ -73,7 +74,7 @@ def test_every_column_is_written_from_an_attribute_of_the_scored_metrics():
     logits = torch.randn(3, 11)
     targets = torch.tensor([0, 4, 10])
     token = metrics_from_logits(logits, targets, 2)
-    token.sampling_entropy = torch.zeros(3)
+    token.sampling_entropy = token.tempered_entropy = torch.zeros(3)
     pair = divergence_from_logits(logits, torch.randn(3, 11), targets)
     for metric in TOKEN_METRICS:
         values = getattr(token, metric.field)
@@ -92,6 +93,7 @@ def test_the_decode_loop_records_every_token_metrics_field():
         "varentropy",
         "margin",
         "sampling_entropy",
+        "tempered_entropy",
         "topk_ids",
         "topk_logprobs",
     ]
@@ -123,6 +125,7 @@ def test_config_metric_keys_are_the_catalogue_s():
         "varentropy",
         "margin",
         "sampling_entropy",
+        "tempered_entropy",
     )
     assert keys["token_view.metric"] == ("entropy", "surprisal", "varentropy", "margin", "kl")
     assert keys["side_by_side.metric"] == ("logprob_diff", "kl_a_b", "kl_b_a")
