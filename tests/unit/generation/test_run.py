@@ -38,6 +38,28 @@ def test_generation_metrics_match_seed_method(tiny_loaded, arch, batch_size):
     assert_matches_reference(model, tokenizer, tok, generation_table_sequences(gen), sampling=SAMPLING)
 
 
+def test_tempered_entropy_at_the_sampler_s_temperature_matches_a_float64_reference(tiny_loaded):
+    """At temperature 0.6 with top-k and top-p, the three entropies differ, and each matches its
+    reference: tempered_entropy is softmax(logits / 0.6)'s over the whole vocabulary."""
+    sampling = {"do_sample": True, "temperature": 0.6, "top_k": 40, "top_p": 0.9, "max_new_tokens": 10}
+    model, tokenizer = tiny_loaded(ARCHS[0])
+    generations, tokens = run_generation(
+        model,
+        tokenizer,
+        make_prompts(),
+        model_name="m",
+        prompt_set="t",
+        options=GenerationOptions(n_samples=2, seed=5, sampling=sampling, batch_size=3),
+        show_progress=False,
+    )
+    tok = tokens.to_pandas()
+    assert_matches_reference(
+        model, tokenizer, tok, generation_table_sequences(generations.to_pandas()), sampling=sampling
+    )
+    assert (tok["tempered_entropy"] != tok["entropy"]).mean() > 0.9
+    assert (tok["sampling_entropy"] <= tok["tempered_entropy"] + 1e-5).all()
+
+
 @pytest.mark.parametrize("arch", ARCHS)
 def test_batched_generation_equals_unbatched(tiny_loaded, arch):
     model, tokenizer = tiny_loaded(arch)
