@@ -235,7 +235,7 @@ def run_hf(model, tokenizer, device, batch: int, new_tokens: int) -> Run:
 
 
 def run_tokenscope(model, tokenizer, device, batch: int, new_tokens: int) -> Run:
-    from tokenscope.generation.decode import GenerationRequest, generate
+    from tokenscope.generation.decode import DecodeOptions, GenerationRequest, generate
     from tokenscope.generation.sampling import SamplingParams
 
     requests = [
@@ -252,7 +252,9 @@ def run_tokenscope(model, tokenizer, device, batch: int, new_tokens: int) -> Run
     params = SamplingParams(max_new_tokens=new_tokens, **SAMPLING)
 
     def work() -> int:
-        generations = generate(model, tokenizer, requests, params, batch_size=batch, eos_ids=[], show_progress=False)
+        generations = generate(
+            model, tokenizer, requests, params, DecodeOptions(batch_size=batch, eos_ids=(), show_progress=False)
+        )
         return sum(len(g.token_ids) for g in generations)
 
     return measured(device, work)

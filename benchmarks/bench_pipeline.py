@@ -415,7 +415,7 @@ def _flops_per_token(model: Any, mean_context: float) -> dict[str, float]:
 def role_tokenscope(config: dict[str, Any]) -> dict[str, Any]:
     import numpy as np
 
-    from tokenscope.generation.decode import generate
+    from tokenscope.generation.decode import DecodeOptions, generate
     from tokenscope.generation.options import GenerationOptions
     from tokenscope.generation.run import generation_requests, run_generation
     from tokenscope.generation.sampling import SamplingParams
@@ -533,7 +533,8 @@ def role_tokenscope(config: dict[str, Any]) -> dict[str, Any]:
         order = sorted(range(len(requests)), key=lambda i: (i % n_samples, i // n_samples))
         requests = [requests[i] for i in order[:n]]
         clock = _Clock(device)
-        out = generate(model, tokenizer, requests, params, batch_size, config["metrics_top_k"], show_progress=False)
+        decode_options = DecodeOptions(batch_size, config["metrics_top_k"], show_progress=False)
+        out = generate(model, tokenizer, requests, params, decode_options)
         wall = clock.lap()
         sweep.append(
             {
@@ -552,9 +553,8 @@ def role_tokenscope(config: dict[str, Any]) -> dict[str, Any]:
         breakdown = _Breakdown(model, device)
         with breakdown.installed():
             clock = _Clock(device)
-            out = generate(
-                model, tokenizer, requests, params, config["batch_size"], config["metrics_top_k"], show_progress=False
-            )
+            decode_options = DecodeOptions(config["batch_size"], config["metrics_top_k"], show_progress=False)
+            out = generate(model, tokenizer, requests, params, decode_options)
             wall = clock.lap()
         lengths = [(len(g.request.prompt_ids), len(g.token_ids)) for g in out]
         tokens = sum(n for _, n in lengths)

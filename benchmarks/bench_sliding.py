@@ -71,7 +71,7 @@ def main() -> None:
     import torch
 
     from tokenscope.generation import decode
-    from tokenscope.generation.decode import generate
+    from tokenscope.generation.decode import DecodeOptions, generate
     from tokenscope.generation.kv_cache import attention_windows, build_cache
     from tokenscope.generation.run import generation_requests
     from tokenscope.generation.sampling import SamplingParams
@@ -81,14 +81,16 @@ def main() -> None:
     model = sliding_model(tokenizer, args.layout, args.window, args.layers)
     requests = generation_requests(tokenizer, prompts(max(1, args.requests // SAMPLES)), SAMPLES, seed=0)
     params = SamplingParams(do_sample=True, temperature=1.0, top_k=0, top_p=1.0, max_new_tokens=args.max_new_tokens)
-    eos = [tokenizer.eos_token_id]  # random weights rarely choose it: nearly every row runs to the budget
+    eos = (tokenizer.eos_token_id,)  # random weights rarely choose it: nearly every row runs to the budget
     lengths = [len(r.prompt_ids) for r in requests]
     print(
         f"tiny Qwen2 ({args.layout}: windows {attention_windows(model)}), hidden 64, vocab {len(tokenizer)}, "
         f"{len(requests)} requests, prompts {min(lengths)}-{max(lengths)} tokens, "
         f"max_new_tokens {args.max_new_tokens}, {args.threads} thread(s)"
     )
-    generate(model, tokenizer, requests[:2], params, batch_size=2, eos_ids=eos, show_progress=False)  # warm up
+    generate(
+        model, tokenizer, requests[:2], params, DecodeOptions(batch_size=2, eos_ids=eos, show_progress=False)
+    )  # warm up
     caches: list[tuple[float, float]] = []  # per wave: KV bytes per row held, and if all layers held every column
 
     def logged_build_cache(groups, n_rows, width, columns, windows):  # type: ignore[no-untyped-def]
@@ -105,7 +107,7 @@ def main() -> None:
         caches.clear()
         start = time.perf_counter()
         generations = generate(
-            model, tokenizer, requests, params, batch_size=batch_size, eos_ids=eos, show_progress=False
+            model, tokenizer, requests, params, DecodeOptions(batch_size=batch_size, eos_ids=eos, show_progress=False)
         )
         seconds = time.perf_counter() - start
         n = sum(len(g.token_ids) for g in generations)

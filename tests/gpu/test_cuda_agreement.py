@@ -24,14 +24,16 @@ SAMPLING = {"do_sample": True, "temperature": 1.0, "top_k": 0, "top_p": 1.0}
 
 
 def generate_all(model, tokenizer, batch_size: int, sampling: dict = SAMPLING, max_new_tokens: int = 16):
-    from tokenscope.generation.decode import generate
+    from tokenscope.generation.decode import DecodeOptions, generate
     from tokenscope.generation.run import generation_requests
     from tokenscope.generation.sampling import SamplingParams
 
     requests = generation_requests(tokenizer, make_prompts(), n_samples=3, seed=5)
     params = SamplingParams(max_new_tokens=max_new_tokens, **sampling)
-    ends = list(range(0, len(tokenizer), 25))  # rows finish at different steps, queued prompts join
-    return generate(model, tokenizer, requests, params, batch_size=batch_size, eos_ids=ends, show_progress=False)
+    ends = tuple(range(0, len(tokenizer), 25))  # rows finish at different steps, queued prompts join
+    return generate(
+        model, tokenizer, requests, params, DecodeOptions(batch_size=batch_size, eos_ids=ends, show_progress=False)
+    )
 
 
 @pytest.mark.parametrize("arch", [*ARCHS, "qwen2-sliding"])
@@ -67,7 +69,7 @@ def test_bf16_weights_give_fp32_metrics(device_loaded, arch, monkeypatch):
         return unembed(self, hidden)
 
     monkeypatch.setattr(Unembedding, "forward", recording)
-    from tokenscope.generation.decode import generate
+    from tokenscope.generation.decode import DecodeOptions, generate
     from tokenscope.generation.run import generation_requests
     from tokenscope.generation.sampling import SamplingParams
 
@@ -75,7 +77,9 @@ def test_bf16_weights_give_fp32_metrics(device_loaded, arch, monkeypatch):
     weight = model.get_output_embeddings().weight.detach().double()
     for request in generation_requests(tokenizer, make_prompts(3), n_samples=1, seed=1):
         seen.clear()
-        (generation,) = generate(model, tokenizer, [request], params, batch_size=1, eos_ids=[], show_progress=False)
+        (generation,) = generate(
+            model, tokenizer, [request], params, DecodeOptions(batch_size=1, eos_ids=(), show_progress=False)
+        )
         for field in dataclasses.fields(generation):
             value = getattr(generation, field.name)
             if isinstance(value, np.ndarray) and value.dtype.kind == "f":

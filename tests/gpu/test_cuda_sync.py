@@ -34,7 +34,7 @@ PER_PREFILL = 6
 )
 @pytest.mark.parametrize("dtype", ["float32", "bfloat16"])
 def test_at_most_one_sync_per_decode_step(device_loaded, dtype, sampling):
-    from tokenscope.generation.decode import _Decoder, generate
+    from tokenscope.generation.decode import DecodeOptions, _Decoder, generate
     from tokenscope.generation.run import generation_requests
     from tokenscope.generation.sampling import SamplingParams
     from tokenscope.model.anatomy import backbone
@@ -49,8 +49,10 @@ def test_at_most_one_sync_per_decode_step(device_loaded, dtype, sampling):
 
     requests = generation_requests(tokenizer, make_prompts(6), n_samples=2, seed=3)
     params = SamplingParams(max_new_tokens=24, **sampling)
-    ends = list(range(0, len(tokenizer), 40))
-    generate(model, tokenizer, requests[:2], params, batch_size=2, eos_ids=ends, show_progress=False)  # warm up
+    ends = tuple(range(0, len(tokenizer), 40))
+    generate(
+        model, tokenizer, requests[:2], params, DecodeOptions(batch_size=2, eos_ids=ends, show_progress=False)
+    )  # warm up
     torch.cuda.synchronize()
     phases = {"decode": 0, "prefill": 0}
     syncs = {"decode": 0, "prefill": 0, "loop": 0}
@@ -81,7 +83,9 @@ def test_at_most_one_sync_per_decode_step(device_loaded, dtype, sampling):
         torch.cuda.set_sync_debug_mode("warn")
         try:
             with mock.patch.object(_Decoder, "prefill", counted_prefill):
-                generate(model, tokenizer, requests, params, batch_size=4, eos_ids=ends, show_progress=False)
+                generate(
+                    model, tokenizer, requests, params, DecodeOptions(batch_size=4, eos_ids=ends, show_progress=False)
+                )
         finally:
             torch.cuda.set_sync_debug_mode("default")
             for hook in hooks:

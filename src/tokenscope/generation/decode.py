@@ -30,6 +30,7 @@ from tokenscope.generation.kv_cache import (
     model_label,
     preallocated_layers,
 )
+from tokenscope.generation.options import GenerationOptions
 from tokenscope.generation.sampling import SamplingParams, sample_with_metrics
 from tokenscope.inputs.batching import pad, pad_id_of, padding_bounded_groups
 from tokenscope.model.anatomy import Unembedding, backbone
@@ -37,7 +38,7 @@ from tokenscope.model.loading import max_positions
 from tokenscope.model.types import CausalLM, Tokenizer
 from tokenscope.scoring.catalogue import GENERATED_FIELDS
 from tokenscope.scoring.formulas import metrics_from_logits
-from tokenscope.scoring.options import renamed_top_k
+from tokenscope.scoring.options import ScoringOptions
 
 log = logging.getLogger(__name__)
 
@@ -55,6 +56,19 @@ class GenerationRequest:
     prompt_ids: tuple[int, ...]
     inserted: tuple[int, int] | None = None  # span of a prompt transform's tokens in prompt_ids
     max_new_tokens: int | None = None  # this request's own cap (fit_to_context), below the sampling one
+
+
+@dataclass(frozen=True)
+class DecodeOptions:
+    """How the decode loop runs: `batch_size` rows decoded together (speed and memory only),
+    `n_alternatives` most probable tokens recorded per step, a progress bar with `show_progress`,
+    `eos_ids` ending a sequence (None: the model's and tokenizer's end-of-sequence tokens). The
+    defaults are GenerationOptions' and ScoringOptions'."""
+
+    batch_size: int = GenerationOptions.batch_size
+    n_alternatives: int = ScoringOptions.n_alternatives
+    show_progress: bool = True
+    eos_ids: tuple[int, ...] | None = None
 
 
 def new_token_budget(request: GenerationRequest, max_new_tokens: int) -> int:
@@ -300,15 +314,16 @@ class _Decoder:
     def __init__(
         self,
         model: CausalLM,
-        unembed: Unembedding,
+        tokenizer: Tokenizer,
         requests: Sequence[GenerationRequest],
         params: SamplingParams,
-        eos_ids: Sequence[int],
-        pad_id: int,
-        n_alternatives: int,
+        options: DecodeOptions,
         progress: tqdm | None,
     ) -> None:
-        self.model, self.unembed, self.requests, self.params = model, unembed, requests, params
+        self.model, self.requests, self.params = model, requests, params
+        self.unembed = Unembedding(model)
+        eos_ids = options.eos_ids if options.eos_ids is not None else eos_token_ids(model, tokenizer)
+        pad_id = pad_id_of(tokenizer)
         self.body = backbone(model)
         self.cache_argument = cache_argument(self.body)
         self.windows = attention_windows(model)  # per layer: its sliding window, None for full attention
@@ -319,7 +334,7 @@ class _Decoder:
         self.budgets = np.array([new_token_budget(r, params.max_new_tokens) for r in requests], dtype=np.int64)
         self.prompt_lengths = np.array([len(r.prompt_ids) for r in requests], dtype=np.int64)
         self.steps = int(self.budgets.max(initial=0))  # the longest answer any request may have
-        self.k = min(n_alternatives, unembed.weight.shape[0])
+        self.k = min(options.n_alternatives, self.unembed.weight.shape[0])
         self.compactions = 0  # times a wave dropped leading cache columns (tests read it)
         # Samples not yet decoding, per prompt, and the prefilled keys, values and last hidden state
         # of prompts that still have some (see prefill).
@@ -548,29 +563,23 @@ def _decode(
     tokenizer: Tokenizer,
     requests: Sequence[GenerationRequest],
     params: SamplingParams,
-    batch_size: int,
-    n_alternatives: int,
-    show_progress: bool,
-    eos_ids: Sequence[int] | None,
+    options: DecodeOptions,
 ) -> Iterator[tuple[int, Generation]]:
     """(request index, Generation) of every request, as rows finish."""
     fit_to_context(requests, params.max_new_tokens, max_positions(model))
-    unembed = Unembedding(model)
-    eos_ids = list(eos_ids) if eos_ids is not None else eos_token_ids(model, tokenizer)
-    pad_id = pad_id_of(tokenizer)
     progress = tqdm(
         total=sum(new_token_budget(r, params.max_new_tokens) for r in requests),
         unit="tok",
         desc="generating",
-        disable=not show_progress,
+        disable=not options.show_progress,
         mininterval=2.0,
     )
-    decoder = _Decoder(model, unembed, requests, params, eos_ids, pad_id, n_alternatives, progress)
+    decoder = _Decoder(model, tokenizer, requests, params, options, progress)
     # Longest prompts first: a joining prompt must fit before the current cache column.
     queue = deque(int(i) for i in np.argsort([-len(r.prompt_ids) for r in requests], kind="stable"))
     try:
         while queue:
-            yield from decoder.run_wave(queue, batch_size)
+            yield from decoder.run_wave(queue, options.batch_size)
         progress.total = progress.n  # rows that stopped early leave part of their budget unused
     finally:
         progress.close()
@@ -581,10 +590,7 @@ def iter_generations(
     tokenizer: Tokenizer,
     requests: Sequence[GenerationRequest],
     params: SamplingParams,
-    batch_size: int,
-    n_alternatives: int | None = None,
-    show_progress: bool = True,
-    eos_ids: Sequence[int] | None = None,
+    options: DecodeOptions = DecodeOptions(),
 ) -> Iterator[Generation]:
     """Generate for all requests as `generate` does, yielding each Generation as its row finishes.
 
@@ -592,8 +598,7 @@ def iter_generations(
     on the batch size and the requests, not on chance. Device and host memory are bounded by the
     batch (KV cache and a batch x max_new_tokens result buffer), not by the number of requests.
     """
-    k = renamed_top_k(n_alternatives, None, "iter_generations")
-    for _, generation in _decode(model, tokenizer, requests, params, batch_size, k, show_progress, eos_ids):
+    for _, generation in _decode(model, tokenizer, requests, params, options):
         yield generation
 
 
@@ -602,25 +607,17 @@ def generate(
     tokenizer: Tokenizer,
     requests: Sequence[GenerationRequest],
     params: SamplingParams,
-    batch_size: int,
-    n_alternatives: int | None = None,
-    show_progress: bool = True,
-    eos_ids: Sequence[int] | None = None,
-    *,
-    top_k: int | None = None,
+    options: DecodeOptions = DecodeOptions(),
 ) -> list[Generation]:
     """Generate for all requests in length-sorted batches; results come back in request order.
 
-    `eos_ids` (default: the model's and tokenizer's end-of-sequence tokens) end a sequence.
-    `n_alternatives` (default 5) most probable tokens are recorded per step (`top_k`: its
-    deprecated name). A request generates at most params.max_new_tokens tokens, or its own
-    smaller `max_new_tokens`; prompt + that must fit the model's positions (see fit_to_context).
-    `iter_generations` yields the same generations as they finish, without holding them all.
+    `options` (see DecodeOptions): the batch size, the alternatives recorded per step, the
+    progress bar and the end-of-sequence tokens. A request generates at most
+    params.max_new_tokens tokens, or its own smaller `max_new_tokens`; prompt + that must fit the
+    model's positions (see fit_to_context). `iter_generations` yields the same generations as they
+    finish, without holding them all.
     """
-    n_alternatives = renamed_top_k(n_alternatives, top_k, "generate")
     generations: list[Generation | None] = [None] * len(requests)
-    for index, generation in _decode(
-        model, tokenizer, requests, params, batch_size, n_alternatives, show_progress, eos_ids
-    ):
+    for index, generation in _decode(model, tokenizer, requests, params, options):
         generations[index] = generation
     return cast("list[Generation]", generations)

@@ -11,6 +11,7 @@ import pyarrow.parquet as pq
 import torch
 
 from tokenscope.generation.decode import (
+    DecodeOptions,
     Generation,
     GenerationRequest,
     fit_to_context,
@@ -102,6 +103,13 @@ def generation_tables(
     return gen_table, token_table(sequences, metrics, vocab, model=model_name, source=model_name, prompt_set=prompt_set)
 
 
+def _decode_options(options: GenerationOptions, scoring: ScoringOptions, show_progress: bool) -> DecodeOptions:
+    """The decode loop's options from the generation and scoring options (its end tokens: the model's)."""
+    return DecodeOptions(
+        batch_size=options.batch_size, n_alternatives=scoring.n_alternatives, show_progress=show_progress
+    )
+
+
 def run_generation(  # noqa: PLR0913 (the model, its prompts, the tables' two labels, two options objects, progress)
     model: CausalLM,
     tokenizer: Tokenizer,
@@ -128,9 +136,7 @@ def run_generation(  # noqa: PLR0913 (the model, its prompts, the tables' two la
     options = options if options is not None else GenerationOptions()
     scoring = scoring_with_deprecated(scoring, deprecated, "run_generation")
     requests, params = _prepared_requests(model, tokenizer, prompts, options, model_name)
-    generations = generate(
-        model, tokenizer, requests, params, options.batch_size, scoring.n_alternatives, show_progress
-    )
+    generations = generate(model, tokenizer, requests, params, _decode_options(options, scoring, show_progress))
     vocab = VocabularyStrings.from_tokenizer(tokenizer)
     return generation_tables(generations, tokenizer, vocab, model_name=model_name, prompt_set=prompt_set)
 
@@ -183,9 +189,8 @@ def write_generation(  # noqa: PLR0913 (run_generation's, and the two files it w
 
         chunk: list[Generation] = []
         rows = 0
-        for generation in iter_generations(
-            model, tokenizer, requests, params, options.batch_size, scoring.n_alternatives, show_progress
-        ):
+        decode_options = _decode_options(options, scoring, show_progress)
+        for generation in iter_generations(model, tokenizer, requests, params, decode_options):
             chunk.append(generation)
             rows += len(generation.token_ids)
             written += 1

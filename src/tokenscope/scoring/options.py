@@ -4,9 +4,8 @@ deprecated name `top_k`.
 `top_k` also names the sampling cut-off (`generation.sampling.top_k`), so the number of recorded
 alternatives (the `topk_*` columns) is `n_alternatives`. The old config key (`scoring.top_k`:
 `ScoringOptions.from_config`, and planning's `normalize_scoring_config`, map it) and function
-argument (`top_k=` of run_generation, run_teacher_forcing and decode's generate:
-`renamed_top_k`) still work during the transition, with a warning. Torch-free: planning and the
-rules import it.
+argument (`top_k=` of run_generation and run_teacher_forcing: `renamed_top_k`) still work during
+the transition, with a warning. Torch-free: planning and the rules import it.
 """
 
 from __future__ import annotations

@@ -14,13 +14,13 @@ from helpers.tiny_models import ARCHS
 
 
 def _generate(model, tokenizer, do_sample: bool, batch_size: int = 4):
-    from tokenscope.generation.decode import generate
+    from tokenscope.generation.decode import DecodeOptions, generate
     from tokenscope.generation.run import generation_requests
     from tokenscope.generation.sampling import SamplingParams
 
     requests = generation_requests(tokenizer, make_prompts(), n_samples=2, seed=3)
     params = SamplingParams(do_sample=do_sample, temperature=0.8, top_k=20, top_p=0.9, max_new_tokens=12)
-    return generate(model, tokenizer, requests, params, batch_size=batch_size, show_progress=False)
+    return generate(model, tokenizer, requests, params, DecodeOptions(batch_size=batch_size, show_progress=False))
 
 
 @pytest.mark.parametrize("arch", ARCHS)  # llama and qwen2: grouped-query attention; gpt2: multi-head

@@ -7,7 +7,7 @@ import warnings
 
 import pytest
 
-from tokenscope.generation.decode import generate
+from tokenscope.generation.decode import DecodeOptions, generate
 from tokenscope.generation.run import generation_requests
 from tokenscope.generation.sampling import SamplingParams
 
@@ -26,6 +26,6 @@ def test_decode_raises_no_cache_deprecation(tiny_loaded, arch, monkeypatch):
     params = SamplingParams(do_sample=True, temperature=1.0, top_k=0, top_p=1.0, max_new_tokens=6)
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        generate(model, tokenizer, requests, params, batch_size=2, show_progress=False)
+        generate(model, tokenizer, requests, params, DecodeOptions(batch_size=2, show_progress=False))
     messages = [str(w.message) for w in caught] + logged
     assert not [m for m in messages if "past_key_values" in m], messages

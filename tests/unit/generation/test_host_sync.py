@@ -234,7 +234,7 @@ _traced: dict[tuple[str, str], tuple[Forwards, HostReads, int]] = {}
 def traced_generation(tiny_loaded, arch: str, sampling: str) -> tuple[Forwards, HostReads, str]:
     """Batch 4 over 12 sequences with frequent end tokens (rows leave and queued prompts join),
     watched by HostReads (once per case: the tests below read the same run)."""
-    from tokenscope.generation.decode import _Decoder, generate
+    from tokenscope.generation.decode import DecodeOptions, _Decoder, generate
     from tokenscope.generation.run import generation_requests
     from tokenscope.generation.sampling import SamplingParams
 
@@ -245,7 +245,7 @@ def traced_generation(tiny_loaded, arch: str, sampling: str) -> tuple[Forwards, 
             model, tokenizer = tiny_loaded(arch)
         requests = generation_requests(tokenizer, make_prompts(6), n_samples=2, seed=3)
         params = SamplingParams(max_new_tokens=24, **SAMPLINGS[sampling])
-        ends = list(range(0, len(tokenizer), 40))
+        ends = tuple(range(0, len(tokenizer), 40))
         reads = HostReads()
         counts, hooks = watch_forwards(model, reads)
         prefill = _Decoder.prefill
@@ -263,7 +263,7 @@ def traced_generation(tiny_loaded, arch: str, sampling: str) -> tuple[Forwards, 
                 mock.patch.object(_Decoder, "prefill", counted_prefill),
             ):
                 generations = generate(
-                    model, tokenizer, requests, params, batch_size=4, eos_ids=ends, show_progress=False
+                    model, tokenizer, requests, params, DecodeOptions(batch_size=4, eos_ids=ends, show_progress=False)
                 )
         finally:
             for hook in hooks:
@@ -302,7 +302,7 @@ def test_generation_attention_never_takes_the_eager_path(tiny_loaded, arch, monk
 
     from transformers import AttentionInterface
 
-    from tokenscope.generation.decode import generate
+    from tokenscope.generation.decode import DecodeOptions, generate
     from tokenscope.generation.run import generation_requests
     from tokenscope.generation.sampling import SamplingParams
 
@@ -327,7 +327,13 @@ def test_generation_attention_never_takes_the_eager_path(tiny_loaded, arch, monk
 
     requests = generation_requests(tokenizer, make_prompts(4), n_samples=1, seed=3)
     with Watch():
-        generate(model, tokenizer, requests, SamplingParams(max_new_tokens=6), batch_size=2, show_progress=False)
+        generate(
+            model,
+            tokenizer,
+            requests,
+            SamplingParams(max_new_tokens=6),
+            DecodeOptions(batch_size=2, show_progress=False),
+        )
     assert not eager_calls
     if implementation == "sdpa":
         assert fused["scaled_dot_product_attention"] >= model.config.num_hidden_layers * 6

@@ -34,7 +34,7 @@ def moments(logp: torch.Tensor) -> tuple[np.ndarray, np.ndarray]:
 
 @pytest.mark.parametrize("arch", ["llama", "qwen2"])
 def test_generation_metrics_are_fp32_from_bf16_hidden_states(tiny_loaded, arch, monkeypatch):
-    from tokenscope.generation.decode import generate
+    from tokenscope.generation.decode import DecodeOptions, generate
     from tokenscope.generation.run import generation_requests
     from tokenscope.generation.sampling import SamplingParams
 
@@ -54,7 +54,9 @@ def test_generation_metrics_are_fp32_from_bf16_hidden_states(tiny_loaded, arch, 
     checked = 0
     for request in requests:  # one at a time: the recorded hidden states are this sequence's steps
         seen.clear()
-        (generation,) = generate(model, tokenizer, [request], params, batch_size=1, eos_ids=[], show_progress=False)
+        (generation,) = generate(
+            model, tokenizer, [request], params, DecodeOptions(batch_size=1, eos_ids=(), show_progress=False)
+        )
         assert len(seen) == len(generation.token_ids) == 12
         hidden = torch.cat([h for h, _ in seen])
         assert hidden.dtype == torch.bfloat16 and all(logits.dtype == torch.float32 for _, logits in seen)

@@ -11,7 +11,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from tokenscope.generation import kv_cache
-from tokenscope.generation.decode import cache_margin, generate
+from tokenscope.generation.decode import DecodeOptions, cache_margin, generate
 from tokenscope.generation.kv_cache import window_slack
 from tokenscope.generation.options import GenerationOptions
 from tokenscope.generation.run import generation_requests, run_generation, write_generation
@@ -51,8 +51,10 @@ def mixed_length_run(model, tokenizer, batch_size: int):
     """Long budgets, and end tokens frequent enough that many rows stop after a few tokens while
     others run to the budget: slots free up while old rows still hold the first cache columns."""
     requests = generation_requests(tokenizer, make_prompts(8), n_samples=4, seed=11)
-    ends = list(range(0, len(tokenizer), 60))
-    return generate(model, tokenizer, requests, PARAMS, batch_size=batch_size, eos_ids=ends, show_progress=False)
+    ends = tuple(range(0, len(tokenizer), 60))
+    return generate(
+        model, tokenizer, requests, PARAMS, DecodeOptions(batch_size=batch_size, eos_ids=ends, show_progress=False)
+    )
 
 
 @pytest.mark.parametrize("arch", ARCHS)

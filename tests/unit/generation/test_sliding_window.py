@@ -14,7 +14,7 @@ import torch
 
 from tokenscope.errors import ModelError
 from tokenscope.generation import decode, kv_cache
-from tokenscope.generation.decode import generate
+from tokenscope.generation.decode import DecodeOptions, generate
 from tokenscope.generation.kv_cache import PreallocatedLayer, attention_windows, window_slack
 from tokenscope.generation.run import generation_requests
 from tokenscope.generation.sampling import SamplingParams
@@ -98,8 +98,10 @@ def mixed_length_run(model, tokenizer, batch_size: int, n_prompts: int = 8):
     """32 requests of prompts 41-150 tokens long; end tokens frequent enough that rows stop at
     very different steps, so queued prompts join while long rows hold the first columns."""
     requests = generation_requests(tokenizer, make_prompts(n_prompts), n_samples=4, seed=11)
-    ends = list(range(0, len(tokenizer), 60))
-    return generate(model, tokenizer, requests, PARAMS, batch_size=batch_size, eos_ids=ends, show_progress=False)
+    ends = tuple(range(0, len(tokenizer), 60))
+    return generate(
+        model, tokenizer, requests, PARAMS, DecodeOptions(batch_size=batch_size, eos_ids=ends, show_progress=False)
+    )
 
 
 def assert_same_generations(batched, single):
@@ -167,8 +169,8 @@ def test_batch_larger_than_the_requests_is_fine(models, batch_size):
     model, tokenizer = models("qwen2-mixed")
     requests = generation_requests(tokenizer, make_prompts(3), n_samples=2, seed=3)
     params = SamplingParams(do_sample=True, temperature=1.0, top_k=0, top_p=1.0, max_new_tokens=12)
-    batched = generate(model, tokenizer, requests, params, batch_size=batch_size, show_progress=False)
-    single = generate(model, tokenizer, requests, params, batch_size=1, show_progress=False)
+    batched = generate(model, tokenizer, requests, params, DecodeOptions(batch_size=batch_size, show_progress=False))
+    single = generate(model, tokenizer, requests, params, DecodeOptions(batch_size=1, show_progress=False))
     assert_same_generations(batched, single)
 
 
@@ -192,7 +194,7 @@ def test_unsupported_layouts_are_refused_in_one_line(arch):
     requests = generation_requests(tokenizer, make_prompts(2), n_samples=2, seed=0)
     params = SamplingParams(do_sample=False, temperature=1.0, top_k=0, top_p=1.0, max_new_tokens=4)
     with pytest.raises(ModelError) as caught:
-        generate(model, tokenizer, requests, params, batch_size=4, show_progress=False)
+        generate(model, tokenizer, requests, params, DecodeOptions(batch_size=4, show_progress=False))
     message = str(caught.value)
     assert "\n" not in message
     assert f"({model.config.model_type})" in message and UNSUPPORTED_ARCHS[arch] in message
@@ -209,10 +211,10 @@ def test_state_space_models_are_refused(models, monkeypatch):
     requests = generation_requests(tokenizer, make_prompts(2), n_samples=1, seed=0)
     params = SamplingParams(do_sample=False, temperature=1.0, top_k=0, top_p=1.0, max_new_tokens=4)
     with pytest.raises(ModelError, match=r"\(mamba\): layer type\(s\) linear_attention not supported"):
-        generate(mamba, tokenizer, requests, params, batch_size=2, show_progress=False)
+        generate(mamba, tokenizer, requests, params, DecodeOptions(batch_size=2, show_progress=False))
     monkeypatch.setattr(decode, "output_cache", lambda out: DynamicCache())  # a cache other than the one given
     with pytest.raises(ModelError, match=r"\(mistral\): its forward does not fill one key/value cache layer"):
-        generate(model, tokenizer, requests, params, batch_size=2, show_progress=False)
+        generate(model, tokenizer, requests, params, DecodeOptions(batch_size=2, show_progress=False))
 
 
 def test_a_sliding_layer_exposes_its_window_and_the_new_column():
