@@ -342,6 +342,7 @@ def token_batch(layout: Layout, vocab: Vocabulary, cols: dict[str, Any], model: 
             "varentropy": pa.array((1.3 * cols["entropy"]).astype(np.float32)),
             "margin": pa.array(np.log(cols["topk_probs"][:, 0] / cols["topk_probs"][:, 1]).astype(np.float32)),
             "sampling_entropy": pa.array((0.6 * cols["entropy"]).astype(np.float32)),
+            "tempered_entropy": pa.array((0.8 * cols["entropy"]).astype(np.float32)),
             "topk_ids": _lists(topk, TOP_K, n, pa.int32()),
             "topk_pieces": _lists(pc.take(vocab.pieces, pa.array(topk.reshape(-1))), TOP_K, n, pa.string()),
             "topk_probs": _lists(cols["topk_probs"], TOP_K, n, pa.float32()),

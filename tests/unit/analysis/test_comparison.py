@@ -46,6 +46,7 @@ def token_rows(rng: np.random.Generator, model: str, n_prompts: int = 12, length
             "varentropy": entropy,
             "margin": np.ones(prompt.size, np.float32),
             "sampling_entropy": entropy,
+            "tempered_entropy": entropy,
             "topk_ids": [[1, 2]] * prompt.size,
             "topk_pieces": [["a", "b"]] * prompt.size,
             "topk_probs": [[0.5, 0.25]] * prompt.size,
