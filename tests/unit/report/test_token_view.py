@@ -362,6 +362,7 @@ def test_the_metric_toggle_recolours_the_tokens(scored, browser):
 
 def test_the_index_sorts_ten_thousand_sequences_and_opens_a_page(scored, chosen, browser, tmp_path):
     from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import WebDriverWait
 
     # 10^4 sequences: the table loads and sorts by a click on a header (one handler, no per-row script)
     rng = np.random.default_rng(0)
@@ -381,7 +382,10 @@ def test_the_index_sorts_ten_thousand_sequences_and_opens_a_page(scored, chosen,
     big = tmp_path / "big.html"
     big.write_text(render_index(PageContext("m", "set", "m"), summaries, None, set(), "m"), encoding="utf-8")
     browser.get(big.as_uri())
-    assert len(browser.find_elements(By.CSS_SELECTOR, "#sequences tbody tr")) == n
+    rows = lambda: len(browser.find_elements(By.CSS_SELECTOR, "#sequences tbody tr"))  # noqa: E731
+    # a loaded machine may hand the page back before its 10^4 rows are in the table
+    WebDriverWait(browser, 120).until(lambda _: rows() == n)
+    assert rows() == n
     header = browser.find_elements(By.CSS_SELECTOR, "#sequences th")[3]
     assert header.text.startswith("mean entropy")
     first = lambda: browser.execute_script(  # noqa: E731
